@@ -1,0 +1,127 @@
+"""What every node actor shares: a role, a generation, typed dispatch, failure reporting.
+
+Pykka facts that shape this (see shared/STYLE.md):
+* a handler that raises on a `tell` kills the actor and drops its queued
+  tells, so `on_failure` tells the Supervisor, which owns restarts;
+* a thread stuck in a handler cannot be killed, so actor threads are daemon
+  threads: after the stop deadline the process can still exit;
+* asks go downward only and always carry a timeout.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Callable, ClassVar
+
+import pykka
+
+from infra.config import AppConfig
+from infra.logging import get_logger
+from messages.control import ChildFailed, Ping
+
+
+class Role(StrEnum):
+    STATE_STORE = "state_store"
+    DB_WRITER = "db_writer"
+    RISK = "risk"
+    PANIC = "panic"
+    EXECUTOR = "executor"
+    WS_PRIVATE = "ws_private"
+    WS_PUBLIC = "ws_public"
+
+
+# Dependency order: a child starts after everything it sends to.
+START_ORDER: tuple[Role, ...] = (
+    Role.STATE_STORE,
+    Role.DB_WRITER,
+    Role.RISK,
+    Role.PANIC,
+    Role.EXECUTOR,
+    Role.WS_PRIVATE,
+    Role.WS_PUBLIC,
+)
+
+
+class Directory:
+    """Role -> current ActorRef. Peers look a role up when sending, so a restarted peer is found."""
+
+    def __init__(self) -> None:
+        self._refs: dict[Role, pykka.ActorRef[Any]] = {}
+        self._lock = threading.Lock()
+
+    def register(self, role: Role, ref: pykka.ActorRef[Any]) -> None:
+        with self._lock:
+            self._refs[role] = ref
+
+    def unregister(self, role: Role, ref: pykka.ActorRef[Any] | None = None) -> None:
+        with self._lock:
+            if ref is None or self._refs.get(role) is ref:
+                self._refs.pop(role, None)
+
+    def get(self, role: Role) -> pykka.ActorRef[Any] | None:
+        with self._lock:
+            return self._refs.get(role)
+
+    def tell(self, role: Role, message: Any) -> bool:
+        """Deliver to the role's current actor; False if none is running."""
+        ref = self.get(role)
+        if ref is None:
+            return False
+        try:
+            ref.tell(message)
+        except pykka.ActorDeadError:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class ActorContext:
+    """What a child needs from the node: config, peers by role, its supervisor."""
+
+    config: AppConfig
+    directory: Directory
+    supervisor: pykka.ActorRef[Any] | None = None
+    generation: int = 0
+
+
+class NodeActor(pykka.ThreadingActor):
+    """Base of the node's actors. Subclasses map message types to handlers in `handlers()`."""
+
+    role: ClassVar[Role]
+    use_daemon_thread = True
+
+    def __init__(self, ctx: ActorContext):
+        super().__init__()
+        self._ctx = ctx
+        self._log = get_logger(f"actors.{self.role.value}").bind(role=self.role.value, generation=ctx.generation)
+        self._handlers: dict[type, Callable[[Any], Any]] = self.handlers()
+
+    def handlers(self) -> dict[type, Callable[[Any], Any]]:
+        return {}
+
+    def on_start(self) -> None:
+        self._log.info("actor.started")
+
+    def on_stop(self) -> None:
+        self._log.info("actor.stopped")
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        self._log.error("actor.failed", error=repr(exception_value), error_type=getattr(exception_type, "__name__", "?"))
+        if self._ctx.supervisor is not None:
+            try:
+                self._ctx.supervisor.tell(
+                    ChildFailed(role=self.role.value, generation=self._ctx.generation, error=repr(exception_value))
+                )
+            except pykka.ActorDeadError:
+                pass
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Ping):
+            return True
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            self._log.warning("actor.unhandled_message", message_type=type(message).__name__)
+            return None
+        return handler(message)

@@ -1,0 +1,18 @@
+"""WsPrivate actor.
+
+WsPrivate owns the private pybit WebSocket: auth, then
+order/execution/position/wallet subscriptions, parsing frames into messages
+told to the StateStore.
+
+Not built yet: this actor only takes part in the node's start/stop order;
+its behaviour is completed by its own issue. It handles no messages, and
+any message sent to it is logged as `actor.unhandled_message`.
+"""
+
+from __future__ import annotations
+
+from actors.base import NodeActor, Role
+
+
+class WsPrivate(NodeActor):
+    role = Role.WS_PRIVATE

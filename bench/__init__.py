@@ -1,0 +1,1 @@
+"""Benchmarks. Each `bench/bench_*.py` exposes `run() -> dict[str, float]`."""

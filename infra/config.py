@@ -1,0 +1,370 @@
+"""Node configuration: `config.yaml` defaults, environment overrides, secrets.
+
+Precedence, highest first: environment (`BYBIT_NODE_<FIELD>`, nested with `__`,
+e.g. `BYBIT_NODE_RISK__MAX_LEVERAGE=3`), then the YAML file, then the defaults
+below. API credentials come only from `BYBIT_API_KEY` / `BYBIT_API_SECRET`;
+a YAML file that holds them is refused. The simulator's throwaway credentials
+(section `sim`) are the one exception: they guard nothing.
+
+`load_config` either returns a fully valid `NodeConfig` or raises
+`ConfigError` whose `problems` name every bad field and why.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from decimal import Decimal
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal, Mapping
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from messages.types import Interval
+
+ENV_PREFIX = "BYBIT_NODE_"  # not NODE_: Node.js owns NODE_OPTIONS, NODE_EXTRA_CA_CERTS, ...
+ENV_NESTED = "__"
+API_KEY_ENV = "BYBIT_API_KEY"
+API_SECRET_ENV = "BYBIT_API_SECRET"
+
+
+_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}USDT$")
+_SECRET_KEY_RE = re.compile(r"(api[_-]?key|api[_-]?secret|secret|password|token)", re.I)
+
+PositiveDecimal = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
+NonNegativeDecimal = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+
+
+class Venue(StrEnum):
+    SIM = "sim"
+    TESTNET = "testnet"
+    DEMO = "demo"
+    MAINNET = "mainnet"
+
+
+class TradingMode(StrEnum):
+    PAPER = "paper"
+    LIVE = "live"
+
+
+# Which trading mode each venue admits. Paper money lives on the simulator,
+# demo and testnet; real money only on mainnet. Nothing else is allowed.
+VENUE_MODE: Mapping[Venue, TradingMode] = {
+    Venue.SIM: TradingMode.PAPER,
+    Venue.TESTNET: TradingMode.PAPER,
+    Venue.DEMO: TradingMode.PAPER,
+    Venue.MAINNET: TradingMode.LIVE,
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SymbolConfig(_Section):
+    intervals: tuple[Interval, ...] = Field(min_length=1)
+    tickers: bool = True
+
+    @field_validator("intervals")
+    @classmethod
+    def _unique(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError("intervals must not repeat")
+        return v
+
+
+class RiskConfig(_Section):
+    """Every limit must be set: the live preflight refuses a missing one."""
+
+    max_daily_loss_usd: PositiveDecimal = Decimal("100")
+    max_position_usd: PositiveDecimal = Decimal("1000")
+    max_total_exposure_usd: PositiveDecimal = Decimal("2000")
+    max_open_positions: int = Field(default=2, ge=1, le=50)
+    max_leverage: PositiveDecimal = Field(default=Decimal("5"), le=100)
+    max_price_deviation_pct: PositiveDecimal = Field(default=Decimal("1.0"), le=50)
+    min_balance_usd: NonNegativeDecimal = Decimal("50")
+
+
+class LogConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # auto: pretty on a terminal, plain key=value otherwise; off: file only.
+    console: Literal["auto", "pretty", "plain", "json", "off"] = "auto"
+    file: str = "logs/node.jsonl"
+    metrics_interval_s: PositiveDecimal = Decimal("30")
+
+
+class SupervisorConfig(_Section):
+    check_interval_s: PositiveDecimal = Decimal("1")
+    public_stale_after_s: PositiveDecimal = Decimal("30")
+    private_stale_after_s: PositiveDecimal = Decimal("60")
+    max_restarts: int = Field(default=5, ge=1)
+    restart_window_s: PositiveDecimal = Decimal("60")
+    restart_backoff_s: NonNegativeDecimal = Decimal("1")
+    ask_timeout_s: PositiveDecimal = Decimal("5")
+
+
+class StateConfig(_Section):
+    # Closed bars kept in memory per (symbol, interval); one size for every key.
+    bar_buffer_len: int = Field(default=1000, ge=1, le=1_000_000)
+
+
+class DbWriterConfig(_Section):
+    flush_max_bars: int = Field(default=500, ge=1)
+    flush_interval_ms: int = Field(default=250, ge=1)
+    lock_timeout_s: PositiveDecimal = Decimal("30")
+
+
+class ExchangeConfig(_Section):
+    """How the node talks to the venue. URLs default per venue (see infra.bybit)."""
+
+    rest_url: str | None = None
+    ws_public_url: str | None = None
+    ws_private_url: str | None = None
+    rest_timeout_s: PositiveDecimal = Decimal("10")
+    recv_window_ms: int = Field(default=5000, ge=1000, le=60000)
+    dcp_window_s: int = Field(default=10, ge=3, le=300)
+    max_clock_skew_ms: int = Field(default=1000, ge=1)
+
+
+class SimConfig(_Section):
+    """The built-in venue. Its credentials are throwaway values: they guard nothing."""
+
+    api_key: str = "sim-api-key"
+    api_secret: str = "sim-api-secret"
+    seed: int = 7
+    port: int = Field(default=0, ge=0, le=65535)
+    dcp_available: bool = True
+    starting_balance_usdt: PositiveDecimal = Decimal("10000")
+
+
+class ShutdownConfig(_Section):
+    graceful_timeout_s: PositiveDecimal = Decimal("10")
+
+
+class Credentials(BaseModel):
+    """API credentials, read from the environment (or the simulator section)."""
+
+    model_config = ConfigDict(frozen=True)
+    api_key: SecretStr
+    api_secret: SecretStr
+    source: Literal["environment", "simulator"]
+
+    def secret_values(self) -> tuple[str, ...]:
+        return (self.api_key.get_secret_value(), self.api_secret.get_secret_value())
+
+
+class NodeConfig(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED,
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    venue: Venue = Venue.SIM
+    trading_mode: TradingMode = TradingMode.PAPER
+    # Real money needs this set explicitly (config, env or --i-mean-live).
+    live_confirmed: bool = False
+    data_dir: Path = Path("data")
+    symbols: dict[str, SymbolConfig] = Field(
+        default_factory=lambda: {"BTCUSDT": SymbolConfig(intervals=("1",))}, min_length=1
+    )
+    risk: RiskConfig = RiskConfig()
+    log: LogConfig = LogConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
+    state: StateConfig = StateConfig()
+    db_writer: DbWriterConfig = DbWriterConfig()
+    exchange: ExchangeConfig = ExchangeConfig()
+    sim: SimConfig = SimConfig()
+    shutdown: ShutdownConfig = ShutdownConfig()
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):  # noqa: D102
+        # The YAML arrives as init kwargs; the environment must beat it.
+        return (env_settings, init_settings)
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbol_names(cls, v: dict[str, SymbolConfig]) -> dict[str, SymbolConfig]:
+        bad = [s for s in v if not _SYMBOL_RE.match(s)]
+        if bad:
+            raise ValueError(f"not a USDT perpetual symbol (e.g. BTCUSDT): {', '.join(bad)}")
+        return v
+
+    @property
+    def db_path(self) -> Path:
+        """One DuckDB file per venue: data of different venues never mix."""
+        return self.data_dir / f"{self.venue.value}.duckdb"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / self.log.file
+
+
+class AppConfig(BaseModel):
+    """What the rest of the program receives: settings plus credentials."""
+
+    model_config = ConfigDict(frozen=True)
+    node: NodeConfig
+    credentials: Credentials | None
+    source: str
+
+    def secret_values(self) -> tuple[str, ...]:
+        return self.credentials.secret_values() if self.credentials else ()
+
+
+class ConfigError(Exception):
+    """The configuration is unusable. `problems` lists (field, reason) pairs."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(f"{f}: {r}" for f, r in problems))
+
+    def render(self) -> str:
+        lines = [f"configuration error in {self.source}:"]
+        lines += [f"  - {field}: {reason}" for field, reason in self.problems]
+        return "\n".join(lines)
+
+
+def load_config(path: str | os.PathLike[str] = "config.yaml") -> AppConfig:
+    """Read, override from os.environ and validate; raise ConfigError naming every bad field."""
+    env = os.environ
+    source = str(path)
+    raw = _read_yaml(Path(path))
+    problems = _secrets_in_yaml(raw) + _unknown_env_overrides(env)
+    node: NodeConfig | None = None
+    try:
+        node = NodeConfig(**raw)
+    except ValidationError as exc:
+        problems += [(_field_name(err, source), _reason(err)) for err in exc.errors()]
+    if node is not None:
+        problems += _mode_matches_venue(node) + _live_confirmation(node)
+    credentials = None
+    if node is not None:
+        credentials, cred_problems = _credentials(node, env)
+        problems += cred_problems
+    if problems:
+        raise ConfigError(source, problems)
+    assert node is not None
+    return AppConfig(node=node, credentials=credentials, source=source)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), [("<file>", "no such file")]) from None
+    except OSError as exc:
+        raise ConfigError(str(path), [("<file>", f"cannot read: {exc.strerror}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<file>"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(str(path), [(where, f"not valid YAML: {problem}")]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), [("<file>", "the top level must be a mapping of settings")])
+    return data
+
+
+def _secrets_in_yaml(raw: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    found = []
+    for key, value in raw.items():
+        name = f"{prefix}{key}"
+        if name.startswith("sim."):
+            continue  # throwaway simulator credentials are allowed
+        if isinstance(value, Mapping):
+            found += _secrets_in_yaml(value, f"{name}.")
+        elif _SECRET_KEY_RE.search(str(key)):
+            found.append(
+                (name, f"secrets are never read from a file; set {API_KEY_ENV} and {API_SECRET_ENV} in the environment")
+            )
+    return found
+
+
+def _unknown_env_overrides(env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """pydantic-settings ignores BYBIT_NODE_* variables it cannot place; a typo must not pass silently."""
+    problems = []
+    for name in env:
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        path = name[len(ENV_PREFIX):].lower().split(ENV_NESTED)
+        model: Any = NodeConfig
+        for part in path:
+            fields = getattr(model, "model_fields", None)
+            if fields is None:
+                break  # a dict-valued field (symbols): pydantic validates the content
+            if part not in fields:
+                problems.append((f"${name}", "unknown setting; no such field in the configuration"))
+                break
+            model = fields[part].annotation
+    return problems
+
+
+def mode_problems(venue: Venue, mode: TradingMode) -> list[tuple[str, str]]:
+    """Paper money only on sim/testnet/demo, real money only on mainnet."""
+    wanted = VENUE_MODE[venue]
+    if mode is wanted:
+        return []
+    return [(
+        "trading_mode",
+        f"{mode.value!r} is not allowed on venue {venue.value!r}, which takes only {wanted.value!r}",
+    )]
+
+
+def _mode_matches_venue(node: NodeConfig) -> list[tuple[str, str]]:
+    return mode_problems(node.venue, node.trading_mode)
+
+
+def _live_confirmation(node: NodeConfig) -> list[tuple[str, str]]:
+    if node.trading_mode is TradingMode.LIVE and not node.live_confirmed:
+        return [("live_confirmed", "live trading needs live_confirmed: true (or --i-mean-live); refusing real money by default")]
+    return []
+
+
+def _credentials(node: NodeConfig, env: Mapping[str, str]) -> tuple[Credentials | None, list[tuple[str, str]]]:
+    key, secret = env.get(API_KEY_ENV, "").strip(), env.get(API_SECRET_ENV, "").strip()
+    if key and secret:
+        return Credentials(api_key=SecretStr(key), api_secret=SecretStr(secret), source="environment"), []
+    if node.venue is Venue.SIM:
+        if key or secret:
+            return None, [(f"${API_KEY_ENV if not key else API_SECRET_ENV}", "set both API key and secret, or neither")]
+        return (
+            Credentials(api_key=SecretStr(node.sim.api_key), api_secret=SecretStr(node.sim.api_secret), source="simulator"),
+            [],
+        )
+    missing = [n for n, v in ((API_KEY_ENV, key), (API_SECRET_ENV, secret)) if not v]
+    return None, [(f"${n}", f"venue {node.venue.value!r} needs API credentials in the environment") for n in missing]
+
+
+def _field_name(err: Mapping[str, Any], source: str) -> str:
+    loc = [str(p) for p in err.get("loc", ())]
+    return ".".join(loc) if loc else "<top level>"
+
+
+def _reason(err: Mapping[str, Any]) -> str:
+    msg = str(err.get("msg", "invalid"))
+    if err.get("type") == "extra_forbidden":
+        return "unknown setting (a typo?)"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if "input" in err and err.get("type") not in ("missing", "model_type", "dict_type"):
+        value = err["input"]
+        if not isinstance(value, (dict, list)):
+            msg += f" (got {value!r})"
+    return msg

@@ -1,0 +1,172 @@
+"""One logging pipeline for the node and its libraries.
+
+structlog events carry a stable dotted name (`node.started`, `db.flush`, ...)
+and fields. Standard-library records (pybit, pykka, websocket-client, aiohttp)
+flow through the same processors and arrive as `lib.log` events with the
+original text in `msg`. Every line goes as JSON to the log file; the console
+gets readable lines on a terminal and key=value lines otherwise.
+
+Redaction happens twice: sensitive keys are masked in the event dict, and the
+final rendered line is scrubbed of every registered secret value and of
+anything shaped like an HMAC-SHA256 signature. The second pass is what makes
+the guarantee hold for secrets hidden in reprs, tracebacks or library prose.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterable, TextIO
+
+import structlog
+from structlog.typing import EventDict, WrappedLogger
+
+REDACTED = "[redacted]"
+_MIN_SECRET_LEN = 4
+# Hex HMAC-SHA256 (REST X-BAPI-SIGN, WS auth signature). Order ids are UUIDs
+# with dashes, so a 64-character hex run is never a legitimate field value.
+_SIGNATURE_RE = re.compile(r"(?<![0-9a-fA-F])[0-9a-fA-F]{64}(?![0-9a-fA-F])")
+_SENSITIVE_KEY_RE = re.compile(
+    r"^(x-bapi-)?(api[_-]?key|api[_-]?secret|secret|sign|signature|password|token|authorization)$", re.I
+)
+
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+_secret_re: re.Pattern[str] | None = None
+
+
+def register_secrets(values: Iterable[str]) -> None:
+    """Add values that must never appear in any log output."""
+    global _secret_re
+    with _secrets_lock:
+        for value in values:
+            if value and len(value) >= _MIN_SECRET_LEN:
+                _secrets.add(value)
+                _secrets.add(json.dumps(value)[1:-1])  # as it looks inside a JSON string
+        forms = sorted(_secrets, key=len, reverse=True)
+        _secret_re = re.compile("|".join(re.escape(s) for s in forms)) if forms else None
+
+
+def scrub_text(text: str) -> str:
+    """Remove every registered secret and signature-shaped string from `text`."""
+    pattern = _secret_re
+    if pattern is not None:
+        text = pattern.sub(REDACTED, text)
+    return _SIGNATURE_RE.sub(REDACTED, text)
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, dict):
+        return {k: (REDACTED if _SENSITIVE_KEY_RE.match(str(k)) else _mask(v)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_mask(v) for v in value)
+    return value
+
+
+def redact_event(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Mask sensitive keys and known secret values anywhere in the event."""
+    return _mask(event_dict)
+
+
+def _scrubbing(renderer: Callable[[WrappedLogger, str, EventDict], str]):
+    def render(logger: WrappedLogger, name: str, event_dict: EventDict) -> str:
+        return scrub_text(renderer(logger, name, event_dict))
+
+    return render
+
+
+def _name_foreign_record(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Library records carry prose; give them a stable event name and keep the prose as `msg`."""
+    if not event_dict.get("_from_structlog", False):
+        event_dict["msg"] = str(event_dict.get("event", ""))
+        event_dict["event"] = "lib.log"
+    return event_dict
+
+
+_SHARED: list[Callable[..., Any]] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+]
+
+
+def _formatter(renderer: Callable[..., str]) -> structlog.stdlib.ProcessorFormatter:
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*_SHARED, structlog.stdlib.ExtraAdder()],
+        processors=[
+            _name_foreign_record,  # needs _from_structlog, which the next step removes
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            redact_event,
+            _scrubbing(renderer),
+        ],
+        pass_foreign_args=False,
+    )
+
+
+def _console_renderer(mode: str, stream: TextIO) -> Callable[..., str] | None:
+    if mode == "off":
+        return None
+    if mode == "json":
+        return structlog.processors.JSONRenderer(default=str)
+    tty = bool(getattr(stream, "isatty", lambda: False)())
+    pretty = mode == "pretty" or (mode == "auto" and tty)
+    if pretty:
+        return structlog.dev.ConsoleRenderer(colors=tty, pad_event_to=28, exception_formatter=structlog.dev.plain_traceback)
+    return structlog.processors.KeyValueRenderer(key_order=["ts", "level", "event"], drop_missing=True)
+
+
+def configure_logging(
+    level: str = "INFO",
+    console: str = "auto",
+    file_path: Path | None = None,
+    secrets: Iterable[str] = (),
+    stream: TextIO | None = None,
+) -> None:
+    """Install the pipeline on the root logger. Safe to call again (tests, CLI)."""
+    register_secrets(secrets)
+    stream = stream if stream is not None else sys.stderr
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    if file_path is not None:
+        file_path.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(file_path, encoding="utf-8")
+        file_handler.setFormatter(_formatter(structlog.processors.JSONRenderer(default=str)))
+        root.addHandler(file_handler)
+    renderer = _console_renderer(console, stream)
+    if renderer is not None:
+        console_handler = logging.StreamHandler(stream)
+        console_handler.setFormatter(_formatter(renderer))
+        root.addHandler(console_handler)
+    root.setLevel(level)
+    # Library chatter below WARNING is noise for an operator, not signal.
+    for noisy in ("websocket", "urllib3", "aiohttp.access", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    structlog.configure(
+        processors=[
+            *_SHARED,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+
+def shutdown_logging() -> None:
+    """Flush and close handlers (files) at exit."""
+    logging.shutdown()
+
+
+def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
+    return structlog.stdlib.get_logger(name)

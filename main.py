@@ -1,0 +1,185 @@
+"""Bybit V5 trading node - command line.
+
+    python main.py [--config FILE] [run] [--duration SECONDS]
+
+Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage,
+130 forced exit on a second Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Callable
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_FORCED = 0, 1, 2, 130
+
+DESCRIPTION = """\
+The data and exchange layer of a Bybit V5 trading node (USDT perpetuals).
+It keeps live market and account state from Bybit's WebSockets, an OHLCV
+history in DuckDB, and turns trading signals into orders only after risk and
+safety checks pass. With the default config (venue: sim) it runs against a
+built-in Bybit simulator on 127.0.0.1: no keys, no network.
+"""
+
+EPILOG = """\
+configuration:
+  config.yaml holds the defaults. Any field can be overridden from the
+  environment as BYBIT_NODE_<FIELD>, nested fields joined by "__", for example
+  BYBIT_NODE_VENUE=testnet or BYBIT_NODE_RISK__MAX_LEVERAGE=3. API credentials come only
+  from BYBIT_API_KEY and BYBIT_API_SECRET.
+
+logs:
+  JSON lines in <data_dir>/logs/node.jsonl; readable lines on the terminal.
+  docs/OPERATIONS.md explains every event.
+
+exit codes: 0 ok, 1 failure, 2 bad configuration, 130 forced exit.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="main.py",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", default="config.yaml", metavar="FILE", help="configuration file (default: %(default)s)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser(
+        "run",
+        help="run the node (the default command)",
+        description="Start the actor system and run until Ctrl-C / SIGTERM (a second Ctrl-C forces the exit).",
+    )
+    _add_run_args(run)
+    return parser
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--duration", type=_positive_float, metavar="SECONDS", help="stop by itself after this long")
+    p.add_argument(
+        "--i-mean-live",
+        action="store_true",
+        help="confirm live trading with real money (same as live_confirmed: true); only valid with venue mainnet",
+    )
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # `python main.py` means `python main.py run`
+        args = parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "run"])
+    if getattr(args, "i_mean_live", False):
+        os.environ["BYBIT_NODE_LIVE_CONFIRMED"] = "true"
+
+    from infra.config import ConfigError, load_config
+    from infra.logging import configure_logging, get_logger
+
+    try:
+        app = load_config(args.config)
+    except ConfigError as exc:
+        configure_logging(console="plain", file_path=None)
+        get_logger("config").error(
+            "config.invalid", source=exc.source, problems=[f"{f}: {r}" for f, r in exc.problems]
+        )
+        print(exc.render(), file=sys.stderr)
+        return EXIT_CONFIG
+    node = app.node
+    configure_logging(
+        level=node.log.level, console=node.log.console, file_path=node.log_path, secrets=app.secret_values()
+    )
+    commands: dict[str, Callable[..., int]] = {"run": run_node}
+    try:
+        return commands[args.command](app, args)
+    finally:
+        from infra.logging import shutdown_logging
+
+        shutdown_logging()
+
+
+def run_node(app, args) -> int:
+    import pykka
+
+    from actors.base import Directory
+    from actors.supervisor import Supervisor
+    from actors.tree import default_children
+    from infra.logging import get_logger
+    from messages.control import Ping
+
+    node = app.node
+    log = get_logger("node")
+    stop = threading.Event()
+    reason = {"why": "duration"}
+    _install_signal_handlers(stop, reason, log)
+
+    log.info(
+        "node.starting",
+        venue=node.venue.value,
+        trading_mode=node.trading_mode.value,
+        symbols={s: list(c.intervals) for s, c in node.symbols.items()},
+        data_dir=str(node.data_dir),
+        config=app.source,
+        credentials=app.credentials.source if app.credentials else None,
+        pid=os.getpid(),
+    )
+    started = time.monotonic()
+    supervisor = Supervisor.start(app, Directory(), default_children())
+    start_timeout = float(node.supervisor.ask_timeout_s) * (len(default_children()) + 1)
+    try:
+        roles = supervisor.ask(Ping(), timeout=start_timeout) and supervisor.proxy().running_roles().get(timeout=5)
+    except (pykka.ActorDeadError, pykka.Timeout) as exc:
+        log.error("node.start_failed", error=repr(exc))
+        _stop(supervisor, node, log)
+        return EXIT_FAILURE
+    log.info("node.started", children=roles, startup_ms=round((time.monotonic() - started) * 1000, 1))
+
+    stop.wait(timeout=args.duration)
+    log.info("node.stopping", reason=reason["why"])
+    stopping = time.monotonic()
+    code = _stop(supervisor, node, log)
+    log.info("node.stopped", exit_code=code, shutdown_ms=round((time.monotonic() - stopping) * 1000, 1))
+    return code
+
+
+def _stop(supervisor, node, log) -> int:
+    import pykka
+
+    try:
+        supervisor.stop(block=True, timeout=float(node.shutdown.graceful_timeout_s) + 1)
+    except pykka.Timeout:
+        log.error("node.stop_timeout", graceful_timeout_s=float(node.shutdown.graceful_timeout_s))
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _install_signal_handlers(stop: threading.Event, reason: dict, log) -> None:
+    def handle(signum, _frame):
+        name = signal.Signals(signum).name
+        if not stop.is_set():
+            reason["why"] = name
+            stop.set()
+            return
+        if signum == signal.SIGINT:
+            log.warning("node.forced_exit", signal=name)
+            os._exit(EXIT_FORCED)
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

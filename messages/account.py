@@ -1,0 +1,252 @@
+"""Account messages: wallet, position, order, execution.
+
+Constructors accept both the REST shape (`/v5/position/list`, ...) and the
+private WebSocket shape (`position`, `order`, ...); where the two name a
+field differently (REST `avgPrice` vs WS `entryPrice` for a position) both
+spellings are accepted.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Mapping
+
+from pydantic import AliasChoices, Field, model_validator
+
+from messages._parse import MalformedPayload, build, require
+from messages.types import (
+    Amount,
+    Message,
+    OptAmount,
+    OptPrice,
+    OptQty,
+    OptSide,
+    OptStr,
+    OptUtcDatetime,
+    Price,
+    Qty,
+    Side,
+    Symbol,
+    UtcDatetime,
+)
+
+
+def _ws_items(frame: Mapping[str, Any], topic: str) -> tuple[str, list[Any], Any]:
+    what = f"{topic} frame"
+    got = require(frame, "topic", what)
+    if got.split(".")[0] != topic:
+        raise MalformedPayload(what, [f"topic: expected {topic} (got {got!r})"])
+    items = require(frame, "data", what)
+    if not isinstance(items, list):
+        raise MalformedPayload(what, ["data: expected a list"])
+    return what, items, require(frame, "creationTime", what)
+
+
+class CoinBalance(Message):
+    coin: str
+    equity: OptAmount = None
+    wallet_balance: OptAmount = Field(None, alias="walletBalance")
+    usd_value: OptAmount = Field(None, alias="usdValue")
+    unrealised_pnl: OptAmount = Field(None, alias="unrealisedPnl")
+    cum_realised_pnl: OptAmount = Field(None, alias="cumRealisedPnl")
+    locked: OptQty = None
+    total_order_im: OptQty = Field(None, alias="totalOrderIM")
+    total_position_im: OptQty = Field(None, alias="totalPositionIM")
+
+
+class Wallet(Message):
+    """The UNIFIED account: USD figures for the whole account plus each coin."""
+
+    account_type: str = Field(alias="accountType")
+    total_equity: Amount = Field(alias="totalEquity")
+    total_wallet_balance: Amount = Field(alias="totalWalletBalance")
+    total_available_balance: OptAmount = Field(None, alias="totalAvailableBalance")
+    total_margin_balance: OptAmount = Field(None, alias="totalMarginBalance")
+    total_perp_upl: OptAmount = Field(None, alias="totalPerpUPL")
+    total_initial_margin: OptAmount = Field(None, alias="totalInitialMargin")
+    total_maintenance_margin: OptAmount = Field(None, alias="totalMaintenanceMargin")
+    coins: tuple[CoinBalance, ...] = Field((), alias="coin")
+    ts: UtcDatetime
+
+    def coin(self, name: str) -> CoinBalance | None:
+        return next((c for c in self.coins if c.coin == name), None)
+
+    @classmethod
+    def from_bybit(cls, item: Mapping[str, Any], ts_ms: int) -> "Wallet":
+        """From one `result.list` entry of wallet-balance, or one `wallet` WS item."""
+        coins = item.get("coin", []) if isinstance(item, Mapping) else []
+        if not isinstance(coins, list):
+            raise MalformedPayload("wallet", ["coin: expected a list"])
+        parsed = tuple(build(CoinBalance, "wallet coin", c) for c in coins)
+        return build(cls, "wallet", item, coin=parsed, ts=ts_ms)
+
+    @classmethod
+    def from_ws(cls, frame: Mapping[str, Any]) -> list["Wallet"]:
+        what, items, created = _ws_items(frame, "wallet")
+        return [cls.from_bybit(i, created) for i in items]
+
+
+class Position(Message):
+    """One one-way (positionIdx 0) or hedge-leg position. Flat: side None, size 0."""
+
+    symbol: Symbol
+    position_idx: int = Field(0, alias="positionIdx", ge=0, le=2)
+    side: OptSide = None
+    size: Qty
+    # REST calls it avgPrice, the WS topic entryPrice; "0" while flat.
+    entry_price: OptPrice = Field(None, validation_alias=AliasChoices("entry_price", "entryPrice", "avgPrice"))
+    mark_price: OptPrice = Field(None, alias="markPrice")
+    leverage: OptPrice = None
+    position_value: OptQty = Field(None, alias="positionValue")
+    liq_price: OptPrice = Field(None, alias="liqPrice")
+    take_profit: OptPrice = Field(None, alias="takeProfit")
+    stop_loss: OptPrice = Field(None, alias="stopLoss")
+    unrealised_pnl: OptAmount = Field(None, alias="unrealisedPnl")
+    cur_realised_pnl: OptAmount = Field(None, alias="curRealisedPnl")
+    cum_realised_pnl: OptAmount = Field(None, alias="cumRealisedPnl")
+    position_status: OptStr = Field(None, alias="positionStatus")
+    seq: int | None = None
+    updated_time: OptUtcDatetime = Field(None, alias="updatedTime")
+
+    @model_validator(mode="after")
+    def _open_has_side_and_price(self) -> "Position":
+        if self.size > 0 and (self.side is None or self.entry_price is None):
+            raise ValueError("an open position (size > 0) needs a side and an entry price")
+        if self.size == 0 and self.side is not None:
+            raise ValueError(f"a flat position (size 0) cannot have side {self.side.value}")
+        return self
+
+    @property
+    def is_open(self) -> bool:
+        return self.size > 0
+
+    @property
+    def signed_size(self):
+        return self.size if self.side is Side.BUY else -self.size
+
+    @classmethod
+    def from_bybit(cls, item: Mapping[str, Any]) -> "Position":
+        return build(cls, "position", item)
+
+    @classmethod
+    def from_ws(cls, frame: Mapping[str, Any]) -> list["Position"]:
+        what, items, _ = _ws_items(frame, "position")
+        return [build(cls, what, i) for i in items]
+
+
+class OrderStatus(StrEnum):
+    NEW = "New"
+    PARTIALLY_FILLED = "PartiallyFilled"
+    UNTRIGGERED = "Untriggered"
+    REJECTED = "Rejected"
+    PARTIALLY_FILLED_CANCELED = "PartiallyFilledCanceled"
+    FILLED = "Filled"
+    CANCELLED = "Cancelled"
+    TRIGGERED = "Triggered"
+    DEACTIVATED = "Deactivated"
+
+    @property
+    def is_open(self) -> bool:
+        return self in (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED, OrderStatus.UNTRIGGERED)
+
+
+def _no_stop_type(value: Any) -> Any:
+    return None if value in ("", "UNKNOWN") else value
+
+
+class Order(Message):
+    """An order as the venue reports it. `avg_price` None means "no fill price known"."""
+
+    order_id: str = Field(alias="orderId", min_length=1)
+    order_link_id: OptStr = Field(None, alias="orderLinkId")
+    symbol: Symbol
+    side: Side
+    order_type: str = Field(alias="orderType")
+    order_status: OrderStatus = Field(alias="orderStatus")
+    price: OptPrice = None
+    qty: Qty
+    # Bybit sends "" or "0" while nothing is filled (DATA-021): never a price of 0.
+    avg_price: OptPrice = Field(None, alias="avgPrice")
+    cum_exec_qty: OptQty = Field(None, alias="cumExecQty")
+    cum_exec_value: OptQty = Field(None, alias="cumExecValue")
+    leaves_qty: OptQty = Field(None, alias="leavesQty")
+    reduce_only: bool = Field(False, alias="reduceOnly")
+    close_on_trigger: bool = Field(False, alias="closeOnTrigger")
+    stop_order_type: OptStr = Field(None, alias="stopOrderType")
+    trigger_price: OptPrice = Field(None, alias="triggerPrice")
+    take_profit: OptPrice = Field(None, alias="takeProfit")
+    stop_loss: OptPrice = Field(None, alias="stopLoss")
+    time_in_force: OptStr = Field(None, alias="timeInForce")
+    position_idx: int = Field(0, alias="positionIdx", ge=0, le=2)
+    cancel_type: OptStr = Field(None, alias="cancelType")
+    reject_reason: OptStr = Field(None, alias="rejectReason")
+    closed_pnl: OptAmount = Field(None, alias="closedPnl")
+    created_time: UtcDatetime = Field(alias="createdTime")
+    updated_time: OptUtcDatetime = Field(None, alias="updatedTime")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalise(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "stopOrderType" in data:
+            data = {**data, "stopOrderType": _no_stop_type(data["stopOrderType"])}
+        return data
+
+    @property
+    def is_conditional(self) -> bool:
+        return self.stop_order_type is not None or self.order_status is OrderStatus.UNTRIGGERED
+
+    @classmethod
+    def from_bybit(cls, item: Mapping[str, Any]) -> "Order":
+        return build(cls, "order", item)
+
+    @classmethod
+    def from_ws(cls, frame: Mapping[str, Any]) -> list["Order"]:
+        what, items, _ = _ws_items(frame, "order")
+        return [build(cls, what, i) for i in items]
+
+
+class Execution(Message):
+    """A fill, or a funding settlement (exec_type "Funding", not a trade)."""
+
+    exec_id: str = Field(alias="execId", min_length=1)
+    order_id: OptStr = Field(None, alias="orderId")
+    order_link_id: OptStr = Field(None, alias="orderLinkId")
+    symbol: Symbol
+    side: OptSide = None
+    exec_type: str = Field(alias="execType", min_length=1)
+    order_type: OptStr = Field(None, alias="orderType")
+    exec_price: Price = Field(alias="execPrice")
+    exec_qty: Qty = Field(alias="execQty")
+    exec_value: OptQty = Field(None, alias="execValue")
+    exec_fee: Amount = Field(alias="execFee")
+    fee_rate: OptAmount = Field(None, alias="feeRate")
+    # Only the WS topic carries execPnl.
+    exec_pnl: OptAmount = Field(None, alias="execPnl")
+    closed_size: OptQty = Field(None, alias="closedSize")
+    leaves_qty: OptQty = Field(None, alias="leavesQty")
+    is_maker: bool = Field(False, alias="isMaker")
+    exec_time: UtcDatetime = Field(alias="execTime")
+    seq: int | None = None
+
+    @property
+    def is_trade(self) -> bool:
+        return self.exec_type == "Trade"
+
+    @classmethod
+    def from_bybit(cls, item: Mapping[str, Any]) -> "Execution":
+        return build(cls, "execution", item)
+
+    @classmethod
+    def from_ws(cls, frame: Mapping[str, Any]) -> list["Execution"]:
+        what, items, _ = _ws_items(frame, "execution")
+        return [build(cls, what, i) for i in items]
+
+
+__all__ = [
+    "CoinBalance",
+    "Execution",
+    "Order",
+    "OrderStatus",
+    "Position",
+    "Wallet",
+]

@@ -1,0 +1,101 @@
+"""Commands: what someone asks an actor to do."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+from pydantic import Field, field_validator, model_validator
+
+from messages.types import Interval, Message, OptPrice, PositiveQty, Symbol, UtcDatetime, now_utc
+
+# Bybit's orderLinkId: at most 36 characters of [A-Za-z0-9_-].
+_LINK_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
+
+
+class Subscribe(Message):
+    """Add market streams for a symbol to the desired set (kept across reconnects)."""
+
+    symbol: Symbol
+    intervals: tuple[Interval, ...] = ()
+    tickers: bool = True
+
+    @model_validator(mode="after")
+    def _something(self) -> "Subscribe":
+        if not self.intervals and not self.tickers:
+            raise ValueError("subscribe to at least one kline interval or the ticker")
+        return self
+
+
+class Unsubscribe(Message):
+    """Remove streams of a symbol; `intervals` None means every interval."""
+
+    symbol: Symbol
+    intervals: tuple[Interval, ...] | None = None
+    tickers: bool = True
+
+
+class Direction(StrEnum):
+    LONG = "long"
+    SHORT = "short"
+    FLAT = "flat"
+
+
+class Signal(Message):
+    """A strategy's wish. Becomes an order only after trading-state, risk and price checks.
+
+    `signal_id` is the idempotency key: the order's orderLinkId derives from
+    it, so a signal delivered twice can never place two orders.
+    """
+
+    signal_id: str
+    symbol: Symbol
+    direction: Direction
+    qty: PositiveQty | None = None
+    take_profit: OptPrice = None
+    stop_loss: OptPrice = None
+    reason: str = Field("", max_length=200)
+    created_at: UtcDatetime = Field(default_factory=now_utc)
+
+    @field_validator("signal_id")
+    @classmethod
+    def _link_id_safe(cls, v: str) -> str:
+        if not _LINK_ID_RE.match(v):
+            raise ValueError("signal_id must be 1-36 characters of A-Z a-z 0-9 _ -")
+        return v
+
+    @model_validator(mode="after")
+    def _coherent(self) -> "Signal":
+        if self.direction is Direction.FLAT:
+            if self.take_profit is not None or self.stop_loss is not None:
+                raise ValueError("a flat signal carries no take-profit or stop-loss")
+            return self
+        if self.qty is None:
+            raise ValueError(f"a {self.direction.value} signal needs a qty")
+        tp, sl = self.take_profit, self.stop_loss
+        if tp is not None and sl is not None:
+            if self.direction is Direction.LONG and not sl < tp:
+                raise ValueError("a long signal needs stop_loss below take_profit")
+            if self.direction is Direction.SHORT and not tp < sl:
+                raise ValueError("a short signal needs take_profit below stop_loss")
+        return self
+
+
+class ClosePosition(Message):
+    """Close one symbol's position: reduce-only close first, then cancel its conditionals."""
+
+    symbol: Symbol
+    reason: str
+
+
+class Panic(Message):
+    """Halt trading, close every position (close before cancel), verify flat."""
+
+    reason: str
+    requested_at: UtcDatetime = Field(default_factory=now_utc)
+
+
+class Flush(Message):
+    """Ask the DbWriter to write what it holds now."""
+
+    reason: str = "requested"
