@@ -1,0 +1,69 @@
+"""Helpers for tests and benchmarks: synthetic bar series with planted gaps.
+
+Prices are made up but consistent (low <= open, close <= high) and exact,
+so a round trip through the store can be compared bar for bar.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Collection, Iterator
+
+from infra.store.ranges import ceil_open_ms
+from messages.market import BarSource, ClosedBar
+from messages.types import ms_to_utc, next_open_ms, utc_to_ms
+
+
+def opens(interval: str, start: datetime, count: int) -> Iterator[int]:
+    """`count` consecutive bar open times (ms), from the first bar open at or after `start`."""
+    t = ceil_open_ms(interval, utc_to_ms(start))
+    for _ in range(count):
+        yield t
+        t = next_open_ms(interval, t)
+
+
+def make_bar(symbol: str, interval: str, open_ms: int, *, seq: int = 0,
+             source: BarSource = BarSource.REST) -> ClosedBar:
+    base = Decimal(20000 + seq % 1000) + Decimal(seq % 7) / 4
+    return ClosedBar(
+        symbol=symbol,
+        interval=interval,
+        open_time=ms_to_utc(open_ms),
+        open=base,
+        high=base + Decimal("12.5"),
+        low=base - Decimal("7.25"),
+        close=base + Decimal("1.5"),
+        volume=Decimal("1.234") + seq,
+        turnover=(Decimal("1.234") + seq) * base,
+        source=source,
+    )
+
+
+def make_series(symbol: str, interval: str, start: datetime, count: int, *,
+                missing: Collection[int] = (), source: BarSource = BarSource.REST) -> list[ClosedBar]:
+    """`count` bar slots from `start`, leaving out the slot indexes in `missing`."""
+    skip = set(missing)
+    return [
+        make_bar(symbol, interval, t, seq=i, source=source)
+        for i, t in enumerate(opens(interval, start, count))
+        if i not in skip
+    ]
+
+
+def fill_minutes_sql(session, symbol: str, start: datetime, count: int, missing: Collection[int] = ()) -> int:
+    """Bulk-load `count` one-minute bar slots in SQL (fast setup for big files), leaving out `missing`.
+
+    Test and benchmark setup only: it bypasses `write_bars` and the series
+    metadata, which a caller that needs it should set itself.
+    """
+    skip = sorted(set(missing))
+    session.conn.execute(
+        """INSERT INTO ohlcv
+           SELECT $symbol, '1', epoch_ms($start::BIGINT) + to_minutes(i),
+                  20000 + i % 1000, 20012.5 + i % 1000, 19992.75 + i % 1000, 20001.5 + i % 1000,
+                  1.234 + i % 100, 24680.5 + i % 1000, 'rest'
+           FROM range($count) t(i) WHERE NOT list_contains($skip::BIGINT[], i)""",
+        {"symbol": symbol, "start": utc_to_ms(start), "count": count, "skip": skip},
+    )
+    return count - len(skip)
