@@ -46,6 +46,8 @@ def fits(value: Decimal) -> bool:
 class Batch:
     table: pa.Table
     rejected: tuple[ClosedBar, ...]
+    # (symbol, interval) -> (first, last) open time in ms, for the series metadata
+    spans: dict[tuple[str, str], tuple[int, int]]
 
     @property
     def rows(self) -> int:
@@ -54,12 +56,33 @@ class Batch:
 
 def build_batch(bars: Iterable[ClosedBar]) -> Batch:
     unique: dict[tuple[str, str, int], ClosedBar] = {}
-    rejected: list[ClosedBar] = []
     for bar in bars:
-        if all(fits(getattr(bar, f)) for f in _PRICE_FIELDS):
-            unique[(bar.symbol, bar.interval, bar.open_ms)] = bar
-        else:
-            rejected.append(bar)
+        unique[(bar.symbol, bar.interval, bar.open_ms)] = bar
+    try:
+        return Batch(table=_table(unique), rejected=(), spans=_spans(unique))
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    # Rare: some value does not fit. Find the bars that carry one (slow path, exact).
+    rejected = tuple(b for b in unique.values() if not all(fits(getattr(b, f)) for f in _PRICE_FIELDS))
+    for bar in rejected:
+        del unique[(bar.symbol, bar.interval, bar.open_ms)]
+    return Batch(table=_table(unique), rejected=rejected, spans=_spans(unique))
+
+
+def _spans(unique: dict[tuple[str, str, int], ClosedBar]) -> dict[tuple[str, str], tuple[int, int]]:
+    spans: dict[tuple[str, str], tuple[int, int]] = {}
+    for symbol, interval, open_ms in unique:
+        lo_hi = spans.get((symbol, interval))
+        if lo_hi is None:
+            spans[(symbol, interval)] = (open_ms, open_ms)
+        elif open_ms < lo_hi[0]:
+            spans[(symbol, interval)] = (open_ms, lo_hi[1])
+        elif open_ms > lo_hi[1]:
+            spans[(symbol, interval)] = (lo_hi[0], open_ms)
+    return spans
+
+
+def _table(unique: dict[tuple[str, str, int], ClosedBar]) -> pa.Table:
     rows = list(unique.values())
     columns = [
         pa.array([b.symbol for b in rows], pa.string()),
@@ -68,4 +91,4 @@ def build_batch(bars: Iterable[ClosedBar]) -> Batch:
         *(pa.array([getattr(b, f) for b in rows], _DEC) for f in _PRICE_FIELDS),
         pa.array([b.source.value for b in rows], pa.string()),
     ]
-    return Batch(table=pa.Table.from_arrays(columns, schema=SCHEMA), rejected=tuple(rejected))
+    return pa.Table.from_arrays(columns, schema=SCHEMA)

@@ -39,6 +39,7 @@ import filelock
 from infra.store.errors import NestedSession, StoreBusy
 
 _process_locks: dict[str, threading.Lock] = {}
+_process_holders: dict[str, str] = {}  # lock key -> who in this process holds it
 _process_locks_guard = threading.Lock()
 _held = threading.local()
 
@@ -131,8 +132,11 @@ class StoreLock:
         started = time.monotonic()
         in_process = _process_lock(self._key)
         if not in_process.acquire(timeout=max(0.0, timeout_s)):
-            raise StoreBusy(self.db_path, f"another thread of this process (pid {os.getpid()})",
-                            time.monotonic() - started)
+            holder = _process_holders.get(self._key, "?")
+            raise StoreBusy(self.db_path, f"{holder} in this process (pid {os.getpid()})", time.monotonic() - started)
+        _process_holders[self._key] = (
+            f"thread {threading.current_thread().name!r} ({self.owner}) since {time.strftime('%H:%M:%S')}"
+        )
         try:
             remaining = max(0.0, timeout_s - (time.monotonic() - started))
             try:
@@ -146,4 +150,5 @@ class StoreLock:
                 held.discard(self._key)
                 self._file_lock.release()
         finally:
+            _process_holders.pop(self._key, None)
             in_process.release()

@@ -93,12 +93,10 @@ LATEST_VERSION = MIGRATIONS[-1].version
 def schema_version(conn: duckdb.DuckDBPyConnection) -> int:
     """0 for an empty file."""
     # fetchall, not fetchone: DuckDB refuses new work on a connection with an unfinished result.
-    (exists,) = conn.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'store_meta' AND table_schema = 'main'"
-    ).fetchall()[0]
-    if not exists:
+    try:
+        rows = conn.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchall()
+    except duckdb.CatalogException:
         return 0
-    rows = conn.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchall()
     return int(rows[0][0]) if rows else 0
 
 

@@ -67,3 +67,29 @@ def fill_minutes_sql(session, symbol: str, start: datetime, count: int, missing:
         {"symbol": symbol, "start": utc_to_ms(start), "count": count, "skip": skip},
     )
     return count - len(skip)
+
+
+def kline_frame(bar: ClosedBar, *, confirm: bool = True, ts_ms: int | None = None) -> dict:
+    """A `kline.{interval}.{symbol}` WebSocket frame carrying `bar`, as Bybit pushes it."""
+    end = next_open_ms(bar.interval, bar.open_ms) - 1
+    ts = end + 1 if ts_ms is None else ts_ms
+    return {
+        "topic": f"kline.{bar.interval}.{bar.symbol}",
+        "type": "snapshot",
+        "ts": ts,
+        "data": [
+            {
+                "start": bar.open_ms,
+                "end": end,
+                "interval": bar.interval,
+                "open": str(bar.open),
+                "close": str(bar.close),
+                "high": str(bar.high),
+                "low": str(bar.low),
+                "volume": str(bar.volume),
+                "turnover": str(bar.turnover),
+                "confirm": confirm,
+                "timestamp": ts,
+            }
+        ],
+    }
