@@ -74,3 +74,14 @@ def test_missing_peer_is_counted_not_raised():
     router = PublicFrameRouter(Directory(), generation=1)
     router.on_kline(sample("4.6-kline-interval-symbol-1.json"))
     assert router.counts["undelivered"] == 1
+
+
+def test_a_frame_with_one_bad_item_is_refused_whole():
+    directory, store, writer = setup()
+    router = PublicFrameRouter(directory, generation=1)
+    frame = sample("4.6-kline-interval-symbol-1.json")
+    good = dict(frame["data"][0], confirm=True)
+    bad = dict(good, close="-1")
+    frame["data"] = [good, bad]
+    router.on_kline(frame)
+    assert store.told == [] and writer.told == [] and router.counts["rejected"] == 1
