@@ -1,6 +1,8 @@
 """Bybit V5 trading node - command line.
 
     python main.py [--config FILE] [run] [--duration SECONDS]
+    python main.py [--config FILE] sync [--symbol S] [--interval I] [--days N | --start T [--end T]]
+    python main.py [--config FILE] gaps | heal
 
 Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage,
 130 forced exit on a second Ctrl-C.
@@ -56,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start the actor system and run until Ctrl-C / SIGTERM (a second Ctrl-C forces the exit).",
     )
     _add_run_args(run)
+    from infra.store.cli import add_history_commands
+
+    add_history_commands(sub)
     return parser
 
 
@@ -102,7 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(
         level=node.log.level, console=node.log.console, file_path=node.log_path, secrets=app.secret_values()
     )
-    commands: dict[str, Callable[..., int]] = {"run": run_node}
+    from infra.store import cli as history_cli
+
+    commands: dict[str, Callable[..., int]] = {
+        "run": run_node,
+        "sync": history_cli.sync_command,
+        "gaps": history_cli.gaps_command,
+        "heal": history_cli.heal_command,
+    }
     try:
         return commands[args.command](app, args)
     finally:

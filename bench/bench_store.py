@@ -22,9 +22,9 @@ one bar in ten rewrites a stored bar, the rest are new.
   open session; Python heap peak by tracemalloc. `gap_scan_python_*`: the
   reviewed design, every timestamp fetched, then a Python loop.
 * `ws_callback_p99_us_db_locked`: parse + tell for 10,000 closed-bar kline
-  frames (Kline.from_bybit, tell the Kline to the StateStore, tell the
-  closed bar to the DbWriter) while a child process holds the history file.
-  Composed here from those steps (actors.ws_public has no frame router yet).
+  frames through `actors.ws_public.PublicFrameRouter.on_kline` (parse, tell
+  the Kline to the StateStore, tell the closed bar to the DbWriter) while a
+  child process holds the history file; then every bar must be stored.
 """
 
 from __future__ import annotations
@@ -45,12 +45,13 @@ from structlog.testing import capture_logs
 from actors.base import ActorContext, Directory, Role
 from actors.db_writer import DbWriter
 from actors.state_store import StateStore
+from actors.ws_public import PublicFrameRouter
 from infra.config import load_config
 from infra.logging import configure_logging
 from infra.store import HistoryStore
 from infra.store.testing import fill_minutes_sql, kline_frame, make_series
 from messages.commands import Flush
-from messages.market import BarSource, Kline
+from messages.market import BarSource
 from messages.types import UTC
 
 REPO = Path(__file__).resolve().parent.parent
@@ -211,13 +212,10 @@ def _callback_locked(tmp: Path) -> dict[str, float]:
     samples = []
     try:
         assert holder.stdout.readline().strip() == "held"
-        state, writer = directory.get(Role.STATE_STORE), directory.get(Role.DB_WRITER)
+        router = PublicFrameRouter(directory, generation=0)
         for frame in frames:
             t0 = time.perf_counter_ns()
-            for kline in Kline.from_bybit(frame):
-                state.tell(kline)
-                if kline.confirm:
-                    writer.tell(kline.closed_bar())
+            router.on_kline(frame)
             samples.append(time.perf_counter_ns() - t0)
             time.sleep(0.0002)  # frames arrive spaced, not in one burst
     finally:
@@ -225,7 +223,7 @@ def _callback_locked(tmp: Path) -> dict[str, float]:
         holder.stdin.flush()
         holder.wait(timeout=30)
     report = directory.get(Role.DB_WRITER).ask(Flush(reason="bench"), timeout=60)
-    assert report.pending == 0, "bars not written after the lock freed"
+    assert report.pending == 0 and router.counts["frames"] == len(frames), "bars not written after the lock freed"
     with HistoryStore(db).session() as s:
         assert s.count() == len(frames), "bench lost bars"
     for role in (Role.DB_WRITER, Role.STATE_STORE):

@@ -10,9 +10,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Collection, Iterator
 
-from infra.store.ranges import ceil_open_ms
+from infra.store.ranges import ceil_open_ms, prev_open_ms
 from messages.market import BarSource, ClosedBar
-from messages.types import ms_to_utc, next_open_ms, utc_to_ms
+from messages.types import align_ms, ms_to_utc, next_open_ms, utc_to_ms
 
 
 def opens(interval: str, start: datetime, count: int) -> Iterator[int]:
@@ -93,3 +93,35 @@ def kline_frame(bar: ClosedBar, *, confirm: bool = True, ts_ms: int | None = Non
             }
         ],
     }
+
+
+class FakeVenue:
+    """GET /v5/market/kline as Bybit answers it, over made-up bars: a `KlineSource` for unit tests.
+
+    Rows newest first; `start_ms`/`end_ms` inclusive on the open time; the
+    bar still open at `now_ms` is included; nothing before `listing_ms` or
+    inside a hole exists; at most `limit` rows, counted from the newest.
+    `faults` are raised one per call, in order, before answering.
+    """
+
+    def __init__(self, now_ms: int, *, listing_ms: int = 0, holes: Collection[tuple[int, int]] = (),
+                 faults: Collection[BaseException] = ()):
+        self.now_ms = now_ms
+        self.listing_ms = listing_ms
+        self.holes = list(holes)  # [start, end) of open times
+        self.faults = list(faults)
+        self.requests: list[tuple[str, str, int, int, int]] = []
+
+    def fetch_klines(self, symbol: str, interval: str, start_ms: int, end_ms: int, limit: int = 1000) -> list[ClosedBar]:
+        self.requests.append((symbol, interval, start_ms, end_ms, limit))
+        if self.faults:
+            raise self.faults.pop(0)
+        newest = align_ms(interval, min(end_ms, self.now_ms))
+        lowest = max(start_ms, self.listing_ms)
+        out: list[ClosedBar] = []
+        t = newest
+        while t >= lowest and len(out) < limit:
+            if not any(a <= t < b for a, b in self.holes):
+                out.append(make_bar(symbol, interval, t, seq=t // 60_000 % 100_000))
+            t = prev_open_ms(interval, t)
+        return out

@@ -14,10 +14,11 @@ from structlog.testing import capture_logs
 from actors.base import ActorContext, Directory, Role
 from actors.db_writer import DbWriter
 from actors.state_store import StateStore
+from actors.ws_public import PublicFrameRouter
 from infra.config import load_config
 from infra.store import HistoryStore
 from infra.store.testing import kline_frame, make_series
-from messages.market import BarSource, Kline
+from messages.market import BarSource
 from messages.queries import GetSnapshot
 from messages.types import UTC
 
@@ -35,14 +36,6 @@ with HistoryStore(sys.argv[1], owner="test-sync").session():
     print("held", flush=True)
     sys.stdin.readline()
 """
-
-
-def on_kline(directory: Directory, frame: dict) -> None:
-    """The kline callback as WsPublic runs it: parse, tell the state, tell closed bars to the DbWriter."""
-    for kline in Kline.from_bybit(frame):
-        directory.tell(Role.STATE_STORE, kline)
-        if kline.confirm:
-            directory.tell(Role.DB_WRITER, kline.closed_bar())
 
 
 def wait_until(predicate, timeout: float, what: str) -> None:
@@ -67,8 +60,10 @@ def test_no_bar_is_lost_while_another_process_holds_the_file(write_config):
         try:
             assert holder.stdout.readline().strip() == "held"
             bars = make_series("BTCUSDT", "1", T0, 3000, source=BarSource.WS)
+            router = PublicFrameRouter(directory, generation=0)
             for bar in bars:
-                on_kline(directory, kline_frame(bar))
+                router.on_kline(kline_frame(bar))  # what pybit's callback thread runs
+            assert router.counts["frames"] == len(bars) and router.counts["undelivered"] == 0
             # The DbWriter keeps trying and failing while the other process holds the file.
             wait_until(lambda: sum(e["event"] == "db.flush_failed" for e in logs) >= 3, 10, "failed flushes")
             assert not any(e["event"] == "db.flush" for e in logs)
