@@ -96,6 +96,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
             body = envelope(result, now)
     except SimError as err:
         body = envelope({}, now, err.code, err.msg)
+    except Exception as exc:  # noqa: BLE001 - a simulator bug: answer like a venue outage, log loudly
+        log.error("sim.rest.failed", path=path, error=repr(exc), exc_info=True)
+        return web.Response(status=500, text="Internal Server Error")
     if path == "/v5/order/create" and body.get("retCode") == 0 and faults.timeout_creates.take():
         # Accepted, but the answer never arrives in time: the ambiguous outcome.
         await asyncio.sleep(float(faults.timeout_creates.value))
@@ -247,7 +250,36 @@ def instrument_info(inst: Any) -> dict:
     }
 
 
-# --- user ------------------------------------------------------------------------------
+# --- account (private) ----------------------------------------------------------------------
+
+
+def _account(method: str, path: str, name: str) -> None:
+    def handler(ex: "Exchange", p: Params, now: int) -> Any:
+        return getattr(ex.account, name)(p, now)
+
+    handler.__name__ = name
+    route(method, path, private=True)(handler)
+
+
+for _method, _path, _name in (
+    ("POST", "/v5/order/create", "create_order"),
+    ("POST", "/v5/order/amend", "amend_order"),
+    ("POST", "/v5/order/cancel", "cancel_order"),
+    ("POST", "/v5/order/cancel-all", "cancel_all"),
+    ("GET", "/v5/order/realtime", "realtime"),
+    ("GET", "/v5/order/history", "history"),
+    ("POST", "/v5/order/disconnected-cancel-all", "set_dcp"),
+    ("GET", "/v5/execution/list", "execution_list"),
+    ("GET", "/v5/position/list", "position_list"),
+    ("GET", "/v5/position/closed-pnl", "closed_pnl_list"),
+    ("POST", "/v5/position/trading-stop", "trading_stop"),
+    ("POST", "/v5/position/set-leverage", "set_leverage"),
+    ("POST", "/v5/position/switch-mode", "switch_mode"),
+    ("GET", "/v5/account/wallet-balance", "wallet_balance"),
+    ("GET", "/v5/account/fee-rate", "fee_rate"),
+    ("GET", "/v5/account/query-dcp-info", "dcp_info"),
+):
+    _account(_method, _path, _name)
 
 
 @route("GET", "/v5/user/query-api", private=True)
