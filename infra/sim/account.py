@@ -82,6 +82,7 @@ class Account:
         self.balance = Decimal(starting_balance)
         self.cum_realised = Decimal(0)
         self.orders: dict[str, Order] = {}
+        self.open_orders: dict[str, Order] = {}  # the subset the market has to watch
         self.by_link: dict[str, str] = {}
         self.closed_ids: list[str] = []  # in closing order, for openOnly=1
         self.positions: dict[tuple[str, int], Position] = {}
@@ -140,7 +141,12 @@ class Account:
         found = self.by_link.get(str(link))
         return self.orders.get(found) if found else None
 
+    def _add(self, order: Order) -> None:
+        self.orders[order.order_id] = order
+        self.open_orders[order.order_id] = order
+
     def _close_order(self, order: Order, status: str, t: int, cancel_type: str | None = None) -> None:
+        self.open_orders.pop(order.order_id, None)
         order.status = status
         order.updated = t
         if cancel_type:
@@ -178,7 +184,7 @@ class Account:
                 value = inst.qty_dec(pos.size) * mark
                 pim += value / pos.leverage
                 mm += value * MM_RATE
-        for order in self.orders.values():
+        for order in self.open_orders.values():
             if order.status in ("New", "PartiallyFilled") and not order.reduce_only and order.price is not None:
                 inst = self.inst(order.symbol)
                 oim += inst.qty_dec(order.leaves) * inst.price_dec(order.price) / self.leverage[order.symbol]
@@ -293,7 +299,7 @@ class Account:
         if order_type == "Market" and faults.zero_avg_price_next_market:
             order.zero_avg_reads = faults.zero_avg_price_next_market
             faults.zero_avg_price_next_market = 0
-        self.orders[order.order_id] = order
+        self._add(order)
         if link:
             self.by_link[link] = order.order_id
         log.debug("sim.order.created", order_id=order.order_id, symbol=symbol, side=side, type=order_type)
@@ -521,7 +527,7 @@ class Account:
     # --- position TP/SL --------------------------------------------------------------------------
 
     def _tpsl_orders(self, pos: Position) -> list[Order]:
-        return [o for o in self.orders.values() if o.status == "Untriggered" and o.symbol == pos.symbol
+        return [o for o in self.open_orders.values() if o.status == "Untriggered" and o.symbol == pos.symbol
                 and o.position_idx == pos.idx and o.stop_order_type in ("TakeProfit", "StopLoss")]
 
     def _set_position_tpsl(self, pos: Position, tp: int | None, sl: int | None, tp_by: str, sl_by: str, t: int,
@@ -557,7 +563,7 @@ class Account:
                 create_type="CreateByTakeProfit" if kind == "TakeProfit" else "CreateByStopLoss",
                 last_price_on_created=self.last(pos.symbol, t),
             )
-            self.orders[order.order_id] = order
+            self._add(order)
             touched.append(order)
         return touched
 
@@ -574,7 +580,7 @@ class Account:
     def _clear_position_orders(self, pos: Position, t: int) -> list[Order]:
         """A flat position takes its TP/SL and resting reduce-only orders with it."""
         touched = []
-        for order in list(self.orders.values()):
+        for order in list(self.open_orders.values()):
             if not order.is_open or order.symbol != pos.symbol or order.position_idx != pos.idx:
                 continue
             if order.stop_order_type in ("TakeProfit", "StopLoss"):
@@ -589,7 +595,7 @@ class Account:
     # --- the market moves ------------------------------------------------------------------------
 
     def _watched(self, symbol: str) -> list[Order]:
-        return [o for o in self.orders.values() if o.symbol == symbol and o.is_open
+        return [o for o in self.open_orders.values() if o.symbol == symbol and o.is_open
                 and (o.status == "Untriggered" or o.price is not None)]
 
     def _level(self, order: Order) -> tuple[int, int] | None:

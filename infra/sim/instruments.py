@@ -84,7 +84,7 @@ def instrument_for(symbol: str, seed: int) -> Instrument:
         p = Decimal(str(round(0.05 * (10_000 ** uniform(key, 0)), 10)))
         exp = p.adjusted()
         p0 = p.quantize(Decimal(1).scaleb(exp - 3))
-        tick_exp = max(0, 4 - exp - 1)
+        tick_exp = max(0, 4 - exp)  # five significant digits
         qty_exp = 0 if p0 < 10 else 1
         spec = dict(p0=str(p0), tick_exp=tick_exp, price_scale=tick_exp, qty_exp=qty_exp,
                     min_qty=str(Decimal(1).scaleb(-qty_exp)), max_qty="1000000", max_mkt_qty="200000",

@@ -67,3 +67,31 @@ def test_private_websocket_with_a_bad_signature_is_refused(sim):
         wait_until(lambda: sim.call(lambda ex: ex.connections(("private",))) == [], timeout=5)
     finally:
         ws.exit()
+
+
+def test_post_signature_covers_the_raw_body_bytes(sim, sim_http):
+    """Equal JSON, different bytes: the simulator checks what was sent, not a re-serialisation."""
+    import hashlib
+    import hmac
+    import time
+
+    import requests
+
+    signed = '{"category": "linear", "symbol": "BTCUSDT"}'
+    sent = '{"category":"linear","symbol":"BTCUSDT"}'
+    ts, key, recv = str(int(time.time() * 1000)), "sim-test-key", "5000"
+    sign = hmac.new(b"sim-test-secret", (ts + key + recv + signed).encode(), hashlib.sha256).hexdigest()
+    headers = {"X-BAPI-API-KEY": key, "X-BAPI-TIMESTAMP": ts, "X-BAPI-RECV-WINDOW": recv, "X-BAPI-SIGN": sign,
+               "Content-Type": "application/json"}
+    url = f"{sim.urls.rest}/v5/order/cancel-all"
+    assert requests.post(url, data=sent, headers=headers, timeout=5).json()["retCode"] == 10004
+    assert requests.post(url, data=signed, headers=headers, timeout=5).json()["retCode"] == 0
+    # pybit's own POSTs pass.
+    assert sim_http.cancel_all_orders(category="linear", symbol="BTCUSDT")["retCode"] == 0
+
+
+def test_post_with_a_bad_signature_is_10004(sim):
+    http = make_http(sim.urls, sim_credentials(secret="nope"))
+    with pytest.raises(InvalidRequestError) as err:
+        http.place_order(category="linear", symbol="BTCUSDT", side="Buy", orderType="Market", qty="0.001")
+    assert err.value.status_code == 10004

@@ -207,3 +207,15 @@ def test_subscribe_ack_echoes_req_id_after_a_delay(sim):
 
 def test_interval_table_is_complete():
     assert [interval_ms(i) for i in INTERVALS if i != "M"][:3] == [MIN, 3 * MIN, 5 * MIN]
+
+
+def test_wall_clock_mode_streams_by_itself(sim_factory, open_ws):
+    from infra.sim import WallClock
+
+    live = sim_factory(clock=WallClock())
+    pub = open_ws("public", raw=True, target=live)
+    pub.subscribe("tickers.{symbol}", symbol="BTCUSDT")
+    pub.subscribe("kline.{interval}.{symbol}", symbol="BTCUSDT", interval="1")
+    pub.wait_for(lambda f: f.get("type") == "delta", timeout=5)  # no test drives the clock
+    updates = pub.wait_count(lambda f: f.get("topic") == "kline.1.BTCUSDT", 2, timeout=5)
+    assert updates[-1]["ts"] > updates[0]["ts"]
