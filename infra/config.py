@@ -152,6 +152,12 @@ class SimConfig(_Section):
     port: int = Field(default=0, ge=0, le=65535)
     dcp_available: bool = True
     starting_balance_usdt: PositiveDecimal = Decimal("10000")
+    # Pause before a WebSocket subscribe ack: pybit stores the req_id only after
+    # send() returns, so an instant loopback ack can kill its socket.
+    ws_ack_delay_ms: int = Field(default=30, ge=0, le=1000)
+    # Bybit's IP limit: this many REST requests per 5 s, then HTTP 403 for ip_ban_s.
+    ip_limit_per_5s: int = Field(default=600, ge=1)
+    ip_ban_s: PositiveDecimal = Decimal("600")
 
 
 class ShutdownConfig(_Section):
