@@ -153,10 +153,14 @@ class HistorySync:
                 done = self._fill(symbol, interval, rng, now, report, done)
         except (ExchangeError, StoreError) as exc:
             report.error = f"{type(exc).__name__}: {exc}"
-        with self._store.session() as s:
-            left = s.fillable_gaps(symbol, interval, wanted)
-            if report.error is None:
-                s.mark_synced(symbol, interval)
+        try:
+            with self._store.session() as s:
+                left = s.fillable_gaps(symbol, interval, wanted)
+                if report.error is None:
+                    s.mark_synced(symbol, interval)
+        except StoreError as exc:  # e.g. the file stayed busy: what is left is unknown, say so
+            report.error = report.error or f"{type(exc).__name__}: {exc}"
+            left = plan
         recent = [r for r in left if r.end_ms > now - self._hole_grace_ms]
         report.unpublished = recent
         report.remaining = [r for r in left if r not in recent] if report.error is None else left
