@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
@@ -183,7 +184,6 @@ def gaps_command(app: Any, args: argparse.Namespace) -> int:
 
 def _progress_reporter(total_series: int):
     """A context manager yielding a `Progress` callback: a bar on a terminal, log events otherwise."""
-    from contextlib import contextmanager
 
     @contextmanager
     def reporter() -> Iterator[Callable[[Any], None]]:
@@ -298,9 +298,35 @@ def heal_command(app: Any, args: argparse.Namespace, source_factory: Callable[[A
 # --- where bars come from ------------------------------------------------------------
 
 
-def venue_source(app: Any):
-    """A context manager yielding (kline source, now_ms) for the configured venue.
+@contextmanager
+def venue_source(app: Any) -> Iterator[tuple[Any, Callable[[], int]]]:
+    """(kline source, now_ms) for the configured venue: the gateway's backfill lane.
 
-    Filled in once the gateway and the simulator are on main.
+    For venue `sim` the built-in simulator is started on 127.0.0.1 for the
+    command's duration (its history is a pure function of its seed, so this
+    is the same history a running node's simulator serves). "Now" is the
+    venue's clock: our wall clock corrected by the skew the venue reports.
     """
-    raise NotImplementedError("the gateway is not wired yet")
+    import time
+
+    from infra.bybit.clients import venue_urls
+    from infra.bybit.gateway import Gateway
+    from infra.config import Venue
+
+    node = app.node
+    sim = None
+    if node.venue is Venue.SIM:
+        from infra.sim import Simulator
+
+        sim = Simulator.from_config(node)
+        urls = venue_urls(node.venue, node.exchange, sim=sim.start())
+    else:
+        urls = venue_urls(node.venue, node.exchange)
+    gateway = Gateway.from_config(app, urls)
+    try:
+        skew_ms = gateway.server_time().skew_ms
+        yield gateway, lambda: int(time.time() * 1000) + skew_ms
+    finally:
+        gateway.close()
+        if sim is not None:
+            sim.stop()
