@@ -197,6 +197,7 @@ class DbWriter(NodeActor):
         self._stopping = True
         self._cancel_timer()
         self._drain()
+        self._store.close()
         super().on_stop()
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:

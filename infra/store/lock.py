@@ -118,6 +118,10 @@ class StoreLock:
         except (OSError, ValueError, TypeError, KeyError):
             return None
 
+    def busy_in_process(self) -> bool:
+        """True while some thread of this process holds (or is taking) this file."""
+        return _process_lock(self._key).locked()
+
     def describe_holder(self) -> str:
         holder = self.holder()
         return holder.describe() if holder else "another process (it left no holder record)"

@@ -15,8 +15,11 @@ batch size), plus one for the series metadata, in one transaction
 
 from __future__ import annotations
 
+import atexit
+import os
 import re
 import time
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +38,7 @@ from messages.market import BarSource, ClosedBar
 from messages.types import UTC, interval_ms, ms_to_utc, next_open_ms, now_utc
 
 _ONE = Decimal(1)
+_DEFAULT_THREADS = max(1, min(4, os.cpu_count() or 1))
 _DUCKDB_LOCK_RE = re.compile(r"Conflicting lock is held in (?P<prog>.+?) \(PID (?P<pid>\d+)\)")
 
 
@@ -258,14 +262,36 @@ class StoreSession:
         return subtract(self.gaps(symbol, interval, within), self.venue_holes(symbol, interval))
 
 
+_open_stores: "weakref.WeakSet[HistoryStore]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    """Free every in-memory instance before the interpreter tears down DuckDB's bindings."""
+    for store in list(_open_stores):
+        store.close()
+
+
 class HistoryStore:
-    """The history file of one venue. Holds nothing open between sessions."""
+    """The history file of one venue. Holds the file only inside a session.
+
+    Between sessions it keeps an in-memory DuckDB instance and attaches the
+    file to it per session: starting a DuckDB instance costs about 10 ms,
+    an ATTACH about 1 ms, and DETACH releases DuckDB's own file lock just
+    as closing does. If a DETACH ever fails, the instance is closed, so the
+    file is never left open after the flock is released.
+    """
+
+    _ALIAS = "history"
 
     def __init__(self, path: str | Path, *, lock_timeout_s: float = 30.0, owner: str | None = None,
                  poll_interval_s: float = 0.005):
         self.path = Path(path)
         self.lock_timeout_s = float(lock_timeout_s)
         self.lock = StoreLock(self.path, owner=owner, poll_interval_s=poll_interval_s)
+        self._instance: duckdb.DuckDBPyConnection | None = None
+        self._threads: int | None = None
+        _open_stores.add(self)
 
     @classmethod
     def for_node(cls, node, *, owner: str | None = None) -> "HistoryStore":
@@ -275,9 +301,24 @@ class HistoryStore:
     def exists(self) -> bool:
         return self.path.exists()
 
+    def close(self) -> None:
+        """Drop the in-memory instance (the file is not open outside a session anyway).
+
+        Skipped while another thread is inside a session of this file: closing
+        under it would pull the connection away mid-statement.
+        """
+        if self.lock.busy_in_process():
+            return
+        self._drop_instance()
+
+    def _drop_instance(self) -> None:
+        if self._instance is not None:
+            self._instance.close()
+            self._instance = None
+
     @contextmanager
     def session(self, timeout_s: float | None = None, *, threads: int | None = None) -> Iterator[StoreSession]:
-        """Lock, open and migrate the file; close and unlock on exit (also on error).
+        """Lock, attach and migrate the file; detach and unlock on exit (also on error).
 
         `threads` caps DuckDB's worker threads for this session. Writers pass 1:
         a batch upsert gains nothing from a second thread, and on a small
@@ -286,17 +327,25 @@ class HistoryStore:
         timeout = self.lock_timeout_s if timeout_s is None else timeout_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.lock.hold(timeout):
-            conn = self._connect(threads)
+            conn = self._attach(threads)
             try:
                 migrate(conn, self.path)
                 yield StoreSession(conn, self.path)
             finally:
-                conn.close()
+                self._detach(conn)
 
-    def _connect(self, threads: int | None) -> duckdb.DuckDBPyConnection:
+    def _attach(self, threads: int | None) -> duckdb.DuckDBPyConnection:
+        if self._instance is None:
+            self._instance = duckdb.connect(":memory:")
+            self._threads = None
+        conn = self._instance
+        wanted = threads or _DEFAULT_THREADS
+        if self._threads != wanted:
+            conn.execute(f"SET threads = {int(wanted)}")
+            self._threads = wanted
         started = time.monotonic()
         try:
-            return duckdb.connect(str(self.path), config={"threads": threads} if threads else {})
+            conn.execute(f"ATTACH ? AS {self._ALIAS}", [str(self.path)])
         except duckdb.IOException as exc:
             match = _DUCKDB_LOCK_RE.search(str(exc))
             if match is None and "lock" not in str(exc).lower():
@@ -307,6 +356,23 @@ class HistoryStore:
                 else "a process that opened the file without the node's lock"
             )
             raise StoreBusy(self.path, holder, time.monotonic() - started) from None
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot open history store {self.path}: {exc}") from exc
+        conn.execute(f"USE {self._ALIAS}")
+        return conn
+
+    def _detach(self, conn: duckdb.DuckDBPyConnection) -> None:
+        try:
+            try:
+                conn.execute("ROLLBACK")  # a session that died inside a transaction
+            except duckdb.Error:
+                pass  # none was open: the normal case
+            conn.execute("USE memory")
+            conn.execute(f"DETACH {self._ALIAS}")
+        except BaseException:
+            # Never release the flock while DuckDB may still hold the file.
+            self._drop_instance()
+            raise
 
     def write_bars(self, bars: Iterable[ClosedBar], timeout_s: float | None = None) -> WriteResult:
         """One session, one batch."""

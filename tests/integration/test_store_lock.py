@@ -145,6 +145,21 @@ def test_a_process_that_bypasses_the_lock_is_named_too(db):
         child.wait(timeout=10)
 
 
+def test_between_sessions_the_file_is_free_for_any_process(db):
+    """The store keeps an in-memory DuckDB instance between sessions; the file itself must be released."""
+    store = HistoryStore(db)
+    store.write_bars(make_series("BTCUSDT", "1", T0, 7))
+    reader = subprocess.run(
+        [sys.executable, "-c", "import duckdb, sys; print(duckdb.connect(sys.argv[1]).execute("
+         "'SELECT count(*) FROM ohlcv').fetchall()[0][0])", str(db)],
+        capture_output=True, text=True, timeout=20,
+    )
+    assert reader.returncode == 0, reader.stderr
+    assert reader.stdout.strip() == "7"
+    with store.session() as s:  # and the store still works afterwards
+        assert s.count() == 7
+
+
 def test_threads_of_one_process_take_turns(db):
     store = HistoryStore(db)
     inside = threading.Event()
