@@ -78,11 +78,10 @@ def test_a_sigkilled_holder_does_not_block_the_next_writer(db):
     os.kill(child.pid, signal.SIGKILL)
     assert child.wait(timeout=10) == -signal.SIGKILL
     store = HistoryStore(db)
-    started = time.monotonic()
-    # No stale-lock age to wait out: the kernel dropped the flock with the process.
+    # No stale-lock age to wait out (the reviewed design waited 5 minutes): the
+    # kernel dropped the flock with the process, so a 1 s budget is plenty.
     result = store.write_bars(make_series("BTCUSDT", "1", T0, 110)[100:], timeout_s=1.0)
     assert result.written == 10
-    assert time.monotonic() - started < 1.0
     with store.session(timeout_s=1.0) as s:
         assert s.count() == 110  # what the killed process committed survived (WAL replay)
         assert s.gaps("BTCUSDT", "1") == []
