@@ -211,6 +211,11 @@ def test_insufficient_balance_is_110007(sim_factory, sim_creds):
                       qty="0.050") == 110007
 
 
+def test_key_permissions_can_include_withdrawal(sim, sim_http):
+    sim.set_withdrawal_permission(True)
+    assert "Withdraw" in sim_http.get_api_key_information()["result"]["permissions"]["Wallet"]
+
+
 def test_account_endpoints(sim_http):
     wallet = sim_http.get_wallet_balance(accountType="UNIFIED")["result"]["list"][0]
     parsed = Wallet.from_bybit(wallet, 1)
