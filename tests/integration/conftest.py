@@ -8,6 +8,10 @@
 
 `sim` runs on a ManualClock that starts at the current wall time (so a
 client's clock-skew check passes) and only moves when the test says so.
+
+Fixtures: `sim_factory(**Simulator kwargs)` (more simulators, other seeds or a
+WallClock), `sim`, `sim_creds`, `sim_http`, `open_ws(channel, raw=False,
+target=None, **pybit_kwargs)` -> FrameCollector. Helper: `wait_until(fn)`.
 """
 
 from __future__ import annotations
