@@ -8,7 +8,7 @@ import pytest
 from pybit.exceptions import InvalidRequestError
 
 from messages.account import Execution, Order, Position, Wallet
-from tests.integration.conftest import wait_until
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
