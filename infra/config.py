@@ -258,11 +258,19 @@ def load_config(path: str | os.PathLike[str] = "config.yaml") -> AppConfig:
     source = str(path)
     raw = _read_yaml(Path(path))
     problems = _secrets_in_yaml(raw) + _unknown_env_overrides(env)
+    # Fields already explained above must not be reported again as pydantic's "unknown setting".
+    explained = {f.lstrip("$").removeprefix(ENV_PREFIX).lower().replace(ENV_NESTED, ".") for f, _ in problems} | {
+        f for f, _ in problems
+    }
     node: NodeConfig | None = None
     try:
         node = NodeConfig(**raw)
     except ValidationError as exc:
-        problems += [(_field_name(err, source), _reason(err)) for err in exc.errors()]
+        for err in exc.errors():
+            field = _field_name(err)
+            if err.get("type") == "extra_forbidden" and field.lower() in explained:
+                continue
+            problems.append((field, _reason(err)))
     if node is not None:
         problems += _mode_matches_venue(node) + _live_confirmation(node)
     credentials = None
@@ -366,7 +374,7 @@ def _credentials(node: NodeConfig, env: Mapping[str, str]) -> tuple[Credentials 
     return None, [(f"${n}", f"venue {node.venue.value!r} needs API credentials in the environment") for n in missing]
 
 
-def _field_name(err: Mapping[str, Any], source: str) -> str:
+def _field_name(err: Mapping[str, Any]) -> str:
     loc = [str(p) for p in err.get("loc", ())]
     return ".".join(loc) if loc else "<top level>"
 

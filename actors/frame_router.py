@@ -1,0 +1,46 @@
+"""The shared half of the WebSocket callbacks: parse, tell, never raise into pybit.
+
+pybit calls these on its own thread. An exception escaping a callback closes
+pybit's socket for good (REFERENCE.md 5.2), so every failure is caught,
+counted and logged. Once a router's generation is retired (its socket was
+replaced), late frames are counted and dropped, never mixed into state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Mapping
+
+from actors.base import Directory, Role
+from infra.logging import get_logger
+from messages import MalformedPayload
+
+Frame = Mapping[str, Any]
+Parsed = Iterable[tuple[Role, Any]]
+
+
+class FrameRouter:
+    def __init__(self, directory: Directory, role: Role, generation: int):
+        self._directory = directory
+        self.generation = generation
+        self.retired = False
+        self.counts = {"frames": 0, "rejected": 0, "late": 0, "undelivered": 0, "errors": 0}
+        self._log = get_logger(f"actors.{role.value}").bind(role=role.value, generation=generation)
+
+    def route(self, frame: Frame, parse: Callable[[Frame], Parsed]) -> None:
+        """Parse `frame` into (recipient, message) pairs and tell each; swallow every error."""
+        try:
+            if self.retired:
+                self.counts["late"] += 1
+                return
+            self.counts["frames"] += 1
+            # Parse the whole frame first: a bad item refuses the frame, never half of it.
+            for recipient, message in list(parse(frame)):
+                if not self._directory.tell(recipient, message):
+                    self.counts["undelivered"] += 1
+                    self._log.error("ws.undeliverable", to=recipient.value, message_type=type(message).__name__)
+        except MalformedPayload as exc:
+            self.counts["rejected"] += 1
+            self._log.warning("ws.frame_rejected", what=exc.what, reasons=exc.reasons)
+        except Exception as exc:  # never raise into pybit: it would close the socket for good
+            self.counts["errors"] += 1
+            self._log.error("ws.callback_error", error=repr(exc))

@@ -1,0 +1,133 @@
+"""The node as an operator runs it: a real process, real signals, the JSON log."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from actors.base import START_ORDER
+from tests.conftest import REPO
+from tests.helpers import read_events, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _env(tmp_path, **extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BYBIT_")}
+    env.update({"BYBIT_NODE_DATA_DIR": str(tmp_path / "data"), "BYBIT_NODE_LOG__CONSOLE": "plain"}, **extra)
+    return env
+
+
+def _start(tmp_path, *args, **env):
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "main.py"), *args],
+        cwd=REPO,
+        env=_env(tmp_path, **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _log(tmp_path):
+    return tmp_path / "data" / "logs" / "node.jsonl"
+
+
+def _names(events):
+    return [e["event"] for e in events]
+
+
+def _stopped_children(events):
+    return [e["child"] for e in events if e["event"] == "supervisor.child_stopped"]
+
+
+def test_duration_run_exits_zero_and_stops_children_in_reverse(tmp_path):
+    proc = _start(tmp_path, "run", "--duration", "3")
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    events = read_events(_log(tmp_path))
+    names = _names(events)
+    assert names.index("node.started") < names.index("node.stopping") < names.index("node.stopped")
+    assert next(e for e in events if e["event"] == "node.stopping")["reason"] == "duration"
+    started = [e["child"] for e in events if e["event"] == "supervisor.child_started"]
+    assert started == [r.value for r in START_ORDER]
+    assert _stopped_children(events) == [r.value for r in reversed(START_ORDER)]
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_the_node_gracefully_within_five_seconds(tmp_path, sig):
+    proc = _start(tmp_path)  # no command: `run` is the default
+    wait_until(lambda: "node.started" in _names(read_events(_log(tmp_path))), timeout=20, what="node.started")
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    proc.communicate(timeout=10)
+    assert time.monotonic() - sent < 5
+    assert proc.returncode == 0
+    events = read_events(_log(tmp_path))
+    assert next(e for e in events if e["event"] == "node.stopping")["reason"] == sig.name
+    assert _names(events)[-1] == "node.stopped"
+    assert _stopped_children(events) == [r.value for r in reversed(START_ORDER)]
+
+
+@pytest.mark.parametrize(
+    ("env", "field"),
+    [
+        ({"BYBIT_NODE_RISK__MAX_LEVERAGE": "-1"}, "risk.max_leverage"),
+        ({"BYBIT_NODE_VENUE": "testnet"}, "$BYBIT_API_KEY"),
+        ({"BYBIT_NODE_TRADING_MODE": "live"}, "trading_mode"),
+        ({"BYBIT_NODE_NO_SUCH_THING": "1"}, "$BYBIT_NODE_NO_SUCH_THING"),
+    ],
+)
+def test_bad_config_exits_2_naming_the_field_without_a_traceback(tmp_path, env, field):
+    proc = _start(tmp_path, "run", "--duration", "1", **env)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert f"  - {field}: " in err
+    assert "Traceback" not in err and "Traceback" not in out
+    assert not _log(tmp_path).exists()  # nothing started, nothing written
+
+
+def test_unknown_config_file_exits_2(tmp_path):
+    proc = _start(tmp_path, "--config", str(tmp_path / "nope.yaml"))
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and "no such file" in err
+
+
+def test_help_explains_commands_config_and_exit_codes(tmp_path):
+    proc = _start(tmp_path, "--help")
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    for needle in ("run", "--config", "BYBIT_NODE_", "BYBIT_API_KEY", "exit codes", "simulator"):
+        assert needle in out
+    proc = _start(tmp_path, "run", "--help")
+    out, _ = proc.communicate(timeout=30)
+    assert "--duration" in out and "second Ctrl-C" in out
+
+
+def test_make_run_comes_up_and_ctrl_c_brings_it_down(tmp_path):
+    """The README's command, interrupted as a terminal would: SIGINT to the whole foreground group."""
+    proc = subprocess.Popen(
+        ["make", "--no-print-directory", "run"],
+        cwd=REPO,
+        env=_env(tmp_path),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: "node.started" in _names(read_events(_log(tmp_path))), timeout=40, what="node.started")
+        sent = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=10)
+        assert time.monotonic() - sent < 5
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    stopped = [e for e in read_events(_log(tmp_path)) if e["event"] == "node.stopped"]
+    assert len(stopped) == 1 and stopped[0]["exit_code"] == 0

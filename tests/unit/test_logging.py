@@ -1,0 +1,100 @@
+"""Logging: stable event names, JSON file, library records routed, and secrets never written."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+import structlog
+
+from infra.logging import REDACTED, configure_logging, get_logger
+
+KEY = "Xk3vQ9TestApiKey77"
+SECRET = "Zs8PtestSecretValue0123456789abcdEF"
+# What an HMAC-SHA256 request signature looks like on the wire.
+SIGNATURE = "9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c0b2d4f6e8a1c3e5b7d9f0a2c4e6b8d0f"
+
+
+@pytest.fixture
+def logs(tmp_path):
+    console = io.StringIO()
+    path = tmp_path / "logs" / "node.jsonl"
+    configure_logging(level="DEBUG", console="plain", file_path=path, secrets=[KEY, SECRET], stream=console)
+    yield path, console
+    configure_logging(console="off", file_path=None)
+
+
+def _lines(path):
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_events_are_json_lines_with_name_level_and_utc_time(logs):
+    path, console = logs
+    get_logger("node").info("node.started", children=["a", "b"])
+    (line,) = _lines(path)
+    assert line["event"] == "node.started" and line["level"] == "info" and line["children"] == ["a", "b"]
+    assert line["ts"].endswith("Z") and line["logger"] == "node"
+    assert "event='node.started'" in console.getvalue()
+
+
+def test_library_records_join_the_same_pipeline(logs):
+    path, _ = logs
+    logging.getLogger("pybit._http_manager").warning("Request failed, retrying %s", "now")
+    (line,) = _lines(path)
+    assert line == {**line, "event": "lib.log", "msg": "Request failed, retrying now", "logger": "pybit._http_manager"}
+
+
+def test_secrets_never_reach_the_file_or_the_console(logs):
+    path, console = logs
+    log = get_logger("leaky")
+    # Every way a secret could sneak in: a field, a nested structure, the event text,
+    # an exception message, a library's prose, an unknown object's repr.
+    log.info("leak.field", api_key=KEY, note=f"key is {KEY}")
+    log.info("leak.nested", request={"headers": {"X-BAPI-API-KEY": KEY, "X-BAPI-SIGN": SIGNATURE}, "args": [SECRET]})
+    log.info(f"leak.event {SECRET}")
+    try:
+        raise RuntimeError(f"auth failed for {KEY} with {SECRET}")
+    except RuntimeError:
+        log.exception("leak.exception")
+
+    class Creds:
+        def __repr__(self):
+            return f"Creds({KEY!r}, {SECRET!r})"
+
+    log.info("leak.repr", creds=Creds())
+    logging.getLogger("pybit._http_manager").debug(
+        "Request -> POST /v5/order/create. Headers: %s", {"X-BAPI-API-KEY": KEY, "X-BAPI-SIGN": SIGNATURE}
+    )
+    logging.getLogger("pybit._websocket_stream").info("auth args %s", [KEY, 1662350400000, SIGNATURE])
+    written = path.read_text()
+    shown = console.getvalue()
+    for text in (written, shown):
+        assert KEY not in text and SECRET not in text and SIGNATURE not in text
+        assert REDACTED in text
+    events = [line["event"] for line in _lines(path)]
+    # The lines are still there, only the secrets are gone.
+    assert events[:2] == ["leak.field", "leak.nested"] and "leak.exception" in events and "lib.log" in events
+    exc_line = next(line for line in _lines(path) if line["event"] == "leak.exception")
+    assert "RuntimeError" in exc_line["exception"]
+
+
+def test_secret_escaped_inside_json_is_still_caught(tmp_path):
+    tricky = 'sec"ret\\with-quotes'
+    path = tmp_path / "n.jsonl"
+    configure_logging(console="off", file_path=path, secrets=[tricky])
+    get_logger("x").info("leak.escaped", value=tricky)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    line = json.loads(path.read_text())
+    assert tricky not in line["value"] and REDACTED in line["value"]
+    configure_logging(console="off", file_path=None)
+
+
+def test_capture_helper_sees_event_names():
+    with structlog.testing.capture_logs() as captured:
+        get_logger("t").warning("ws.frame_rejected", what="kline frame")
+    assert captured == [{"event": "ws.frame_rejected", "what": "kline frame", "log_level": "warning"}]

@@ -1,0 +1,113 @@
+"""StateStore logic (LiveState) and the actor's snapshot answer."""
+
+from __future__ import annotations
+
+import copy
+import json
+from decimal import Decimal
+
+from actors.base import ActorContext, Directory
+from actors.state_store import LiveState, StateStore
+from infra.config import load_config
+from messages import ClosedBar, Execution, Kline, Order, Ticker
+from messages.queries import GetSnapshot
+from tests.conftest import SAMPLES
+
+
+def sample(name):
+    return json.loads((SAMPLES / name).read_text())
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def bar(minute: int, close="100") -> ClosedBar:
+    return ClosedBar(symbol="BTCUSDT", interval="1", open_time=1_700_000_040_000 + minute * 60_000,
+                     open="100", high="101", low="99", close=close, volume="1", turnover="100", source="ws")
+
+
+def test_no_data_means_no_age_not_healthy():
+    clock = FakeClock()
+    state = LiveState(clock=clock)
+    snap = state.snapshot()
+    assert snap.age_s("tickers.BTCUSDT") is None and snap.age_s("wallet") is None
+    state.on_ticker(Ticker.from_bybit(sample("4.7-tickers-symbol-linear-1.json")))
+    clock.now += 2.5
+    assert state.snapshot().age_s("tickers.BTCUSDT") == 2.5
+
+
+def test_ticker_delta_before_snapshot_is_dropped_and_counted():
+    state = LiveState()
+    delta = Ticker.from_bybit(sample("4.7-tickers-symbol-linear-2-constructed-delta.json"))
+    assert state.on_ticker(delta) is False
+    assert "BTCUSDT" not in state.tickers and state.dropped == {"ticker_delta_without_snapshot": 1}
+    assert state.snapshot().age_s("tickers.BTCUSDT") is None
+
+
+def test_ticker_snapshot_then_delta_merges():
+    state = LiveState()
+    state.on_ticker(Ticker.from_bybit(sample("4.7-tickers-symbol-linear-1.json")))
+    state.on_ticker(Ticker.from_bybit(sample("4.7-tickers-symbol-linear-2-constructed-delta.json")))
+    t = state.snapshot().tickers["BTCUSDT"]
+    assert t.bid1_price == Decimal("66666.50") and t.last_price == Decimal("66666.60")
+
+
+def test_bar_buffer_uses_the_configured_size_for_every_key():
+    state = LiveState(bar_buffer_len=3)
+    for m in range(5):
+        state.on_closed_bar(bar(m))
+    other = bar(0).model_copy(update={"symbol": "ETHUSDT"})
+    state.on_closed_bar(other)
+    snap = state.snapshot()
+    assert [b.open_ms for b in snap.bars[("BTCUSDT", "1")]] == [bar(m).open_ms for m in (2, 3, 4)]
+    assert len(snap.bars[("ETHUSDT", "1")]) == 1 and state.bars[("ETHUSDT", "1")].maxlen == 3
+
+
+def test_repeated_bar_replaces_and_older_bar_is_refused():
+    state = LiveState()
+    state.on_closed_bar(bar(1))
+    assert state.on_closed_bar(bar(1, close="100.5")) is True
+    assert state.on_closed_bar(bar(0)) is False
+    (only,) = state.snapshot().bars[("BTCUSDT", "1")]
+    assert only.close == Decimal("100.5") and state.dropped == {"bar_out_of_order": 1}
+
+
+def test_duplicate_execution_is_recorded_once():
+    state = LiveState()
+    (ex,) = Execution.from_ws(sample("4.12-private-execution-2.json"))
+    assert state.on_execution(ex) is True
+    assert state.on_execution(ex) is False
+    assert len(state.snapshot().recent_executions) == 1
+
+
+def test_orders_leave_the_open_set_when_closed():
+    state = LiveState()
+    item = sample("3.8-get-v5-order-realtime-1.json")["result"]["list"][0]
+    state.on_order(Order.from_bybit(item))
+    assert list(state.snapshot().open_orders) == [item["orderId"]]
+    filled = copy.deepcopy(item) | {"orderStatus": "Filled"}
+    state.on_order(Order.from_bybit(filled))
+    assert state.snapshot().open_orders == {}
+
+
+def test_snapshot_is_isolated_from_later_updates():
+    state = LiveState()
+    state.on_closed_bar(bar(0))
+    snap = state.snapshot()
+    state.on_closed_bar(bar(1))
+    assert len(snap.bars[("BTCUSDT", "1")]) == 1
+
+
+def test_actor_answers_snapshot_asks(write_config):
+    ctx = ActorContext(config=load_config(write_config("")), directory=Directory())
+    ref = StateStore.start(ctx)
+    frame = sample("4.6-kline-interval-symbol-1.json")
+    (kline,) = Kline.from_bybit(frame)
+    ref.tell(kline)
+    snap = ref.ask(GetSnapshot(), timeout=5)
+    assert snap.klines[("BTCUSDT", "5")] == kline and snap.age_s("kline.5.BTCUSDT") is not None
