@@ -269,9 +269,9 @@ class Transport:
             return Rejected(-status, f"HTTP {status}: {exc.message}", endpoint=path)
         if isinstance(exc, requests.exceptions.RequestException):
             if _never_sent(exc):
-                return TransientError(f"not sent: {type(exc).__name__}: {exc}", endpoint=path)
-            log.warning("gateway.no_answer", endpoint=path, lane=lane.name.lower(), cause=f"{type(exc).__name__}: {exc}")
-            return NoAnswer(f"{type(exc).__name__}: {exc}", endpoint=path)
+                return TransientError(f"not sent: {_describe(exc)}", endpoint=path)
+            log.warning("gateway.no_answer", endpoint=path, lane=lane.name.lower(), cause=_describe(exc))
+            return NoAnswer(_describe(exc), endpoint=path)
         if isinstance(exc, PermissionError):
             return Rejected(10003, str(exc), endpoint=path)
         # Anything else is a bug in the layers below; keep it typed but loud.
@@ -312,3 +312,17 @@ def _never_sent(exc: requests.exceptions.RequestException) -> bool:
         # urllib3 NewConnectionError: the TCP connect itself failed (refused, unreachable).
         return type(inner).__name__ == "NewConnectionError" or "NewConnectionError" in repr(inner)
     return False
+
+
+def _describe(exc: requests.exceptions.RequestException) -> str:
+    """One short line for an operator, not urllib3's nested reprs."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "connect timed out"
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return "no answer within the read timeout"
+    text = str(exc)
+    for marker in ("Connection refused", "Name or service not known", "Network is unreachable", "Connection reset by peer",
+                   "Remote end closed connection", "Connection aborted", "timed out"):
+        if marker in text:
+            return f"{type(exc).__name__}: {marker}"
+    return f"{type(exc).__name__}: {text[:160]}"

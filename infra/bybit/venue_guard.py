@@ -27,6 +27,12 @@ def trading_problems(venue: Venue, mode: TradingMode, live_confirmed: bool, rest
     problems = [reason for _, reason in mode_problems(venue, mode)]
     if mode is TradingMode.LIVE and not live_confirmed:
         problems.append("live trading is not confirmed (live_confirmed: true or --i-mean-live)")
+    return problems + host_problems(venue, mode, rest_url)
+
+
+def host_problems(venue: Venue, mode: TradingMode, rest_url: str) -> list[str]:
+    """Whether the REST host fits the venue and the money at stake."""
+    problems: list[str] = []
     host = (urlsplit(rest_url).hostname or "").lower()
     if mode is TradingMode.PAPER and host not in LOOPBACK_HOSTS | PAPER_MONEY_HOSTS:
         problems.append(f"paper trading refused: {host or rest_url!r} is not a simulator, testnet or demo host")
