@@ -52,9 +52,12 @@ _NO_RETRY_CODES = frozenset({-2_147_483_648})
 _AMBIGUOUS_RET_CODES = frozenset({10000, 10016})
 _RATE_LIMIT_RET_CODES = frozenset({10006, 10018})
 _TIMESTAMP_RET_CODE = 10002
-# A 10006 reset time further out than this is a clock problem, not a budget.
+# Reset timestamps are the venue's wall clock, compared with ours (as pybit
+# does): Bybit's endpoint windows are one second, so a reset much further out
+# is clock skew, not budget, and is capped.
 _MAX_RETRY_AFTER_S = 10.0
 _MIN_RETRY_AFTER_S = 0.05
+_MAX_SOFT_RESET_S = 1.5
 
 
 @dataclass(frozen=True)
@@ -138,12 +141,6 @@ class Transport:
         self._all_sessions: list[HTTP] = []
         self._lock = threading.Lock()
         self._closed = False
-        # Venue clock minus ours (ms), from the last answer that carried `time`.
-        self._skew_ms = 0.0
-
-    @property
-    def skew_ms(self) -> float:
-        return self._skew_ms
 
     def close(self) -> None:
         with self._lock:
@@ -190,9 +187,8 @@ class Transport:
             except Exception as exc:  # noqa: BLE001 - every failure is mapped to our tree
                 error = self._map_failure(exc, endpoint, lane)
                 raise error from exc
-            received_wall_ms = time.time() * 1000
             body, _elapsed, headers = raw
-            answer = self._accept(endpoint, body, headers, received_wall_ms)
+            answer = self._accept(endpoint, body, headers)
             log.debug(
                 "gateway.request",
                 endpoint=endpoint.path,
@@ -204,18 +200,15 @@ class Transport:
         finally:
             self._return_session(lane, session)
 
-    def _accept(self, endpoint: Endpoint, body: Any, headers: Mapping[str, str], received_wall_ms: float) -> Answer:
+    def _accept(self, endpoint: Endpoint, body: Any, headers: Mapping[str, str]) -> Answer:
         limits = LimitHeaders.parse(headers)
         if not isinstance(body, Mapping):
             raise MalformedResponse(f"answer is not a JSON object: {type(body).__name__}", endpoint=endpoint.path)
         time_ms = body.get("time")
         time_ms = time_ms if isinstance(time_ms, int) and time_ms > 0 else None
-        if time_ms is not None:
-            self._skew_ms = time_ms - received_wall_ms
         reset_in = None
         if limits.reset_ms is not None:
-            reference = time_ms if time_ms is not None else received_wall_ms + self._skew_ms
-            reset_in = (limits.reset_ms - reference) / 1000
+            reset_in = min((limits.reset_ms - time.time() * 1000) / 1000, _MAX_SOFT_RESET_S)
         self.limiter.observe(endpoint.path, limits, reset_in_s=reset_in)
         ret_code = body.get("retCode", 0)
         if ret_code not in (0, None):
@@ -247,7 +240,7 @@ class Transport:
                 log.warning("gateway.no_answer", endpoint=path, lane=lane.name.lower(), cause=f"retCode {code}: {msg}")
                 return NoAnswer(f"retCode {code}: {msg}", endpoint=path)
             if code == _TIMESTAMP_RET_CODE:
-                log.warning("gateway.clock_rejected", endpoint=path, ret_msg=msg, skew_ms=round(self._skew_ms))
+                log.warning("gateway.clock_rejected", endpoint=path, ret_msg=msg)
                 return TransientError(f"retCode {code}: {msg}", endpoint=path)
             return Rejected(code, msg, endpoint=path)
         if isinstance(exc, FailedRequestError):
@@ -282,8 +275,7 @@ class Transport:
         limits = LimitHeaders.parse(headers)
         if limits.reset_ms is None:
             return default
-        now_venue_ms = time.time() * 1000 + self._skew_ms
-        wait = (limits.reset_ms - now_venue_ms) / 1000
+        wait = (limits.reset_ms - time.time() * 1000) / 1000
         return min(max(wait, _MIN_RETRY_AFTER_S), _MAX_RETRY_AFTER_S)
 
     def _ban_duration(self, headers: Mapping[str, str] | None) -> float:
@@ -296,7 +288,7 @@ class Transport:
                     pass
             limits = LimitHeaders.parse(headers)
             if limits.reset_ms is not None:
-                wait = (limits.reset_ms - (time.time() * 1000 + self._skew_ms)) / 1000
+                wait = (limits.reset_ms - time.time() * 1000) / 1000
                 if wait > 0:
                     return wait
         return self._ip_ban_default_s

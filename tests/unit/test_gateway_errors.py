@@ -237,3 +237,13 @@ def test_private_call_without_credentials_is_rejected_before_sending(venue):
         assert venue.requests("/v5/account/wallet-balance") == []
     finally:
         gateway.close()
+
+
+def test_a_far_future_reset_header_cannot_block_a_lane_for_long(venue, gateway):
+    """Reset timestamps are venue wall time; a skewed one must not stall a lane for an hour."""
+    body = envelope({"list": [{"accountType": "UNIFIED", "totalEquity": "1", "totalWalletBalance": "1", "coin": []}]})
+    venue.on("GET", "/v5/account/wallet-balance", Reply(body=body, headers=limit_headers(50, 0, 3_600_000)))
+    gateway.get_wallet()
+    started = time.monotonic()
+    gateway.get_wallet()
+    assert time.monotonic() - started < 2.0
