@@ -153,20 +153,25 @@ def run_node(app, args) -> int:
         pid=os.getpid(),
     )
     started = time.monotonic()
-    supervisor = Supervisor.start(app, Directory(), default_children())
-    start_timeout = float(node.supervisor.ask_timeout_s) * (len(default_children()) + 1)
+    sim, urls = _venue(node)
     try:
-        roles = supervisor.ask(Ping(), timeout=start_timeout) and supervisor.proxy().running_roles().get(timeout=5)
-    except (pykka.ActorDeadError, pykka.Timeout) as exc:
-        log.error("node.start_failed", error=repr(exc))
-        _stop(supervisor, node, log)
-        return EXIT_FAILURE
-    log.info("node.started", children=roles, startup_ms=round((time.monotonic() - started) * 1000, 1))
+        supervisor = Supervisor.start(app, Directory(), default_children(), urls=urls)
+        start_timeout = float(node.supervisor.ask_timeout_s) * (len(default_children()) + 1)
+        try:
+            roles = supervisor.ask(Ping(), timeout=start_timeout) and supervisor.proxy().running_roles().get(timeout=5)
+        except (pykka.ActorDeadError, pykka.Timeout) as exc:
+            log.error("node.start_failed", error=repr(exc))
+            _stop(supervisor, node, log)
+            return EXIT_FAILURE
+        log.info("node.started", children=roles, startup_ms=round((time.monotonic() - started) * 1000, 1))
 
-    stop.wait(timeout=args.duration)
-    log.info("node.stopping", reason=reason["why"])
-    stopping = time.monotonic()
-    code = _stop(supervisor, node, log)
+        stop.wait(timeout=args.duration)
+        log.info("node.stopping", reason=reason["why"])
+        stopping = time.monotonic()
+        code = _stop(supervisor, node, log)
+    finally:
+        if sim is not None:
+            sim.stop()
     log.info("node.stopped", exit_code=code, shutdown_ms=round((time.monotonic() - stopping) * 1000, 1))
     return code
 
@@ -175,6 +180,19 @@ def preflight_command(app, args) -> int:
     from infra.bybit.preflight import preflight_command as run_preflight_command
 
     return run_preflight_command(app, apply=not args.read_only)
+
+
+def _venue(node):
+    """The venue's URLs; for `sim`, start the built-in simulator on 127.0.0.1 first."""
+    from infra.bybit.clients import venue_urls
+    from infra.config import Venue
+
+    if node.venue is not Venue.SIM:
+        return None, venue_urls(node.venue, node.exchange)
+    from infra.sim import Simulator
+
+    sim = Simulator.from_config(node)
+    return sim, venue_urls(node.venue, node.exchange, sim=sim.start())
 
 
 def _stop(supervisor, node, log) -> int:

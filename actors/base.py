@@ -17,6 +17,7 @@ from typing import Any, Callable, ClassVar
 
 import pykka
 
+from infra.bybit.clients import VenueUrls
 from infra.config import AppConfig
 from infra.logging import get_logger
 from messages.control import ChildFailed, Ping
@@ -78,12 +79,13 @@ class Directory:
 
 @dataclass(frozen=True)
 class ActorContext:
-    """What a child needs from the node: config, peers by role, its supervisor."""
+    """What a child needs from the node: config, peers by role, its supervisor, the venue."""
 
     config: AppConfig
     directory: Directory
     supervisor: pykka.ActorRef[Any] | None = None
     generation: int = 0
+    urls: VenueUrls | None = None
 
 
 class NodeActor(pykka.ThreadingActor):

@@ -61,6 +61,8 @@ class LiveState:
         current = self.klines.get(key)
         if current is None or msg.start >= current.start:
             self.klines[key] = msg
+        if msg.confirm:
+            self.on_closed_bar(msg.closed_bar())
         self._touch(f"kline.{msg.interval}.{msg.symbol}")
 
     def on_closed_bar(self, bar: ClosedBar) -> bool:

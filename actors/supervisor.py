@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 import pykka
 
 from actors.base import ActorContext, Directory, Role
+from infra.bybit.clients import VenueUrls
 from infra.config import AppConfig
 from infra.logging import get_logger
 from messages.control import ChildFailed, Ping
@@ -39,9 +40,12 @@ class ChildSpec:
 class Supervisor(pykka.ThreadingActor):
     use_daemon_thread = True
 
-    def __init__(self, config: AppConfig, directory: Directory, children: Sequence[ChildSpec]):
+    def __init__(
+        self, config: AppConfig, directory: Directory, children: Sequence[ChildSpec], urls: VenueUrls | None = None
+    ):
         super().__init__()
         self._config = config
+        self._urls = urls
         self._directory = directory
         self._specs = tuple(children)
         self._running: list[tuple[Role, pykka.ActorRef[Any]]] = []
@@ -51,7 +55,9 @@ class Supervisor(pykka.ThreadingActor):
 
     def on_start(self) -> None:
         for spec in self._specs:
-            ctx = ActorContext(config=self._config, directory=self._directory, supervisor=self.actor_ref, generation=0)
+            ctx = ActorContext(
+                config=self._config, directory=self._directory, supervisor=self.actor_ref, generation=0, urls=self._urls
+            )
             try:
                 ref = spec.start(ctx)
                 ref.ask(Ping(), timeout=self._ask_timeout)

@@ -1,21 +1,24 @@
-"""WsPrivate actor and its frame router.
+"""WsPrivate: owns the private pybit WebSocket (auth, order/execution/position/wallet, dcp.future).
 
-WsPrivate owns the private pybit WebSocket: auth, then `order`,
-`execution`, `position`, `wallet` (and `dcp.future`) subscriptions, parsing
-frames into messages told to the StateStore. `PrivateFrameRouter` is what
-pybit's callbacks call: it only parses and tells (actors/frame_router.py).
+Frames are parsed and told to the StateStore by `PrivateFrameRouter` on
+pybit's thread (actors/frame_router.py). The actor opens the socket on
+start (pybit authenticates, then subscribes), subscribes `dcp.future` so
+that disconnect-cancel-all can fire for this connection, and closes the
+socket on stop.
 
-Not built yet: the actor does not open the socket; that is completed by the
-WebSocket/Supervisor work (subscribe only after the auth answer, reseed
-wallet/positions/orders/executions over REST after every reconnect, keep
-the trading gate closed until then). It only takes part in the node's
-start/stop order.
+Not built yet (the WebSocket/Supervisor work): waiting for the auth answer
+before subscribing, reseeding wallet/positions/orders/executions over REST
+after every reconnect with the trading gate closed until then, and restart
+on staleness.
 """
 
 from __future__ import annotations
 
-from actors.base import Directory, NodeActor, Role
+from typing import Any
+
+from actors.base import ActorContext, Directory, NodeActor, Role
 from actors.frame_router import Frame, FrameRouter, Parsed
+from infra.bybit.clients import make_private_ws
 from messages.account import Execution, Order, Position, Wallet
 
 
@@ -51,6 +54,35 @@ class PrivateFrameRouter(FrameRouter):
     def on_wallet(self, frame: Frame) -> None:
         self.route(frame, parse_wallet)
 
+    def on_dcp(self, frame: Frame) -> None:
+        """dcp.future carries nothing the node keeps; the subscription itself is what counts."""
+
 
 class WsPrivate(NodeActor):
     role = Role.WS_PRIVATE
+
+    def __init__(self, ctx: ActorContext):
+        super().__init__(ctx)
+        self._router = PrivateFrameRouter(ctx.directory, ctx.generation)
+        self._ws: Any = None
+
+    def on_start(self) -> None:
+        if self._ctx.urls is None or self._ctx.config.credentials is None:
+            raise RuntimeError("WsPrivate needs the venue's URLs and API credentials")
+        self._ws = make_private_ws(self._ctx.urls, self._ctx.config.credentials)
+        r = self._router
+        self._ws.order_stream(callback=r.on_order)
+        self._ws.execution_stream(callback=r.on_execution)
+        self._ws.position_stream(callback=r.on_position)
+        self._ws.wallet_stream(callback=r.on_wallet)
+        # pybit has no helper for dcp.future; its subscribe() formats every topic
+        # with a symbol, which this topic has no placeholder for.
+        self._ws.subscribe("dcp.future", r.on_dcp, symbol="-")
+        self._log.info("ws.connected", url=self._ctx.urls.ws_private, topics=["order", "execution", "position", "wallet", "dcp.future"])
+        super().on_start()
+
+    def on_stop(self) -> None:
+        self._router.retired = True
+        if self._ws is not None:
+            self._ws.exit()
+        super().on_stop()

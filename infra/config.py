@@ -159,6 +159,12 @@ class SimConfig(_Section):
     port: int = Field(default=0, ge=0, le=65535)
     dcp_available: bool = True
     starting_balance_usdt: PositiveDecimal = Decimal("10000")
+    # Pause before a WebSocket subscribe ack: pybit stores the req_id only after
+    # send() returns, so an instant loopback ack can kill its socket.
+    ws_ack_delay_ms: int = Field(default=30, ge=0, le=1000)
+    # Bybit's IP limit: this many REST requests per 5 s, then HTTP 403 for ip_ban_s.
+    ip_limit_per_5s: int = Field(default=600, ge=1)
+    ip_ban_s: PositiveDecimal = Decimal("600")
 
 
 class ShutdownConfig(_Section):
@@ -360,16 +366,16 @@ def _live_confirmation(node: NodeConfig) -> list[tuple[str, str]]:
 
 
 def _credentials(node: NodeConfig, env: Mapping[str, str]) -> tuple[Credentials | None, list[tuple[str, str]]]:
-    key, secret = env.get(API_KEY_ENV, "").strip(), env.get(API_SECRET_ENV, "").strip()
-    if key and secret:
-        return Credentials(api_key=SecretStr(key), api_secret=SecretStr(secret), source="environment"), []
     if node.venue is Venue.SIM:
-        if key or secret:
-            return None, [(f"${API_KEY_ENV if not key else API_SECRET_ENV}", "set both API key and secret, or neither")]
+        # The simulator always gets its own throwaway pair: a real key exported
+        # for another venue is never sent anywhere, not even to loopback.
         return (
             Credentials(api_key=SecretStr(node.sim.api_key), api_secret=SecretStr(node.sim.api_secret), source="simulator"),
             [],
         )
+    key, secret = env.get(API_KEY_ENV, "").strip(), env.get(API_SECRET_ENV, "").strip()
+    if key and secret:
+        return Credentials(api_key=SecretStr(key), api_secret=SecretStr(secret), source="environment"), []
     missing = [n for n, v in ((API_KEY_ENV, key), (API_SECRET_ENV, secret)) if not v]
     return None, [(f"${n}", f"venue {node.venue.value!r} needs API credentials in the environment") for n in missing]
 

@@ -82,9 +82,18 @@ def test_private_venue_without_keys_is_refused(write_config, venue):
     assert "needs API credentials in the environment" in got["$BYBIT_API_KEY"]
 
 
-def test_half_a_key_pair_is_refused_even_on_the_simulator(write_config, monkeypatch):
+def test_half_a_key_pair_is_refused(write_config, monkeypatch):
     monkeypatch.setenv("BYBIT_API_KEY", "only-the-key")
-    assert "$BYBIT_API_SECRET" in problems(write_config(""))
+    got = problems(write_config("venue: testnet\n"))
+    assert set(got) == {"$BYBIT_API_SECRET"}
+
+
+def test_the_simulator_never_gets_real_keys(write_config, monkeypatch):
+    monkeypatch.setenv("BYBIT_API_KEY", "a-real-testnet-key")
+    monkeypatch.setenv("BYBIT_API_SECRET", "a-real-testnet-secret")
+    app = load_config(write_config(""))
+    assert app.credentials.source == "simulator"
+    assert app.credentials.api_key.get_secret_value() == "sim-api-key"
 
 
 def test_secrets_in_the_file_are_refused(write_config):
@@ -127,5 +136,5 @@ def test_unreadable_or_malformed_file(tmp_path):
 def test_credentials_never_show_in_repr(write_config, monkeypatch):
     monkeypatch.setenv("BYBIT_API_KEY", "visible-key-123")
     monkeypatch.setenv("BYBIT_API_SECRET", "visible-secret-456")
-    app = load_config(write_config(""))
+    app = load_config(write_config("venue: testnet\n"))
     assert "visible-secret-456" not in repr(app) and "visible-key-123" not in repr(app)

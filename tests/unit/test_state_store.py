@@ -111,3 +111,14 @@ def test_actor_answers_snapshot_asks(write_config):
     ref.tell(kline)
     snap = ref.ask(GetSnapshot(), timeout=5)
     assert snap.klines[("BTCUSDT", "5")] == kline and snap.age_s("kline.5.BTCUSDT") is not None
+
+
+def test_a_confirmed_kline_lands_in_the_bar_buffer():
+    state = LiveState()
+    frame = sample("4.6-kline-interval-symbol-1.json")
+    state.on_kline(Kline.from_bybit(frame)[0])
+    assert state.snapshot().bars == {}
+    frame["data"][0]["confirm"] = True
+    state.on_kline(Kline.from_bybit(frame)[0])
+    (closed,) = state.snapshot().bars[("BTCUSDT", "5")]
+    assert closed.open_ms == 1672324800000 and closed.source == "ws"

@@ -1,0 +1,224 @@
+"""Fault switches: every way the venue misbehaves that the node must survive.
+
+Each switch is one method on `Faults`, callable from any thread (it runs on
+the simulator's event loop and returns once the effect is visible to
+clients) and over the loopback admin endpoint `POST /sim/fault/<name>` with
+the same keyword arguments as JSON. Each logs `sim.fault.<name>`.
+Durations are wall-clock seconds: they model the network, not the market.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from infra.logging import get_logger
+
+if TYPE_CHECKING:
+    from infra.sim.exchange import Exchange
+
+log = get_logger("sim")
+
+CHANNELS = ("public", "private")
+MALFORMED_KINDS = ("not_json", "truncated", "unknown_topic", "delta_before_snapshot", "bad_pong")
+
+
+def _channels(channel: str) -> tuple[str, ...]:
+    if channel in ("all", "both"):
+        return CHANNELS
+    if channel not in CHANNELS:
+        raise ValueError(f"channel must be public, private or all (got {channel!r})")
+    return (channel,)
+
+
+def _until(seconds: float | None) -> float:
+    return float("inf") if seconds is None else time.monotonic() + float(seconds)
+
+
+@dataclass
+class _Window:
+    """A switch that is on until a wall-clock deadline and/or for a number of uses."""
+
+    until: float = 0.0
+    count: int | None = None
+    path: str | None = None
+    value: Any = None
+
+    def active(self, path: str | None = None) -> bool:
+        if time.monotonic() >= self.until or self.count == 0:
+            return False
+        return self.path is None or path is None or self.path == path
+
+    def remaining_ms(self) -> int:
+        left = self.until - time.monotonic()
+        return 1000 if left == float("inf") else max(0, int(left * 1000))
+
+    def take(self, path: str | None = None) -> bool:
+        if not self.active(path):
+            return False
+        if self.count is not None:
+            self.count -= 1
+        return True
+
+
+@dataclass
+class FaultState:
+    silent: dict[str, _Window] = field(default_factory=lambda: {c: _Window() for c in CHANNELS})
+    refuse: _Window = field(default_factory=_Window)
+    http_error: _Window = field(default_factory=_Window)
+    delay: _Window = field(default_factory=_Window)
+    rate_limited: dict[str, _Window] = field(default_factory=dict)
+    ip_ban: _Window = field(default_factory=_Window)
+    zero_avg_price_next_market: int = 0  # realtime answers that show "0" for the next market order
+    empty_positions: _Window = field(default_factory=_Window)
+    fail_creates: _Window = field(default_factory=_Window)
+    timeout_creates: _Window = field(default_factory=_Window)
+    auth_delay_s: float = 0.0
+    duplicate_executions: int = 0
+
+    def is_silent(self, channel: str) -> bool:
+        return self.silent[channel].active()
+
+
+class Faults:
+    """The switches. `sim.faults.<name>(...)`; `clear()` switches everything off."""
+
+    def __init__(self, exchange: "Exchange"):
+        self._ex = exchange
+        self.state = FaultState()
+
+    # --- plumbing ---------------------------------------------------------------
+
+    def _apply(self, name: str, fn: Callable[[], Any], **fields: Any) -> Any:
+        def run() -> Any:
+            log.warning(f"sim.fault.{name}", **{k: v for k, v in fields.items() if v is not None})
+            return fn()
+
+        return self._ex.call(run)
+
+    def names(self) -> list[str]:
+        return sorted(n for n in dir(self) if not n.startswith("_") and n not in ("state", "names", "invoke"))
+
+    def invoke(self, name: str, kwargs: dict[str, Any]) -> Any:
+        """Admin endpoint entry: the named switch with JSON keyword arguments."""
+        if name not in self.names():
+            raise KeyError(name)
+        return getattr(self, name)(**kwargs)
+
+    # --- connections -------------------------------------------------------------
+
+    def drop_sockets(self, channel: str = "all", close_frame: bool = False) -> int:
+        """Drop every open WebSocket of the channel. Without a close frame (default) it is a lost TCP connection."""
+        chans = _channels(channel)
+        return self._apply(
+            "drop_sockets", lambda: self._ex.drop_connections(chans, close_frame), channel=channel, close_frame=close_frame
+        )
+
+    def go_silent(self, channel: str = "all", seconds: float | None = None) -> None:
+        """Half-open: sockets stay open and protocol PINGs are answered, but no frame is sent."""
+        chans = _channels(channel)
+
+        def run() -> None:
+            for c in chans:
+                self.state.silent[c] = _Window(until=_until(seconds))
+
+        self._apply("go_silent", run, channel=channel, seconds=seconds)
+
+    def end_silence(self, channel: str = "all") -> None:
+        chans = _channels(channel)
+
+        def run() -> None:
+            for c in chans:
+                self.state.silent[c] = _Window()
+
+        self._apply("end_silence", run, channel=channel)
+
+    def refuse_connections(self, seconds: float) -> None:
+        """New TCP connections (REST and WebSocket) are cut at once for `seconds`."""
+        self._apply("refuse_connections", lambda: setattr(self.state, "refuse", _Window(until=_until(seconds))),
+                    seconds=seconds)
+
+    def inject_frame(self, channel: str, text: str) -> int:
+        """Send a raw text frame to every open connection of the channel."""
+        chans = _channels(channel)
+        return self._apply("inject_frame", lambda: self._ex.broadcast_raw(chans, text), channel=channel, chars=len(text))
+
+    def malformed_frames(self, channel: str = "public", kind: str = "not_json") -> int:
+        """Inject one malformed frame per open connection: not_json, truncated, unknown_topic,
+        delta_before_snapshot (a ticker delta for a topic the client has no snapshot of), bad_pong."""
+        if kind not in MALFORMED_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(MALFORMED_KINDS)}")
+        chans = _channels(channel)
+        return self._apply("malformed_frames", lambda: self._ex.send_malformed(chans, kind), channel=channel, kind=kind)
+
+    # --- REST ------------------------------------------------------------------------
+
+    def http_error(self, status: int = 503, seconds: float | None = None, count: int | None = None,
+                   path: str | None = None) -> None:
+        """Answer REST requests (optionally one path) with an HTTP 5xx status."""
+        if not 500 <= status <= 599:
+            raise ValueError("status must be a 5xx code")
+        w = _Window(until=_until(seconds), count=count, path=path, value=status)
+        self._apply("http_error", lambda: setattr(self.state, "http_error", w), status=status, seconds=seconds,
+                    count=count, path=path)
+
+    def delay_responses(self, seconds: float, duration: float | None = None, count: int | None = None,
+                        path: str | None = None) -> None:
+        """Hold REST answers for `seconds` each (for `duration` seconds, or `count` answers)."""
+        w = _Window(until=_until(duration), count=count, path=path, value=float(seconds))
+        self._apply("delay_responses", lambda: setattr(self.state, "delay", w), seconds=seconds, duration=duration,
+                    count=count, path=path)
+
+    def rate_limit(self, path: str, seconds: float | None = None, count: int | None = None) -> None:
+        """Answer `path` with retCode 10006 and a reset timestamp `seconds` (default 1) ahead."""
+        w = _Window(until=_until(seconds if seconds is not None else 1.0), count=count, path=path)
+        self._apply("rate_limit", lambda: self.state.rate_limited.__setitem__(path, w), path=path, seconds=seconds,
+                    count=count)
+
+    def ip_ban(self, seconds: float) -> None:
+        """HTTP 403 for every REST request (and WebSocket handshake) for `seconds`."""
+        self._apply("ip_ban", lambda: setattr(self.state, "ip_ban", _Window(until=_until(seconds))), seconds=seconds)
+
+    # --- trading -----------------------------------------------------------------------
+
+    def zero_avg_price_next_market_order(self, queries: int = 1) -> None:
+        """The next market order answers avgPrice "0" on its create and the next `queries` realtime/history reads."""
+        self._apply("zero_avg_price_next_market_order",
+                    lambda: setattr(self.state, "zero_avg_price_next_market", max(1, int(queries))), queries=queries)
+
+    def empty_position_list(self, seconds: float | None = None, count: int | None = None) -> None:
+        """position/list answers an empty list although positions exist."""
+        w = _Window(until=_until(seconds), count=count)
+        self._apply("empty_position_list", lambda: setattr(self.state, "empty_positions", w), seconds=seconds,
+                    count=count)
+
+    def fail_next_order_creates(self, n: int = 1, ret_code: int = 10016, ret_msg: str = "Internal server error.") -> None:
+        """The next `n` order creates are refused with `ret_code` (nothing is created)."""
+        w = _Window(until=float("inf"), count=int(n), value=(int(ret_code), ret_msg))
+        self._apply("fail_next_order_creates", lambda: setattr(self.state, "fail_creates", w), n=n, ret_code=ret_code)
+
+    def timeout_next_order_create(self, n: int = 1, hold_s: float = 30.0) -> None:
+        """The next `n` creates are accepted (order live, pushes sent) but the answer is held for `hold_s`:
+        a client with a shorter timeout sees a timeout, the ambiguous outcome."""
+        w = _Window(until=float("inf"), count=int(n), value=float(hold_s))
+        self._apply("timeout_next_order_create", lambda: setattr(self.state, "timeout_creates", w), n=n, hold_s=hold_s)
+
+    def delay_private_auth(self, seconds: float) -> None:
+        """Hold the private WebSocket `auth` answer for `seconds` (0 switches it off)."""
+        self._apply("delay_private_auth", lambda: setattr(self.state, "auth_delay_s", float(seconds)), seconds=seconds)
+
+    def duplicate_next_execution(self, n: int = 1) -> None:
+        """Push each of the next `n` execution frames twice."""
+        self._apply("duplicate_next_execution", lambda: setattr(self.state, "duplicate_executions", int(n)), n=n)
+
+    # --- history -------------------------------------------------------------------------
+
+    def history_hole(self, symbol: str, start_ms: int, end_ms: int, interval: str | None = None) -> None:
+        """Same as `Simulator.add_history_hole`."""
+        self._apply("history_hole", lambda: self._ex.add_hole(symbol, start_ms, end_ms, interval), symbol=symbol,
+                    start_ms=start_ms, end_ms=end_ms, interval=interval)
+
+    def clear(self) -> None:
+        """Switch every fault off (holes stay)."""
+        self._apply("clear", lambda: setattr(self, "state", FaultState()))
