@@ -1,6 +1,7 @@
 """Bybit V5 trading node - command line.
 
     python main.py [--config FILE] [run] [--duration SECONDS]
+    python main.py [--config FILE] preflight [--read-only] [--i-mean-live]
     python main.py [--config FILE] sync [--symbol S] [--interval I] [--days N | --start T [--end T]]
     python main.py [--config FILE] gaps | heal
 
@@ -58,6 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start the actor system and run until Ctrl-C / SIGTERM (a second Ctrl-C forces the exit).",
     )
     _add_run_args(run)
+    preflight = sub.add_parser(
+        "preflight",
+        help="check everything a live start needs; exit 1 if a start would be refused",
+        description=(
+            "Print one report of every start check (venue/mode, live confirmation, API key permissions, "
+            "clock skew, one-way mode, leverage caps, disconnect-cancel-all, risk limits) for the configured "
+            "venue. Exit 0 when a start would be allowed, 1 when it would be refused. By default it makes the "
+            "same idempotent account changes the node makes at start (one-way mode, DCP window, leverage "
+            "lowered to risk.max_leverage); --read-only only reads."
+        ),
+    )
+    preflight.add_argument("--read-only", action="store_true", help="only read; change nothing on the account")
+    preflight.add_argument(
+        "--i-mean-live", action="store_true", help="check as a confirmed live start (same as live_confirmed: true)"
+    )
     from infra.store.cli import add_history_commands
 
     add_history_commands(sub)
@@ -111,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
     commands: dict[str, Callable[..., int]] = {
         "run": run_node,
+        "preflight": preflight_command,
         "sync": history_cli.sync_command,
         "gaps": history_cli.gaps_command,
         "heal": history_cli.heal_command,
@@ -170,6 +187,12 @@ def run_node(app, args) -> int:
             sim.stop()
     log.info("node.stopped", exit_code=code, shutdown_ms=round((time.monotonic() - stopping) * 1000, 1))
     return code
+
+
+def preflight_command(app, args) -> int:
+    from infra.bybit.preflight import preflight_command as run_preflight_command
+
+    return run_preflight_command(app, apply=not args.read_only)
 
 
 def _venue(node):

@@ -19,8 +19,6 @@ from infra.store.store import HistoryStore
 from infra.store.sync import HistorySync, SyncFailed
 from messages.types import ms_to_utc, next_open_ms, utc_to_ms
 
-log = get_logger("infra.store.heal")
-
 
 @dataclass(frozen=True)
 class SeriesHealth:
@@ -75,6 +73,7 @@ def heal(
     only: Callable[[str, str], bool] = lambda symbol, interval: True,
 ) -> list[HealReport]:
     """Heal every series in the store (or those `only` selects); one report per series."""
+    log = get_logger("infra.store.heal")
     with store.session() as s:
         series = [(i.symbol, i.interval) for i in s.series() if only(i.symbol, i.interval)]
     reports = []

@@ -44,8 +44,6 @@ from infra.store.store import HistoryStore
 from messages.market import ClosedBar
 from messages.types import align_ms, ms_to_utc, next_open_ms, utc_to_ms
 
-log = get_logger("infra.store.sync")
-
 PAGE_LIMIT = 1000
 
 
@@ -134,6 +132,7 @@ class HistorySync:
         self._hole_grace_ms = hole_grace_ms
         self._progress = progress
         self._sleep = sleep
+        self._log = get_logger("infra.store.sync")
 
     def sync(self, symbol: str, interval: str, start: datetime, end: datetime) -> SyncReport:
         """Fill every fillable gap of [start, end); raise SyncFailed if that cannot be done."""
@@ -145,7 +144,7 @@ class HistorySync:
         with self._store.session() as s:
             plan = s.fillable_gaps(symbol, interval, wanted)
         report.planned_bars = sum(r.bars(interval) for r in plan)
-        log.info("sync.started", symbol=symbol, interval=interval, start=wanted.describe(),
+        self._log.info("sync.started", symbol=symbol, interval=interval, start=wanted.describe(),
                  missing_ranges=len(plan), missing_bars=report.planned_bars)
         done = 0
         try:
@@ -170,9 +169,9 @@ class HistorySync:
                       bars=report.bars_stored, retries=report.retries,
                       venue_holes=[h.describe() for h in report.venue_holes] or None)
         if not report.ok:
-            log.error("sync.failed", error=report.error, remaining=[r.describe() for r in report.remaining], **fields)
+            self._log.error("sync.failed", error=report.error, remaining=[r.describe() for r in report.remaining], **fields)
             raise SyncFailed(report)
-        log.info("sync.done", unpublished=[r.describe() for r in report.unpublished] or None, **fields)
+        self._log.info("sync.done", unpublished=[r.describe() for r in report.unpublished] or None, **fields)
         return report
 
     def catch_up(self, symbol: str, interval: str, fallback_start: datetime) -> SyncReport:
@@ -235,7 +234,7 @@ class HistorySync:
                 s.add_venue_holes(symbol, interval, holes)
         if holes:
             report.venue_holes.extend(holes)
-            log.info("sync.venue_hole", symbol=symbol, interval=interval, holes=[h.describe() for h in holes],
+            self._log.info("sync.venue_hole", symbol=symbol, interval=interval, holes=[h.describe() for h in holes],
                      bars=sum(h.bars(interval) for h in holes))
 
     # --- requests -------------------------------------------------------------
@@ -252,7 +251,7 @@ class HistorySync:
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             report.retries += 1
-            log.warning(
+            self._log.warning(
                 "sync.retry",
                 symbol=symbol,
                 interval=interval,
