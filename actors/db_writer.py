@@ -22,6 +22,11 @@ raises. On stop the mailbox is drained (Pykka delivers everything told
 before the stop) and the buffer written, trying for up to
 `drain_timeout_s`; whatever still cannot be written is logged with its
 ranges (`db.drain_failed`) so `python main.py heal` can refetch it.
+
+Given a kline source (the gateway's backfill lane), the DbWriter tells
+itself `CatchUp` at start: every configured series is synced from its last
+stored bar to now (`catch_up_days` back if nothing is stored), so a crash
+or a stopped node leaves no hole. Bars told meanwhile wait in the mailbox.
 """
 
 from __future__ import annotations
@@ -29,15 +34,17 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Callable
 
 import pykka
 
 from actors.base import NodeActor, Role
 from infra.store import HistoryStore, StoreBusy
-from messages.commands import Flush
+from infra.store.sync import HistorySync, KlineSource, SyncFailed
+from messages.commands import CatchUp, Flush
 from messages.market import ClosedBar
-from messages.types import ms_to_utc
+from messages.types import ms_to_utc, now_utc
 
 _BarKey = tuple[str, str, int]
 
@@ -82,8 +89,10 @@ class BarBuffer:
 class DbWriter(NodeActor):
     role = Role.DB_WRITER
 
-    def __init__(self, ctx, store: HistoryStore | None = None):
+    def __init__(self, ctx, store: HistoryStore | None = None, source: KlineSource | None = None):
         super().__init__(ctx)
+        self._source = source
+        self._catch_up_days = ctx.config.node.db_writer.catch_up_days
         cfg = ctx.config.node.db_writer
         self._max_bars = cfg.flush_max_bars
         self._interval_s = cfg.flush_interval_ms / 1000
@@ -99,7 +108,7 @@ class DbWriter(NodeActor):
         self._stopping = False
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
-        return {ClosedBar: self._on_bar, Flush: self._on_flush}
+        return {ClosedBar: self._on_bar, Flush: self._on_flush, CatchUp: self._on_catch_up}
 
     # --- messages ---------------------------------------------------------
 
@@ -191,7 +200,41 @@ class DbWriter(NodeActor):
                 self._timer.cancel()
                 self._timer = None
 
+    # --- catching up -------------------------------------------------------
+
+    def _on_catch_up(self, msg: CatchUp) -> dict[str, str]:
+        """Sync every configured series from its last stored bar; report per series, never raise."""
+        if self._source is None:
+            return {}
+        self._flush("catch_up", self._lock_wait_s)  # what arrived first goes in first
+        sync = HistorySync(self._store, self._source)
+        fallback = now_utc() - timedelta(days=self._catch_up_days)
+        outcome: dict[str, str] = {}
+        for symbol, cfg in self._ctx.config.node.symbols.items():
+            for interval in cfg.intervals:
+                key = f"{symbol}/{interval}"
+                try:
+                    with self._store.session(timeout_s=self._lock_wait_s) as s:
+                        info = s.series_info(symbol, interval)
+                    if (info is None or info.last_open is None) and self._catch_up_days == 0:
+                        outcome[key] = "skipped"
+                        continue
+                    report = sync.catch_up(symbol, interval, fallback_start=fallback)
+                    outcome[key] = f"{report.bars_stored} bars"
+                except SyncFailed as exc:
+                    outcome[key] = f"failed: {exc.report.error}"
+                except Exception as exc:  # the actor must live on: bars keep arriving
+                    outcome[key] = f"failed: {exc!r}"
+        failed = {k: v for k, v in outcome.items() if v.startswith("failed")}
+        (self._log.warning if failed else self._log.info)("db.catch_up", reason=msg.reason, series=outcome)
+        return outcome
+
     # --- lifecycle --------------------------------------------------------
+
+    def on_start(self) -> None:
+        super().on_start()
+        if self._source is not None:
+            self.actor_ref.tell(CatchUp(reason="start"))
 
     def on_stop(self) -> None:
         self._stopping = True

@@ -129,6 +129,9 @@ class DbWriterConfig(_Section):
     retry_max_ms: int = Field(default=2000, ge=1)
     # At stop, keep trying to write what is held for this long (stays below shutdown.graceful_timeout_s).
     drain_timeout_s: PositiveDecimal = Decimal("8")
+    # At start (with a venue source), refetch from each configured series' last stored bar to now;
+    # a series with nothing stored starts this many days back (0: only series already stored).
+    catch_up_days: int = Field(default=1, ge=0, le=3650)
 
 
 class ExchangeConfig(_Section):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pykka
@@ -14,10 +14,12 @@ from structlog.testing import capture_logs
 from actors.base import ActorContext, Directory
 from actors.db_writer import DbWriter, FlushReport
 from infra.config import load_config
-from infra.store import HistoryStore
-from infra.store.testing import make_series
+from infra.bybit.errors import Rejected
+from infra.store import BarRange, HistoryStore
+from infra.store.testing import FakeVenue, make_series
+from messages.market import BarSource
 from messages.commands import Flush
-from messages.types import UTC
+from messages.types import UTC, utc_to_ms
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -36,13 +38,13 @@ def wait_until(predicate, timeout: float = 10.0, what: str = "condition") -> Non
 def make_writer(write_config):
     started: list[pykka.ActorRef] = []
 
-    def make(max_bars: int = 500, interval_ms: int = 60_000, **extra) -> tuple[pykka.ActorRef, HistoryStore]:
+    def make(max_bars: int = 500, interval_ms: int = 60_000, source=None, **extra) -> tuple[pykka.ActorRef, HistoryStore]:
         fields = {"flush_max_bars": max_bars, "flush_interval_ms": interval_ms, "lock_wait_ms": 50,
                   "retry_max_ms": 100, **extra}
         body = "db_writer:\n" + "".join(f"  {k}: {v}\n" for k, v in fields.items())
         app = load_config(write_config(body))
         store = HistoryStore.for_node(app.node, owner="test-observer")
-        ref = DbWriter.start(ActorContext(config=app, directory=Directory()))
+        ref = DbWriter.start(ActorContext(config=app, directory=Directory()), source=source)
         started.append(ref)
         return ref, store
 
@@ -204,3 +206,38 @@ def test_a_bar_that_cannot_be_stored_is_logged_and_the_rest_written(make_writer)
     (rejected,) = events(logs, "db.bar_rejected")
     assert rejected["open_time"] == bad.open_time.isoformat()
     assert stored(store) == 1
+
+
+def test_at_start_it_refetches_what_the_last_run_left_missing(make_writer):
+    """A crash (or a stop) leaves the history ending early; the next start heals it from the venue."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    earlier = make_series("BTCUSDT", "1", now - timedelta(minutes=300), 200, source=BarSource.WS)
+    ref, store = make_writer()
+    for bar in earlier:
+        ref.tell(bar)
+    ref.stop(block=True, timeout=10)  # the history now ends 100 minutes ago
+    venue = FakeVenue(utc_to_ms(datetime.now(UTC)))
+    with capture_logs() as logs:
+        ref, store = make_writer(source=venue)
+        wait_until(lambda: any(e["event"] == "db.catch_up" for e in logs), what="the catch-up")
+    (done,) = [e for e in logs if e["event"] == "db.catch_up"]
+    assert done["log_level"] == "info" and done["series"]["BTCUSDT/1"].endswith("bars")
+    with store.session() as s:
+        info = s.series_info("BTCUSDT", "1")
+        assert s.gaps("BTCUSDT", "1") == []
+        assert info.first_open == earlier[0].open_time
+        assert info.last_open >= now - timedelta(minutes=1)
+        assert s.bars("BTCUSDT", "1", BarRange(utc_to_ms(earlier[0].open_time), utc_to_ms(earlier[-1].close_time))) == earlier
+    assert min(r[2] for r in venue.requests) >= utc_to_ms(earlier[-1].open_time)
+
+
+def test_a_failed_catch_up_is_logged_and_the_writer_lives_on(make_writer):
+    venue = FakeVenue(utc_to_ms(datetime.now(UTC)), faults=[Rejected(10001, "params error")])
+    with capture_logs() as logs:
+        ref, store = make_writer(source=venue)
+        wait_until(lambda: any(e["event"] == "db.catch_up" for e in logs), what="the catch-up")
+        (done,) = [e for e in logs if e["event"] == "db.catch_up"]
+        assert done["log_level"] == "warning" and "10001" in done["series"]["BTCUSDT/1"]
+        bar = make_series("BTCUSDT", "1", T0, 1)[0]
+        ref.tell(bar)
+        assert ref.ask(Flush(), timeout=10).written == 1
