@@ -2,6 +2,8 @@
 
     python main.py [--config FILE] [run] [--duration SECONDS]
     python main.py [--config FILE] preflight [--read-only] [--i-mean-live]
+    python main.py [--config FILE] sync [--symbol S] [--interval I] [--days N | --start T [--end T]]
+    python main.py [--config FILE] gaps | heal
 
 Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage,
 130 forced exit on a second Ctrl-C.
@@ -72,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     preflight.add_argument(
         "--i-mean-live", action="store_true", help="check as a confirmed live start (same as live_confirmed: true)"
     )
+    from infra.store.cli import add_history_commands
+
+    add_history_commands(sub)
     return parser
 
 
@@ -118,7 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(
         level=node.log.level, console=node.log.console, file_path=node.log_path, secrets=app.secret_values()
     )
-    commands: dict[str, Callable[..., int]] = {"run": run_node, "preflight": preflight_command}
+    from infra.store import cli as history_cli
+
+    commands: dict[str, Callable[..., int]] = {
+        "run": run_node,
+        "preflight": preflight_command,
+        "sync": history_cli.sync_command,
+        "gaps": history_cli.gaps_command,
+        "heal": history_cli.heal_command,
+    }
     try:
         return commands[args.command](app, args)
     finally:

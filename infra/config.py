@@ -121,7 +121,14 @@ class StateConfig(_Section):
 class DbWriterConfig(_Section):
     flush_max_bars: int = Field(default=500, ge=1)
     flush_interval_ms: int = Field(default=250, ge=1)
+    # How long sync/gaps/heal wait for the history file before saying who holds it.
     lock_timeout_s: PositiveDecimal = Decimal("30")
+    # How long one DbWriter flush waits for the file before it keeps the bars and retries later.
+    lock_wait_ms: int = Field(default=200, ge=0, le=10_000)
+    # Retries of a failed flush back off from flush_interval_ms up to this.
+    retry_max_ms: int = Field(default=2000, ge=1)
+    # At stop, keep trying to write what is held for this long (stays below shutdown.graceful_timeout_s).
+    drain_timeout_s: PositiveDecimal = Decimal("8")
 
 
 class ExchangeConfig(_Section):
