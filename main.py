@@ -147,6 +147,7 @@ def run_node(app, args) -> int:
     from actors.supervisor import Supervisor
     from actors.tree import default_children
     from infra.logging import get_logger
+    from infra.venue import open_venue
     from messages.control import Ping
 
     node = app.node
@@ -166,8 +167,10 @@ def run_node(app, args) -> int:
         pid=os.getpid(),
     )
     started = time.monotonic()
-    sim, urls = _venue(node)
-    try:
+    with open_venue(node) as urls:
+        safety = _startup_safety(app, urls, log)
+        if safety is None:
+            return EXIT_FAILURE
         supervisor = Supervisor.start(app, Directory(), default_children(), urls=urls)
         start_timeout = float(node.supervisor.ask_timeout_s) * (len(default_children()) + 1)
         try:
@@ -176,36 +179,63 @@ def run_node(app, args) -> int:
             log.error("node.start_failed", error=repr(exc))
             _stop(supervisor, node, log)
             return EXIT_FAILURE
-        log.info("node.started", children=roles, startup_ms=round((time.monotonic() - started) * 1000, 1))
+        log.info(
+            "node.started",
+            children=roles,
+            may_trade=safety.may_trade,
+            dcp_armed=safety.dcp_armed,
+            startup_ms=round((time.monotonic() - started) * 1000, 1),
+        )
 
         stop.wait(timeout=args.duration)
         log.info("node.stopping", reason=reason["why"])
         stopping = time.monotonic()
         code = _stop(supervisor, node, log)
-    finally:
-        if sim is not None:
-            sim.stop()
     log.info("node.stopped", exit_code=code, shutdown_ms=round((time.monotonic() - stopping) * 1000, 1))
     return code
+
+
+def _startup_safety(app, urls, log):
+    """The account checks that come before any actor: None means the start is refused.
+
+    A live start runs the whole preflight and is refused on any failed check.
+    Every start puts the account in verified one-way mode and arms
+    disconnect-cancel-all when the account has it. A venue that cannot be
+    reached refuses the start: the node never runs on unknown account state.
+    """
+    from infra.bybit.account_safety import prepare_account
+    from infra.bybit.errors import ExchangeError
+    from infra.bybit.gateway import Gateway
+    from infra.bybit.preflight import PreflightRefused, require_preflight
+    from infra.config import TradingMode
+
+    node = app.node
+    gateway = Gateway.from_config(app, urls)
+    try:
+        clock = gateway.server_time()  # reachable at all? (retried on the query lane)
+        log.info("node.venue_reachable", rest_url=urls.rest, skew_ms=clock.skew_ms, round_trip_ms=clock.round_trip_ms)
+        if node.trading_mode is TradingMode.LIVE:
+            try:
+                require_preflight(gateway, app)
+            except PreflightRefused as refused:
+                print(refused.report.render(), file=sys.stderr)
+                log.error("node.live_start_refused", failed=[c.name for c in refused.report.failed])
+                return None
+        safety = prepare_account(gateway, node.symbols, dcp_window_s=node.exchange.dcp_window_s)
+    except ExchangeError as exc:
+        log.error("node.venue_unreachable", error=str(exc), error_type=type(exc).__name__)
+        return None
+    finally:
+        gateway.close()
+    if not safety.may_trade:
+        log.error("node.trading_blocked", reason="one-way mode not verified", problems=list(safety.one_way_problems))
+    return safety
 
 
 def preflight_command(app, args) -> int:
     from infra.bybit.preflight import preflight_command as run_preflight_command
 
     return run_preflight_command(app, apply=not args.read_only)
-
-
-def _venue(node):
-    """The venue's URLs; for `sim`, start the built-in simulator on 127.0.0.1 first."""
-    from infra.bybit.clients import venue_urls
-    from infra.config import Venue
-
-    if node.venue is not Venue.SIM:
-        return None, venue_urls(node.venue, node.exchange)
-    from infra.sim import Simulator
-
-    sim = Simulator.from_config(node)
-    return sim, venue_urls(node.venue, node.exchange, sim=sim.start())
 
 
 def _stop(supervisor, node, log) -> int:

@@ -159,7 +159,9 @@ def configure_logging(
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        # Caching would freeze each logger's processors at first use, so a later
+        # reconfiguration (or structlog.testing.capture_logs) would miss it.
+        cache_logger_on_first_use=False,
     )
 
 

@@ -290,32 +290,16 @@ def _dcp(gateway: Gateway, window_s: int, *, arm: bool, required: bool) -> Check
 def preflight_command(app: AppConfig, *, apply: bool = True, out: TextIO = sys.stdout) -> int:
     """`python main.py preflight`: print the report; 0 when a start would be allowed, else 1.
 
-    With venue `sim` and no `exchange.rest_url`, a simulator is started for
-    the run (a running node's simulator is private to that process).
+    With venue `sim` a simulator is started for the run unless
+    `exchange.rest_url` points at a running one (infra.venue.open_venue).
     """
-    from infra.bybit.clients import VenueUrls, venue_urls
-    from infra.config import Venue
+    from infra.venue import open_venue
 
-    node = app.node
-    sim = None
-    try:
-        sim_urls = None
-        if node.venue is Venue.SIM and node.exchange.rest_url:
-            # A simulator already running elsewhere (e.g. `python -m infra.sim`).
-            sim_urls = VenueUrls(rest=node.exchange.rest_url, ws_public="", ws_private="")
-        elif node.venue is Venue.SIM:
-            from infra.sim import Simulator
-
-            sim = Simulator.from_config(node)
-            sim_urls = sim.start()
-        urls = venue_urls(node.venue, node.exchange, sim=sim_urls)
+    with open_venue(app.node) as urls:
         gateway = Gateway.from_config(app, urls)
         try:
             report = run_preflight(gateway, app, apply=apply)
         finally:
             gateway.close()
-    finally:
-        if sim is not None:
-            sim.stop()
     print(report.render(), file=out)
     return 0 if report.ok else 1

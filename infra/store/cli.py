@@ -309,24 +309,13 @@ def venue_source(app: Any) -> Iterator[tuple[Any, Callable[[], int]]]:
     """
     import time
 
-    from infra.bybit.clients import venue_urls
     from infra.bybit.gateway import Gateway
-    from infra.config import Venue
+    from infra.venue import open_venue
 
-    node = app.node
-    sim = None
-    if node.venue is Venue.SIM:
-        from infra.sim import Simulator
-
-        sim = Simulator.from_config(node)
-        urls = venue_urls(node.venue, node.exchange, sim=sim.start())
-    else:
-        urls = venue_urls(node.venue, node.exchange)
-    gateway = Gateway.from_config(app, urls)
-    try:
-        skew_ms = gateway.server_time().skew_ms
-        yield gateway, lambda: int(time.time() * 1000) + skew_ms
-    finally:
-        gateway.close()
-        if sim is not None:
-            sim.stop()
+    with open_venue(app.node) as urls:
+        gateway = Gateway.from_config(app, urls)
+        try:
+            skew_ms = gateway.server_time().skew_ms
+            yield gateway, lambda: int(time.time() * 1000) + skew_ms
+        finally:
+            gateway.close()

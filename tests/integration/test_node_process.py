@@ -131,3 +131,37 @@ def test_make_run_comes_up_and_ctrl_c_brings_it_down(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     stopped = [e for e in read_events(_log(tmp_path)) if e["event"] == "node.stopped"]
     assert len(stopped) == 1 and stopped[0]["exit_code"] == 0
+
+
+def test_live_start_with_a_failed_preflight_is_refused_before_any_actor(tmp_path, sim):
+    """Mainnet + live + confirmed, but the REST host is not Bybit's: the preflight refuses the start."""
+    from tests.integration.conftest import SIM_KEY, SIM_SECRET
+
+    proc = _start(
+        tmp_path, "run", "--duration", "5",
+        BYBIT_NODE_VENUE="mainnet", BYBIT_NODE_TRADING_MODE="live", BYBIT_NODE_LIVE_CONFIRMED="true",
+        BYBIT_NODE_EXCHANGE__REST_URL=sim.urls.rest, BYBIT_API_KEY=SIM_KEY, BYBIT_API_SECRET=SIM_SECRET,
+    )
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert "REFUSED" in err
+    events = read_events(_log(tmp_path))
+    refused = next(e for e in events if e["event"] == "node.live_start_refused")
+    assert refused["failed"]  # the report names each failed check
+    assert "supervisor.child_started" not in _names(events)  # nothing ran
+    assert SIM_SECRET not in _log(tmp_path).read_text() and SIM_SECRET not in err
+
+
+def test_unreachable_venue_refuses_the_start(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = _start(tmp_path, "run", "--duration", "5", BYBIT_NODE_EXCHANGE__REST_URL=f"http://127.0.0.1:{port}",
+                  BYBIT_NODE_EXCHANGE__READ_ATTEMPTS="1")
+    proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    events = read_events(_log(tmp_path))
+    assert "node.venue_unreachable" in _names(events)
+    assert "supervisor.child_started" not in _names(events)
