@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from contextlib import closing
 import signal
 import sys
 import threading
@@ -147,6 +148,7 @@ def run_node(app, args) -> int:
     from actors.supervisor import Supervisor
     from actors.tree import default_children
     from infra.logging import get_logger
+    from infra.bybit.gateway import Gateway
     from infra.venue import open_venue
     from messages.control import Ping
 
@@ -167,11 +169,11 @@ def run_node(app, args) -> int:
         pid=os.getpid(),
     )
     started = time.monotonic()
-    with open_venue(node) as urls:
-        safety = _startup_safety(app, urls, log)
+    with open_venue(node) as urls, closing(Gateway.from_config(app, urls)) as gateway:
+        safety = _startup_safety(app, gateway, urls, log)
         if safety is None:
             return EXIT_FAILURE
-        supervisor = Supervisor.start(app, Directory(), default_children(), urls=urls)
+        supervisor = Supervisor.start(app, Directory(), default_children(), urls=urls, gateway=gateway)
         start_timeout = float(node.supervisor.ask_timeout_s) * (len(default_children()) + 1)
         try:
             roles = supervisor.ask(Ping(), timeout=start_timeout) and supervisor.proxy().running_roles().get(timeout=5)
@@ -195,7 +197,7 @@ def run_node(app, args) -> int:
     return code
 
 
-def _startup_safety(app, urls, log):
+def _startup_safety(app, gateway, urls, log):
     """The account checks that come before any actor: None means the start is refused.
 
     A live start runs the whole preflight and is refused on any failed check.
@@ -205,12 +207,10 @@ def _startup_safety(app, urls, log):
     """
     from infra.bybit.account_safety import prepare_account
     from infra.bybit.errors import ExchangeError
-    from infra.bybit.gateway import Gateway
     from infra.bybit.preflight import PreflightRefused, require_preflight
     from infra.config import TradingMode
 
     node = app.node
-    gateway = Gateway.from_config(app, urls)
     try:
         clock = gateway.server_time()  # reachable at all? (retried on the query lane)
         log.info("node.venue_reachable", rest_url=urls.rest, skew_ms=clock.skew_ms, round_trip_ms=clock.round_trip_ms)
@@ -225,8 +225,6 @@ def _startup_safety(app, urls, log):
     except ExchangeError as exc:
         log.error("node.venue_unreachable", error=str(exc), error_type=type(exc).__name__)
         return None
-    finally:
-        gateway.close()
     if not safety.may_trade:
         log.error("node.trading_blocked", reason="one-way mode not verified", problems=list(safety.one_way_problems))
     return safety

@@ -91,7 +91,8 @@ class DbWriter(NodeActor):
 
     def __init__(self, ctx, store: HistoryStore | None = None, source: KlineSource | None = None):
         super().__init__(ctx)
-        self._source = source
+        # The node's gateway (backfill lane) unless a test passes its own source.
+        self._source = source if source is not None else ctx.gateway
         self._catch_up_days = ctx.config.node.db_writer.catch_up_days
         cfg = ctx.config.node.db_writer
         self._max_bars = cfg.flush_max_bars
@@ -203,12 +204,12 @@ class DbWriter(NodeActor):
     # --- catching up -------------------------------------------------------
 
     def _on_catch_up(self, msg: CatchUp) -> dict[str, str]:
-        """Sync every configured series from its last stored bar; report per series, never raise."""
+        """Sync every configured series' recent window and tail (HistorySync.catch_up); never raise."""
         if self._source is None:
             return {}
         self._flush("catch_up", self._lock_wait_s)  # what arrived first goes in first
         sync = HistorySync(self._store, self._source)
-        fallback = now_utc() - timedelta(days=self._catch_up_days)
+        lookback = now_utc() - timedelta(days=self._catch_up_days)
         outcome: dict[str, str] = {}
         for symbol, cfg in self._ctx.config.node.symbols.items():
             for interval in cfg.intervals:
@@ -219,7 +220,7 @@ class DbWriter(NodeActor):
                     if (info is None or info.last_open is None) and self._catch_up_days == 0:
                         outcome[key] = "skipped"
                         continue
-                    report = sync.catch_up(symbol, interval, fallback_start=fallback)
+                    report = sync.catch_up(symbol, interval, lookback_start=lookback)
                     outcome[key] = f"{report.bars_stored} bars"
                 except SyncFailed as exc:
                     outcome[key] = f"failed: {exc.report.error}"

@@ -174,11 +174,19 @@ class HistorySync:
         self._log.info("sync.done", unpublished=[r.describe() for r in report.unpublished] or None, **fields)
         return report
 
-    def catch_up(self, symbol: str, interval: str, fallback_start: datetime) -> SyncReport:
-        """From the last stored bar (or `fallback_start` if none) to now: what a restart must refetch."""
+    def catch_up(self, symbol: str, interval: str, lookback_start: datetime) -> SyncReport:
+        """What a restart must refetch: every hole since `lookback_start`, and the whole tail
+        if the last stored bar is older than that.
+
+        The recent window is always re-checked rather than trusting the series'
+        recorded last bar: a crash loses the newest bars, and the check costs
+        one gap query, since only missing ranges are fetched.
+        """
         with self._store.session() as s:
             info = s.series_info(symbol, interval)
-        start = info.last_open if info is not None and info.last_open is not None else fallback_start
+        start = lookback_start
+        if info is not None and info.last_open is not None:
+            start = min(info.last_open, lookback_start)
         return self.sync(symbol, interval, start, ms_to_utc(self._now_ms()))
 
     # --- one missing range --------------------------------------------------

@@ -165,3 +165,40 @@ def test_unreachable_venue_refuses_the_start(tmp_path):
     events = read_events(_log(tmp_path))
     assert "node.venue_unreachable" in _names(events)
     assert "supervisor.child_started" not in _names(events)
+
+
+def test_after_a_crash_the_next_start_heals_the_missing_range(tmp_path):
+    """SIGKILL a running node, lose its newest bars, start again: the history has no hole."""
+    from infra.store import BarRange, HistoryStore
+    from messages.types import align_ms
+
+    db = tmp_path / "data" / "sim.duckdb"
+    first = _start(tmp_path)
+    wait_until(lambda: "node.started" in _names(read_events(_log(tmp_path))), timeout=30, what="first start")
+    first.kill()  # SIGKILL: no drain, no goodbye
+    first.wait(timeout=10)
+
+    store = HistoryStore(db)
+    with store.session() as s:
+        before = s.count("BTCUSDT", "1")
+        # The crash also cost the last 90 minutes that were never written.
+        s.conn.execute(
+            "DELETE FROM ohlcv WHERE symbol = 'BTCUSDT' AND interval = '1' "
+            "AND open_time > (SELECT max(open_time) FROM ohlcv WHERE symbol = 'BTCUSDT' AND interval = '1') "
+            "- INTERVAL 90 MINUTE"
+        )
+        lost = before - s.count("BTCUSDT", "1")
+    store.close()
+    assert before >= 1000 and lost == 90
+
+    second = _start(tmp_path, "run", "--duration", "2")
+    second.communicate(timeout=60)
+    assert second.returncode == 0
+    store = HistoryStore(db)
+    with store.session() as s:
+        newest = max(b.open_ms for b in s.bars("BTCUSDT", "1"))
+        day = BarRange(newest - 24 * 3600_000 + 60_000, newest + 60_000)
+        assert s.gaps("BTCUSDT", "1", within=day) == []
+        assert s.count("BTCUSDT", "1") >= before
+    store.close()
+    assert newest >= align_ms("1", int(time.time() * 1000)) - 2 * 60_000

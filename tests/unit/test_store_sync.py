@@ -184,11 +184,29 @@ def test_calendar_intervals(store, interval, days, bars):
         assert abs(s.count() - bars) <= 1
 
 
-def test_catch_up_starts_at_the_last_stored_bar(store):
+def test_catch_up_fetches_the_tail_from_the_last_stored_bar(store):
     venue = FakeVenue(NOW_MS)
     sync = syncer(store, venue)
     sync.sync("BTCUSDT", "1", OPEN - DAY, OPEN - DAY / 2)
     venue.requests.clear()
-    report = sync.catch_up("BTCUSDT", "1", fallback_start=OPEN - 30 * DAY)
+    report = sync.catch_up("BTCUSDT", "1", lookback_start=OPEN - DAY / 4)  # the tail is older than the lookback
     assert report.ok and report.bars_stored == 720
     assert min(r[2] for r in venue.requests) >= utc_to_ms(OPEN - DAY / 2)
+
+
+def test_catch_up_heals_a_recent_internal_hole_behind_a_fresh_last_bar(store):
+    """A WebSocket outage leaves a hole while later bars keep arriving: the last bar is recent."""
+    venue = FakeVenue(NOW_MS)
+    sync = syncer(store, venue)
+    sync.sync("BTCUSDT", "1", OPEN - DAY, OPEN)
+    with store.session() as s:
+        s.conn.execute(
+            "DELETE FROM ohlcv WHERE open_time >= ? AND open_time < ?",
+            [OPEN - DAY / 2, OPEN - DAY / 2 + timedelta(minutes=10)],
+        )
+        assert len(s.gaps("BTCUSDT", "1")) == 1
+    venue.requests.clear()
+    report = sync.catch_up("BTCUSDT", "1", lookback_start=OPEN - DAY)
+    assert report.ok and report.bars_stored == 10
+    with store.session() as s:
+        assert s.gaps("BTCUSDT", "1") == []
