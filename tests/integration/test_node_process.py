@@ -174,7 +174,8 @@ def test_after_a_crash_the_next_start_heals_the_missing_range(tmp_path):
 
     db = tmp_path / "data" / "sim.duckdb"
     first = _start(tmp_path)
-    wait_until(lambda: "node.started" in _names(read_events(_log(tmp_path))), timeout=30, what="first start")
+    # The catch-up runs after node.started, on the DbWriter's thread: wait for the history to exist.
+    wait_until(lambda: "db.catch_up" in _names(read_events(_log(tmp_path))), timeout=30, what="first catch-up")
     first.kill()  # SIGKILL: no drain, no goodbye
     first.wait(timeout=10)
 
