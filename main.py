@@ -12,12 +12,14 @@ Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage,
 from __future__ import annotations
 
 import argparse
+import json
 import os
-from contextlib import closing
 import signal
 import sys
-import threading
 import time
+from contextlib import closing
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_FORCED = 0, 1, 2, 130
@@ -154,9 +156,8 @@ def run_node(app, args) -> int:
 
     node = app.node
     log = get_logger("node")
-    stop = threading.Event()
-    reason = {"why": "duration"}
-    _install_signal_handlers(stop, reason, log)
+    stop = StopRequest(forced_log=node.log_path)
+    _install_signal_handlers(stop)
 
     log.info(
         "node.starting",
@@ -189,8 +190,7 @@ def run_node(app, args) -> int:
             startup_ms=round((time.monotonic() - started) * 1000, 1),
         )
 
-        stop.wait(timeout=args.duration)
-        log.info("node.stopping", reason=reason["why"])
+        log.info("node.stopping", reason=stop.wait(args.duration))
         stopping = time.monotonic()
         code = _stop(supervisor, node, log)
     log.info("node.stopped", exit_code=code, shutdown_ms=round((time.monotonic() - stopping) * 1000, 1))
@@ -247,16 +247,51 @@ def _stop(supervisor, node, log) -> int:
     return EXIT_OK
 
 
-def _install_signal_handlers(stop: threading.Event, reason: dict, log) -> None:
+class StopRequest:
+    """What a signal handler may touch: plain attributes, no locks.
+
+    A handler runs on the main thread between two bytecodes, possibly while
+    that thread holds a lock (an Event's, the logging handler's): taking the
+    same lock there deadlocks. So the handler only records the signal, the
+    main thread polls for it, and a forced exit writes its log line with one
+    raw os.write.
+    """
+
+    POLL_S = 0.05
+
+    def __init__(self, forced_log: Path | None = None):
+        self.reason: str | None = None
+        self._forced_log = forced_log
+
+    def wait(self, timeout: float | None) -> str:
+        """Block until a signal (its name) or `timeout` ("duration")."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.reason is None:
+            left = self.POLL_S if deadline is None else min(self.POLL_S, deadline - time.monotonic())
+            if left <= 0:
+                return "duration"
+            time.sleep(left)
+        return self.reason
+
+    def force_exit(self, signal_name: str) -> None:
+        line = json.dumps({"event": "node.forced_exit", "level": "warning", "signal": signal_name,
+                           "ts": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")}) + "\n"
+        for fd_target in (self._forced_log, None):
+            try:
+                fd = os.open(fd_target, os.O_WRONLY | os.O_APPEND | os.O_CREAT) if fd_target else 2
+                os.write(fd, line.encode())
+            except OSError:
+                pass
+        os._exit(EXIT_FORCED)
+
+
+def _install_signal_handlers(stop: StopRequest) -> None:
     def handle(signum, _frame):
         name = signal.Signals(signum).name
-        if not stop.is_set():
-            reason["why"] = name
-            stop.set()
-            return
-        if signum == signal.SIGINT:
-            log.warning("node.forced_exit", signal=name)
-            os._exit(EXIT_FORCED)
+        if stop.reason is None:
+            stop.reason = name
+        elif signum == signal.SIGINT:
+            stop.force_exit(name)
 
     signal.signal(signal.SIGINT, handle)
     signal.signal(signal.SIGTERM, handle)
