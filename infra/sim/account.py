@@ -14,11 +14,26 @@ Every change is pushed on the private topics `order`, `execution`,
 from __future__ import annotations
 
 import math
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Iterable
 
 from infra.logging import get_logger
 from infra.sim.market import MIN_MS
+from infra.sim.params import (
+    bool_param,
+    decimal_param,
+    known_symbol,
+    level_update,
+    linear_symbol,
+    optional_ticks,
+    page,
+    position_idx,
+    price_ticks,
+    qty_steps,
+    require_linear,
+    require_scope,
+    time_window,
+)
 from infra.sim.orders import MAKER_FEE, MM_RATE, TAKER_FEE, Execution, Order, Position, money
 from infra.sim.wire import (
     DUPLICATE_ORDER_LINK_ID,
@@ -45,34 +60,7 @@ log = get_logger("sim")
 
 DEFAULT_LEVERAGE = Decimal("10")
 RECENT_CLOSED = 500  # /v5/order/realtime keeps this many closed orders
-WEEK_MS = 7 * 86_400_000
 _LINK_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
-
-
-def _dec(p: dict, name: str, required: bool = False) -> Decimal | None:
-    value = p.get(name)
-    if value is None or value == "":
-        if required:
-            raise param_error(f"params error: {name} is required")
-        return None
-    try:
-        d = Decimal(str(value))
-    except InvalidOperation:
-        raise param_error(f"params error: {name} invalid") from None
-    if not d.is_finite():
-        raise param_error(f"params error: {name} invalid")
-    return d
-
-
-def _bool(p: dict, name: str) -> bool:
-    value = p.get(name, False)
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    if value in (0, 1):
-        return bool(value)
-    raise param_error(f"params error: {name} must be a boolean")
 
 
 class Account:
@@ -220,7 +208,7 @@ class Account:
 
     def create_order(self, p: dict, t: int) -> dict:
         faults = self.ex.faults.state
-        symbol = self._symbol(p)
+        symbol = linear_symbol(p, self.ex.models)
         inst = self.inst(symbol)
         side = p.get("side")
         if side not in ("Buy", "Sell"):
@@ -228,7 +216,7 @@ class Account:
         order_type = p.get("orderType")
         if order_type not in ("Market", "Limit"):
             raise param_error("params error: orderType invalid")
-        qty = _dec(p, "qty", required=True)
+        qty = decimal_param(p, "qty", required=True)
         assert qty is not None
         link = str(p.get("orderLinkId") or "")
         if len(link) > 36 or not set(link) <= _LINK_ID_CHARS:
@@ -238,10 +226,10 @@ class Account:
         if faults.fail_creates.take():
             code, msg = faults.fail_creates.value
             raise SimError(code, msg)
-        reduce_only = _bool(p, "reduceOnly")
-        close_on_trigger = _bool(p, "closeOnTrigger")
-        idx = self._position_idx(symbol, p)
-        steps = self._steps(inst, qty)
+        reduce_only = bool_param(p, "reduceOnly")
+        close_on_trigger = bool_param(p, "closeOnTrigger")
+        idx = position_idx(p, self._position_keys(symbol))
+        steps = qty_steps(inst, qty)
         max_qty = inst.max_mkt_qty if order_type == "Market" else inst.max_qty
         if steps > inst.to_steps(max_qty):
             raise param_error("The number of contracts exceeds maximum limit allowed")
@@ -249,9 +237,9 @@ class Account:
         price = None
         tif = str(p.get("timeInForce") or "GTC")
         if order_type == "Limit":
-            price_d = _dec(p, "price", required=True)
+            price_d = decimal_param(p, "price", required=True)
             assert price_d is not None
-            price = self._ticks(inst, price_d, "price")
+            price = price_ticks(inst, price_d, "price")
             if not last * 0.9 <= price <= last * 1.1:
                 raise SimError(PRICE_OUT_OF_RANGE, "Order price is out of permissible range")
             if tif not in ("GTC", "IOC", "FOK", "PostOnly"):
@@ -261,11 +249,11 @@ class Account:
         ref_price = price if price is not None else last + (1 if side == "Buy" else 0)
         if not reduce_only and inst.qty_dec(steps) * inst.price_dec(ref_price) < inst.min_notional:
             raise SimError(NOTIONAL_TOO_LOW, f"The order value must be at least {inst.min_notional} USDT")
-        tp = self._opt_ticks(inst, p, "takeProfit")
-        sl = self._opt_ticks(inst, p, "stopLoss")
+        tp = optional_ticks(inst, p, "takeProfit")
+        sl = optional_ticks(inst, p, "stopLoss")
         if reduce_only and (tp or sl):
             raise param_error("TP/SL cannot be set on a reduce-only order")
-        trigger = self._opt_ticks(inst, p, "triggerPrice")
+        trigger = optional_ticks(inst, p, "triggerPrice")
         order = Order(
             order_id=self.ex.ids.uuid("order"), link_id=link, symbol=symbol, side=side, order_type=order_type,
             qty=steps, price=price, tif=tif, reduce_only=reduce_only, close_on_trigger=close_on_trigger,
@@ -305,49 +293,6 @@ class Account:
         log.debug("sim.order.created", order_id=order.order_id, symbol=symbol, side=side, type=order_type)
         self._activate(order, t)
         return {"orderId": order.order_id, "orderLinkId": order.link_id}
-
-    def _symbol(self, p: dict) -> str:
-        cat = p.get("category")
-        if cat != "linear":
-            raise param_error("params error: category invalid" if cat else "params error: category is required")
-        symbol = p.get("symbol")
-        if not symbol:
-            raise param_error("params error: symbol is required")
-        if symbol not in self.ex.models:
-            raise param_error("params error: symbol invalid")
-        return str(symbol)
-
-    def _position_idx(self, symbol: str, p: dict) -> int:
-        raw = p.get("positionIdx", 0)
-        try:
-            idx = int(raw)
-        except (TypeError, ValueError):
-            raise param_error("params error: positionIdx invalid") from None
-        if idx not in self._position_keys(symbol):
-            raise param_error("position idx not match position mode")
-        return idx
-
-    @staticmethod
-    def _steps(inst, qty: Decimal) -> int:
-        steps = qty / inst.qty_step
-        if steps != steps.to_integral_value() or qty <= 0:
-            raise param_error("Qty invalid: not a multiple of the qty step" if qty > 0 else "params error: qty invalid")
-        if qty < inst.min_qty:
-            raise param_error("The number of contracts exceeds minimum limit allowed")
-        return int(steps)
-
-    @staticmethod
-    def _ticks(inst, price: Decimal, name: str) -> int:
-        ticks = price / inst.tick
-        if price <= 0 or ticks != ticks.to_integral_value():
-            raise param_error(f"params error: {name} invalid (tick size {inst.tick})")
-        return int(ticks)
-
-    def _opt_ticks(self, inst, p: dict, name: str) -> int | None:
-        value = _dec(p, name)
-        if value is None or value == 0:
-            return None
-        return self._ticks(inst, value, name)
 
     @staticmethod
     def _check_tpsl(side: str, basis: int, tp: int | None, sl: int | None) -> None:
@@ -689,7 +634,7 @@ class Account:
     # --- cancel / amend ---------------------------------------------------------------------------
 
     def cancel_order(self, p: dict, t: int) -> dict:
-        symbol = self._symbol(p)
+        symbol = linear_symbol(p, self.ex.models)
         order = self._find(p)
         if order is None or order.symbol != symbol or not order.is_open:
             raise SimError(ORDER_NOT_EXISTS, "order not exists or too late to cancel")
@@ -709,14 +654,10 @@ class Account:
             self._close_order(order, "Cancelled", t, cancel_type)
 
     def cancel_all(self, p: dict, t: int) -> dict:
-        cat = p.get("category")
-        if cat != "linear":
-            raise param_error("params error: category invalid" if cat else "params error: category is required")
+        require_linear(p)
         symbol, base, settle = p.get("symbol"), p.get("baseCoin"), p.get("settleCoin")
-        if not (symbol or base or settle):
-            raise param_error("params error: symbol, baseCoin or settleCoin is required for linear")
-        if symbol and symbol not in self.ex.models:
-            raise param_error("params error: symbol invalid")
+        require_scope(p)
+        known_symbol(p, self.ex.models)
         flt = p.get("orderFilter")
         stop_type = p.get("stopOrderType")
         if flt not in (None, "", "Order", "StopOrder", "OpenOrder"):
@@ -746,33 +687,29 @@ class Account:
         return {"list": [{"orderId": o.order_id, "orderLinkId": o.link_id} for o in picked], "success": "1"}
 
     def amend_order(self, p: dict, t: int) -> dict:
-        symbol = self._symbol(p)
+        symbol = linear_symbol(p, self.ex.models)
         order = self._find(p)
         if order is None or order.symbol != symbol or not order.is_open:
             raise SimError(ORDER_NOT_EXISTS, "order not exists or too late to amend")
         inst = self.inst(symbol)
         changed = False
-        qty = _dec(p, "qty")
+        qty = decimal_param(p, "qty")
         if qty is not None:
-            steps = self._steps(inst, qty)
+            steps = qty_steps(inst, qty)
             if steps < order.cum_qty:
                 raise param_error("params error: qty below the filled qty")
             if steps != order.qty:
                 order.qty, changed = steps, True
-        price = _dec(p, "price")
+        price = decimal_param(p, "price")
         if price is not None and order.order_type == "Limit":
-            ticks = self._ticks(inst, price, "price")
+            ticks = price_ticks(inst, price, "price")
             if ticks != order.price:
                 order.price, changed = ticks, True
-        trigger = self._opt_ticks(inst, p, "triggerPrice")
+        trigger = optional_ticks(inst, p, "triggerPrice")
         if trigger is not None and order.status == "Untriggered" and trigger != order.trigger_price:
             order.trigger_price, changed = trigger, True
-        for name in ("takeProfit", "stopLoss"):
-            value = _dec(p, name)
-            if value is None:
-                continue
-            ticks = None if value == 0 else self._ticks(inst, value, name)
-            attr = "take_profit" if name == "takeProfit" else "stop_loss"
+        for name, attr in (("takeProfit", "take_profit"), ("stopLoss", "stop_loss")):
+            ticks = level_update(inst, decimal_param(p, name), name, getattr(order, attr))
             if getattr(order, attr) != ticks:
                 setattr(order, attr, ticks)
                 changed = True
@@ -796,7 +733,7 @@ class Account:
     # --- positions ---------------------------------------------------------------------------------
 
     def trading_stop(self, p: dict, t: int) -> dict:
-        symbol = self._symbol(p)
+        symbol = linear_symbol(p, self.ex.models)
         mode = p.get("tpslMode")
         if mode not in ("Full", "Partial"):
             raise param_error("params error: tpslMode is required (Full or Partial)")
@@ -804,14 +741,14 @@ class Account:
             raise param_error("tpslMode Partial is not supported by the simulator")
         if "positionIdx" not in p:
             raise param_error("params error: positionIdx is required")
-        idx = self._position_idx(symbol, p)
+        idx = position_idx(p, self._position_keys(symbol))
         pos = self.position(symbol, idx, t)
         if pos.size == 0:
             raise param_error("can not set tp/sl/ts for zero position")
         inst = self.inst(symbol)
-        tp_raw, sl_raw = _dec(p, "takeProfit"), _dec(p, "stopLoss")
-        tp = pos.take_profit if tp_raw is None else (None if tp_raw == 0 else self._ticks(inst, tp_raw, "takeProfit"))
-        sl = pos.stop_loss if sl_raw is None else (None if sl_raw == 0 else self._ticks(inst, sl_raw, "stopLoss"))
+        tp_raw, sl_raw = decimal_param(p, "takeProfit"), decimal_param(p, "stopLoss")
+        tp = level_update(inst, tp_raw, "takeProfit", pos.take_profit)
+        sl = level_update(inst, sl_raw, "stopLoss", pos.stop_loss)
         if (tp, sl) == (pos.take_profit, pos.stop_loss):
             raise SimError(NOT_MODIFIED, "not modified")
         last = self.last(symbol, t)
@@ -824,8 +761,8 @@ class Account:
         return {}
 
     def set_leverage(self, p: dict, t: int) -> dict:
-        symbol = self._symbol(p)
-        buy, sell = _dec(p, "buyLeverage", required=True), _dec(p, "sellLeverage", required=True)
+        symbol = linear_symbol(p, self.ex.models)
+        buy, sell = decimal_param(p, "buyLeverage", required=True), decimal_param(p, "sellLeverage", required=True)
         assert buy is not None and sell is not None
         if not self.hedge[symbol] and buy != sell:
             raise param_error("buy leverage must equal sell leverage in one-way mode")
@@ -844,14 +781,11 @@ class Account:
         return {}
 
     def switch_mode(self, p: dict, t: int) -> dict:
-        cat = p.get("category")
-        if cat != "linear":
-            raise param_error("params error: category invalid" if cat else "params error: category is required")
+        require_linear(p)
         symbol, coin = p.get("symbol"), p.get("coin")
         if not symbol and not coin:
             raise param_error("params error: symbol or coin is required")
-        if symbol and symbol not in self.ex.models:
-            raise param_error("params error: symbol invalid")
+        known_symbol(p, self.ex.models)
         try:
             mode = int(p.get("mode"))  # type: ignore[arg-type]
         except (TypeError, ValueError):
@@ -874,14 +808,11 @@ class Account:
         return {}
 
     def position_list(self, p: dict, t: int) -> dict:
-        cat = p.get("category")
-        if cat != "linear":
-            raise param_error("params error: category invalid" if cat else "params error: category is required")
+        require_linear(p)
         symbol, settle = p.get("symbol"), p.get("settleCoin")
         if not symbol and not settle:
             raise param_error("Missing some parameters that must be filled in, symbol or settleCoin")
-        if symbol and symbol not in self.ex.models:
-            raise param_error("params error: symbol invalid")
+        known_symbol(p, self.ex.models)
         rows = []
         if self.ex.faults.state.empty_positions.take():
             return {"list": [], "nextPageCursor": "", "category": "linear"}
@@ -898,17 +829,14 @@ class Account:
     # --- queries -------------------------------------------------------------------------------------
 
     def _order_rows(self, orders: list[Order], p: dict, max_limit: int, default: int) -> dict:
-        limit = _page_limit(p, max_limit, default)
-        offset = _cursor(p)
-        page = orders[offset:offset + limit]
+        page_rows, cursor = page(orders, p, max_limit, default)
         rows = []
-        for order in page:
+        for order in page_rows:
             zero = order.zero_avg_reads > 0
             if zero:
                 order.zero_avg_reads -= 1
             rows.append(order.wire(self.inst(order.symbol), ws=False, zero_avg=zero))
-        more = offset + limit < len(orders)
-        return {"list": rows, "nextPageCursor": f"page_args%3D{offset + limit}" if more else "", "category": "linear"}
+        return {"list": rows, "nextPageCursor": cursor, "category": "linear"}
 
     def _order_filter(self, p: dict) -> list[Order]:
         symbol, base, settle = p.get("symbol"), p.get("baseCoin"), p.get("settleCoin")
@@ -927,11 +855,8 @@ class Account:
         return out
 
     def realtime(self, p: dict, t: int) -> dict:
-        cat = p.get("category")
-        if cat != "linear":
-            raise param_error("params error: category invalid" if cat else "params error: category is required")
-        if not (p.get("symbol") or p.get("baseCoin") or p.get("settleCoin")):
-            raise param_error("params error: symbol, baseCoin or settleCoin is required for linear")
+        require_linear(p)
+        require_scope(p)
         open_only = str(p.get("openOnly") or "0")
         if open_only == "1":
             recent = set(self.closed_ids[-RECENT_CLOSED:])
@@ -942,45 +867,34 @@ class Account:
         return self._order_rows(orders, p, 50, 20)
 
     def history(self, p: dict, t: int) -> dict:
-        cat = p.get("category")
-        if cat != "linear":
-            raise param_error("params error: category invalid" if cat else "params error: category is required")
-        start, end = _window(p, t)
+        require_linear(p)
+        start, end = time_window(p, t)
         status = p.get("orderStatus")
         orders = [o for o in self._order_filter(p) if start <= o.created <= end and (not status or o.status == status)]
         orders.sort(key=lambda o: (o.created, o.seq), reverse=True)
         return self._order_rows(orders, p, 50, 20)
 
     def execution_list(self, p: dict, t: int) -> dict:
-        cat = p.get("category")
-        if cat != "linear":
-            raise param_error("params error: category invalid" if cat else "params error: category is required")
-        start, end = _window(p, t)
+        require_linear(p)
+        start, end = time_window(p, t)
         rows = [e for e in self.executions if start <= e.exec_time <= end]
         for name in ("symbol", "orderId", "orderLinkId", "execType"):
             value = p.get(name)
             if value:
                 rows = [e for e in rows if e.data.get(name) == value]
         rows.sort(key=lambda e: (e.exec_time, e.data["seq"]), reverse=True)
-        limit, offset = _page_limit(p, 100, 50), _cursor(p)
-        page = rows[offset:offset + limit]
-        more = offset + limit < len(rows)
-        return {"nextPageCursor": f"page_args%3D{offset + limit}" if more else "", "category": "linear",
-                "list": [e.wire(ws=False) for e in page]}
+        page_rows, cursor = page(rows, p, 100, 50)
+        return {"nextPageCursor": cursor, "category": "linear", "list": [e.wire(ws=False) for e in page_rows]}
 
     def closed_pnl_list(self, p: dict, t: int) -> dict:
-        cat = p.get("category")
-        if cat != "linear":
-            raise param_error("params error: category invalid" if cat else "params error: category is required")
-        start, end = _window(p, t)
+        require_linear(p)
+        start, end = time_window(p, t)
         rows = [r for r in self.closed_pnl if start <= int(r["updatedTime"]) <= end]
         if p.get("symbol"):
             rows = [r for r in rows if r["symbol"] == p["symbol"]]
         rows.reverse()
-        limit, offset = _page_limit(p, 100, 50), _cursor(p)
-        more = offset + limit < len(rows)
-        return {"nextPageCursor": f"page_args%3D{offset + limit}" if more else "", "category": "linear",
-                "list": rows[offset:offset + limit]}
+        page_rows, cursor = page(rows, p, 100, 50)
+        return {"nextPageCursor": cursor, "category": "linear", "list": page_rows}
 
     def wallet_balance(self, p: dict, t: int) -> dict:
         if p.get("accountType") != "UNIFIED":
@@ -992,12 +906,9 @@ class Account:
         return {"list": [item]}
 
     def fee_rate(self, p: dict, t: int) -> dict:
-        cat = p.get("category")
-        if cat != "linear":
-            raise param_error("params error: category invalid" if cat else "params error: category is required")
+        require_linear(p)
         symbol = p.get("symbol")
-        if symbol and symbol not in self.ex.models:
-            raise param_error("params error: symbol invalid")
+        known_symbol(p, self.ex.models)
         symbols = [symbol] if symbol else list(self.ex.models)
         return {"list": [{"symbol": s, "takerFeeRate": dec_str(TAKER_FEE), "makerFeeRate": dec_str(MAKER_FEE),
                           "baseCoin": ""} for s in symbols]}
@@ -1110,49 +1021,6 @@ class Account:
         if picked:
             self._push_orders(picked, t)
             self._push_wallet(t)
-
-
-def _page_limit(p: dict, hi: int, default: int) -> int:
-    value = p.get("limit")
-    if value in (None, ""):
-        return default
-    try:
-        n = int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise param_error("params error: limit invalid") from None
-    if not 1 <= n <= hi:
-        raise param_error(f"params error: limit must be within [1, {hi}]")
-    return n
-
-
-def _cursor(p: dict) -> int:
-    value = str(p.get("cursor") or "")
-    if not value:
-        return 0
-    try:
-        return int(value.replace("page_args%3D", "").replace("page_args=", ""))
-    except ValueError:
-        raise param_error("params error: cursor invalid") from None
-
-
-def _window(p: dict, t: int) -> tuple[int, int]:
-    """Bybit's 7-day query window: none -> last 7 days; start only -> 7 days on; end only -> 7 days back."""
-    start, end = p.get("startTime"), p.get("endTime")
-    try:
-        s = int(start) if start not in (None, "") else None  # type: ignore[arg-type]
-        e = int(end) if end not in (None, "") else None  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise param_error("params error: startTime/endTime invalid") from None
-    if s is None and e is None:
-        return t - WEEK_MS, t
-    if e is None:
-        assert s is not None
-        return s, s + WEEK_MS
-    if s is None:
-        return e - WEEK_MS, e
-    if e < s or e - s > WEEK_MS:
-        raise param_error("params error: the time range must be within 7 days")
-    return s, e
 
 
 __all__ = ["Account", "MIN_MS"]
