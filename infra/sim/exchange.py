@@ -18,6 +18,8 @@ from typing import Any, Callable
 from aiohttp import web
 
 from infra.logging import get_logger
+from infra.sim import dcp, funding, triggers
+from infra.sim.account import Account
 from infra.sim.clock import Clock
 from infra.sim.faults import Faults
 from infra.sim.history import ws_kline
@@ -70,9 +72,8 @@ class Exchange:
         self.processed_ms = clock.now_ms()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
-        from infra.sim.account import Account  # noqa: PLC0415 - the account needs the exchange first
-
-        self.account = Account(self, dcp_available=dcp_available, starting_balance=starting_balance_usdt)
+        self.account = Account(self.models, self.ids, self.faults, self.push_private, dcp_available=dcp_available,
+                               starting_balance=starting_balance_usdt)
 
     # --- threads --------------------------------------------------------------------
 
@@ -116,7 +117,7 @@ class Exchange:
             if subs is not None:
                 subs.pop(conn, None)
         if conn.kind == PRIVATE:
-            self.account.on_private_gone(conn, self.now())
+            dcp.on_private_gone(self.account, conn, self.now())
 
     def connections(self, kinds: tuple[str, ...]) -> list[Conn]:
         return [c for c in self.conns if c.kind in kinds and not c.closed]
@@ -208,7 +209,7 @@ class Exchange:
                 _, interval, symbol = topic.split(".")
                 conn.send(self._kline_frame(topic, symbol, interval, now))
             elif topic in DCP_TOPICS:
-                self.account.on_dcp_subscribed(conn)
+                dcp.on_dcp_subscribed(self.account, conn)
 
     def _unsubscribe(self, conn: Conn, frame: dict) -> None:
         args = frame.get("args")
@@ -218,7 +219,7 @@ class Exchange:
                 del conn.topics[topic]
                 self.subs.get(topic, {}).pop(conn, None)
                 if topic in DCP_TOPICS and not any(t in conn.topics for t in DCP_TOPICS):
-                    self.account.on_private_gone(conn, self.now())
+                    dcp.on_private_gone(self.account, conn, self.now())
         conn.send_obj(_sub_ack(conn, "unsubscribe", frame.get("req_id"), True))
 
     def push_private(self, topic: str, data: list[dict], now: int) -> None:
@@ -392,10 +393,10 @@ class Exchange:
         t = self.processed_ms
         while t < target:
             nxt = min(target, (t // MIN_MS + 1) * MIN_MS)
-            due = self.account.dcp_due()
+            due = dcp.dcp_due(self.account)
             if due is not None and t < due < nxt:
                 nxt = due
-            self.account.on_path(t, nxt)
+            triggers.on_path(self.account, t, nxt)
             t = nxt
             if set_clock:
                 self.clock._set(t)  # type: ignore[attr-defined]
@@ -403,11 +404,10 @@ class Exchange:
             if t % MIN_MS == 0:
                 self._close_bars(t)
                 if t % FUNDING_MS == 0:
-                    self.account.settle_funding(t)
-            self.account.check_dcp(t)
+                    funding.settle_funding(self.account, t)
+            dcp.check_dcp(self.account, t)
         if set_clock:
             self.publish_market(target)
-            self.account.push_position_marks(target)
 
     def wall_tick(self) -> None:
         now = self.now()
@@ -430,7 +430,7 @@ class Exchange:
         before = model.last_ticks(t)
         model.shock(t, ticks)
         self._stats_cache.pop(symbol, None)
-        self.account.on_jump(symbol, t, before, ticks)
+        triggers.on_jump(self.account, symbol, t, before, ticks)
         self.publish_market(t)
 
     def add_hole(self, symbol: str, start_ms: int, end_ms: int, interval: str | None) -> None:

@@ -8,7 +8,7 @@ answers with the error Bybit would give first.
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
-from typing import Any, Iterable, Sequence, TypeVar
+from typing import Any, Container, Sequence, TypeVar
 
 from infra.sim.instruments import Instrument
 from infra.sim.wire import param_error
@@ -50,14 +50,14 @@ def require_linear(p: dict) -> None:
         raise param_error("params error: category invalid" if cat else "params error: category is required")
 
 
-def known_symbol(p: dict, symbols: Iterable[str]) -> None:
+def known_symbol(p: dict, symbols: Container[str]) -> None:
     """An optional `symbol` must be one the venue lists."""
     symbol = p.get("symbol")
     if symbol and symbol not in symbols:
         raise param_error("params error: symbol invalid")
 
 
-def linear_symbol(p: dict, symbols: Iterable[str]) -> str:
+def linear_symbol(p: dict, symbols: Container[str]) -> str:
     """`category=linear` and a listed `symbol`, both required."""
     require_linear(p)
     if not p.get("symbol"):
