@@ -191,7 +191,7 @@ def market_tickers(ex: "Exchange", p: Params, now: int) -> Any:
     if value and value not in ex.models:
         raise param_error("Not supported symbols")
     symbols = [value] if value else list(ex.models)
-    return {"category": "linear", "list": [ex.rest_ticker(s, now) for s in symbols]}
+    return {"category": "linear", "list": [ex.feed.rest_ticker(s, now) for s in symbols]}
 
 
 @route("GET", "/v5/market/instruments-info")
