@@ -1,4 +1,4 @@
-"""Request parameters of the trading endpoints, read the way Bybit reads them.
+"""Request parameters, read the way Bybit reads them.
 
 Every problem is a `SimError` with Bybit's retCode and message, raised at the
 first bad parameter, so a handler that reads its parameters in Bybit's order
@@ -44,10 +44,41 @@ def bool_param(p: dict, name: str) -> bool:
     raise param_error(f"params error: {name} must be a boolean")
 
 
+def int_param(p: dict, name: str, default: int | None = None, lo: int | None = None) -> int | None:
+    value = p.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise param_error(f"params error: {name} must be an integer") from None
+    if lo is not None and n < lo:
+        raise param_error(f"params error: {name} out of range")
+    return n
+
+
 def require_linear(p: dict) -> None:
+    """The trading endpoints' `category`: required, and "linear"."""
     cat = p.get("category")
     if cat != "linear":
         raise param_error("params error: category invalid" if cat else "params error: category is required")
+
+
+def market_category(p: dict, required: bool = True) -> None:
+    """The market endpoints' `category`: "linear" when given (optional for klines)."""
+    value = p.get("category")
+    if value is None or value == "":
+        if required:
+            raise param_error("params error: category is required")
+        return
+    if value != "linear":
+        raise param_error(f"params error: category {value} is not supported by this venue (linear only)")
+
+
+def require_scope(p: dict) -> None:
+    """Linear order queries and cancel-all need a symbol, a baseCoin or a settleCoin."""
+    if not (p.get("symbol") or p.get("baseCoin") or p.get("settleCoin")):
+        raise param_error("params error: symbol, baseCoin or settleCoin is required for linear")
 
 
 def known_symbol(p: dict, symbols: Container[str]) -> None:
@@ -162,9 +193,3 @@ def time_window(p: dict, t: int) -> tuple[int, int]:
 
 def _ms(value: Any) -> int | None:
     return int(value) if value not in (None, "") else None
-
-
-def require_scope(p: dict) -> None:
-    """Linear order queries and cancel-all need a symbol, a baseCoin or a settleCoin."""
-    if not (p.get("symbol") or p.get("baseCoin") or p.get("settleCoin")):
-        raise param_error("params error: symbol, baseCoin or settleCoin is required for linear")

@@ -19,6 +19,7 @@ from infra.sim import cancel_amend, dcp, listings, order_entry, position_setting
 from infra.sim.auth import check_rest_auth
 from infra.sim.clock import wall_ms
 from infra.sim.history import DEFAULT_LIMIT, MAX_LIMIT, bars_for, rest_row, select_opens
+from infra.sim.params import int_param, market_category
 from infra.sim.ratelimit import limit_headers
 from infra.sim.wire import TOO_MANY_VISITS, Raw, SimError, dumps, envelope, param_error
 from messages.types import INTERVALS
@@ -117,43 +118,6 @@ def _params(request: web.Request, payload: bytes) -> Params:
     return data
 
 
-# --- parameter helpers ---------------------------------------------------------------
-
-
-def category(p: Params, required: bool = True) -> None:
-    value = p.get("category")
-    if value is None or value == "":
-        if required:
-            raise param_error("params error: category is required")
-        return
-    if value != "linear":
-        raise param_error(f"params error: category {value} is not supported by this venue (linear only)")
-
-
-def symbol_of(ex: "Exchange", p: Params, required: bool = True) -> str | None:
-    value = p.get("symbol")
-    if value is None or value == "":
-        if required:
-            raise param_error("params error: symbol is required")
-        return None
-    if value not in ex.models:
-        raise param_error("params error: symbol invalid")
-    return str(value)
-
-
-def int_param(p: Params, name: str, default: int | None = None, lo: int | None = None, hi: int | None = None) -> int | None:
-    value = p.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        raise param_error(f"params error: {name} must be an integer") from None
-    if lo is not None and n < lo or hi is not None and n > hi:
-        raise param_error(f"params error: {name} out of range")
-    return n
-
-
 # --- market ------------------------------------------------------------------------------
 
 
@@ -164,7 +128,7 @@ def market_time(ex: "Exchange", p: Params, now: int) -> Any:
 
 @route("GET", "/v5/market/kline")
 def market_kline(ex: "Exchange", p: Params, now: int) -> Any:
-    category(p, required=False)
+    market_category(p, required=False)
     symbol = p.get("symbol")
     if not symbol:
         raise param_error("params error: symbol is required")
@@ -186,7 +150,7 @@ def market_kline(ex: "Exchange", p: Params, now: int) -> Any:
 
 @route("GET", "/v5/market/tickers")
 def market_tickers(ex: "Exchange", p: Params, now: int) -> Any:
-    category(p)
+    market_category(p)
     value = p.get("symbol")
     if value and value not in ex.models:
         raise param_error("Not supported symbols")
@@ -196,7 +160,7 @@ def market_tickers(ex: "Exchange", p: Params, now: int) -> Any:
 
 @route("GET", "/v5/market/instruments-info")
 def market_instruments(ex: "Exchange", p: Params, now: int) -> Any:
-    category(p)
+    market_category(p)
     value = p.get("symbol")
     status = p.get("status") or "Trading"
     base = p.get("baseCoin")
