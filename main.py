@@ -1,6 +1,9 @@
 """Bybit V5 trading node - command line.
 
     python main.py [--config FILE] [run] [--duration SECONDS]
+    python main.py [--config FILE] preflight [--read-only] [--i-mean-live]
+    python main.py [--config FILE] sync [--symbol S] [--interval I] [--days N | --start T [--end T]]
+    python main.py [--config FILE] gaps | heal
 
 Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage,
 130 forced exit on a second Ctrl-C.
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from contextlib import closing
 import signal
 import sys
 import threading
@@ -56,6 +60,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start the actor system and run until Ctrl-C / SIGTERM (a second Ctrl-C forces the exit).",
     )
     _add_run_args(run)
+    preflight = sub.add_parser(
+        "preflight",
+        help="check everything a live start needs; exit 1 if a start would be refused",
+        description=(
+            "Print one report of every start check (venue/mode, live confirmation, API key permissions, "
+            "clock skew, one-way mode, leverage caps, disconnect-cancel-all, risk limits) for the configured "
+            "venue. Exit 0 when a start would be allowed, 1 when it would be refused. By default it makes the "
+            "same idempotent account changes the node makes at start (one-way mode, DCP window, leverage "
+            "lowered to risk.max_leverage); --read-only only reads."
+        ),
+    )
+    preflight.add_argument("--read-only", action="store_true", help="only read; change nothing on the account")
+    preflight.add_argument(
+        "--i-mean-live", action="store_true", help="check as a confirmed live start (same as live_confirmed: true)"
+    )
+    from infra.store.cli import add_history_commands
+
+    add_history_commands(sub)
     return parser
 
 
@@ -102,7 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(
         level=node.log.level, console=node.log.console, file_path=node.log_path, secrets=app.secret_values()
     )
-    commands: dict[str, Callable[..., int]] = {"run": run_node}
+    from infra.store import cli as history_cli
+
+    commands: dict[str, Callable[..., int]] = {
+        "run": run_node,
+        "preflight": preflight_command,
+        "sync": history_cli.sync_command,
+        "gaps": history_cli.gaps_command,
+        "heal": history_cli.heal_command,
+    }
     try:
         return commands[args.command](app, args)
     finally:
@@ -118,6 +148,8 @@ def run_node(app, args) -> int:
     from actors.supervisor import Supervisor
     from actors.tree import default_children
     from infra.logging import get_logger
+    from infra.bybit.gateway import Gateway
+    from infra.venue import open_venue
     from messages.control import Ping
 
     node = app.node
@@ -137,9 +169,11 @@ def run_node(app, args) -> int:
         pid=os.getpid(),
     )
     started = time.monotonic()
-    sim, urls = _venue(node)
-    try:
-        supervisor = Supervisor.start(app, Directory(), default_children(), urls=urls)
+    with open_venue(node) as urls, closing(Gateway.from_config(app, urls)) as gateway:
+        safety = _startup_safety(app, gateway, urls, log)
+        if safety is None:
+            return EXIT_FAILURE
+        supervisor = Supervisor.start(app, Directory(), default_children(), urls=urls, gateway=gateway)
         start_timeout = float(node.supervisor.ask_timeout_s) * (len(default_children()) + 1)
         try:
             roles = supervisor.ask(Ping(), timeout=start_timeout) and supervisor.proxy().running_roles().get(timeout=5)
@@ -147,30 +181,59 @@ def run_node(app, args) -> int:
             log.error("node.start_failed", error=repr(exc))
             _stop(supervisor, node, log)
             return EXIT_FAILURE
-        log.info("node.started", children=roles, startup_ms=round((time.monotonic() - started) * 1000, 1))
+        log.info(
+            "node.started",
+            children=roles,
+            may_trade=safety.may_trade,
+            dcp_armed=safety.dcp_armed,
+            startup_ms=round((time.monotonic() - started) * 1000, 1),
+        )
 
         stop.wait(timeout=args.duration)
         log.info("node.stopping", reason=reason["why"])
         stopping = time.monotonic()
         code = _stop(supervisor, node, log)
-    finally:
-        if sim is not None:
-            sim.stop()
     log.info("node.stopped", exit_code=code, shutdown_ms=round((time.monotonic() - stopping) * 1000, 1))
     return code
 
 
-def _venue(node):
-    """The venue's URLs; for `sim`, start the built-in simulator on 127.0.0.1 first."""
-    from infra.bybit.clients import venue_urls
-    from infra.config import Venue
+def _startup_safety(app, gateway, urls, log):
+    """The account checks that come before any actor: None means the start is refused.
 
-    if node.venue is not Venue.SIM:
-        return None, venue_urls(node.venue, node.exchange)
-    from infra.sim import Simulator
+    A live start runs the whole preflight and is refused on any failed check.
+    Every start puts the account in verified one-way mode and arms
+    disconnect-cancel-all when the account has it. A venue that cannot be
+    reached refuses the start: the node never runs on unknown account state.
+    """
+    from infra.bybit.account_safety import prepare_account
+    from infra.bybit.errors import ExchangeError
+    from infra.bybit.preflight import PreflightRefused, require_preflight
+    from infra.config import TradingMode
 
-    sim = Simulator.from_config(node)
-    return sim, venue_urls(node.venue, node.exchange, sim=sim.start())
+    node = app.node
+    try:
+        clock = gateway.server_time()  # reachable at all? (retried on the query lane)
+        log.info("node.venue_reachable", rest_url=urls.rest, skew_ms=clock.skew_ms, round_trip_ms=clock.round_trip_ms)
+        if node.trading_mode is TradingMode.LIVE:
+            try:
+                require_preflight(gateway, app)
+            except PreflightRefused as refused:
+                print(refused.report.render(), file=sys.stderr)
+                log.error("node.live_start_refused", failed=[c.name for c in refused.report.failed])
+                return None
+        safety = prepare_account(gateway, node.symbols, dcp_window_s=node.exchange.dcp_window_s)
+    except ExchangeError as exc:
+        log.error("node.venue_unreachable", error=str(exc), error_type=type(exc).__name__)
+        return None
+    if not safety.may_trade:
+        log.error("node.trading_blocked", reason="one-way mode not verified", problems=list(safety.one_way_problems))
+    return safety
+
+
+def preflight_command(app, args) -> int:
+    from infra.bybit.preflight import preflight_command as run_preflight_command
+
+    return run_preflight_command(app, apply=not args.read_only)
 
 
 def _stop(supervisor, node, log) -> int:

@@ -86,6 +86,8 @@ class ActorContext:
     supervisor: pykka.ActorRef[Any] | None = None
     generation: int = 0
     urls: VenueUrls | None = None
+    # The node's one gateway (infra.bybit.Gateway): one rate limiter for every caller.
+    gateway: Any = None
 
 
 class NodeActor(pykka.ThreadingActor):

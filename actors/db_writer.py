@@ -1,35 +1,265 @@
-"""DbWriter: the only writer of the DuckDB file; its mailbox decouples bar
-persistence from WebSocket callbacks.
+"""DbWriter: the only writer of the history file; its mailbox decouples bar
+persistence from WebSocket callbacks (DATA-014).
 
-Not built yet: batching, the store and draining on stop are the work of the
-DuckDB history issue. Until then this actor accepts closed bars and counts
-them, and says so at stop (`db.not_persisted`) so nobody mistakes it for
-storage.
+Callbacks `tell` closed bars and return at once; nothing they do waits for
+DuckDB or for the file lock. The DbWriter gathers bars and writes them as
+one columnar batch:
+
+* size: when `flush_max_bars` are held it tells itself a `Flush`. The flush
+  runs after every message already queued, so under load a batch holds the
+  whole backlog and the per-write cost is shared by more bars;
+* time: the first bar into an empty buffer arms a timer that tells a
+  `Flush` after `flush_interval_ms` (Pykka has no timers; a
+  `threading.Timer` that tells is the whole mechanism);
+* on request: `Flush` from anyone (an `ask` returns a `FlushReport`).
+
+A flush that cannot get the file within `lock_wait_ms` (another process is
+writing) or fails in any other way keeps every bar and retries, backing off
+up to `retry_max_ms`; bars are dropped only if they cannot be stored at all
+(a decimal too long for the column), and each such bar is logged. A handler
+that raised would kill the actor and drop its queued bars, so nothing here
+raises. On stop the mailbox is drained (Pykka delivers everything told
+before the stop) and the buffer written, trying for up to
+`drain_timeout_s`; whatever still cannot be written is logged with its
+ranges (`db.drain_failed`) so `python main.py heal` can refetch it.
+
+Given a kline source (the gateway's backfill lane), the DbWriter tells
+itself `CatchUp` at start: every configured series is synced from its last
+stored bar to now (`catch_up_days` back if nothing is stored), so a crash
+or a stopped node leaves no hole. Bars told meanwhile wait in the mailbox.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Callable
 
+import pykka
+
 from actors.base import NodeActor, Role
-from messages.commands import Flush
+from infra.store import HistoryStore, StoreBusy
+from infra.store.sync import HistorySync, KlineSource, SyncFailed
+from messages.commands import CatchUp, Flush
 from messages.market import ClosedBar
+from messages.types import ms_to_utc, now_utc
+
+_BarKey = tuple[str, str, int]
+
+
+@dataclass(frozen=True)
+class FlushReport:
+    """What a `Flush` ask answers: bars written now, bars still held, and why not, if not."""
+
+    written: int
+    pending: int
+    error: str | None = None
+
+
+class BarBuffer:
+    """Closed bars waiting to be written; a later copy of a bar replaces the earlier one."""
+
+    def __init__(self) -> None:
+        self._bars: dict[_BarKey, ClosedBar] = {}
+
+    def add(self, bar: ClosedBar) -> int:
+        self._bars[(bar.symbol, bar.interval, bar.open_ms)] = bar
+        return len(self._bars)
+
+    def __len__(self) -> int:
+        return len(self._bars)
+
+    def snapshot(self) -> list[ClosedBar]:
+        return list(self._bars.values())
+
+    def clear(self) -> None:
+        self._bars = {}
+
+    def ranges(self) -> dict[str, list[str]]:
+        """Per series, the first and last open time held: what a heal would have to refetch."""
+        spans: dict[str, list[int]] = {}
+        for symbol, interval, open_ms in self._bars:
+            span = spans.setdefault(f"{symbol}/{interval}", [open_ms, open_ms])
+            span[0], span[1] = min(span[0], open_ms), max(span[1], open_ms)
+        return {k: [ms_to_utc(a).isoformat(), ms_to_utc(b).isoformat()] for k, (a, b) in spans.items()}
 
 
 class DbWriter(NodeActor):
     role = Role.DB_WRITER
 
-    def __init__(self, ctx):
+    def __init__(self, ctx, store: HistoryStore | None = None, source: KlineSource | None = None):
         super().__init__(ctx)
-        self._received = 0
+        # The node's gateway (backfill lane) unless a test passes its own source.
+        self._source = source if source is not None else ctx.gateway
+        self._catch_up_days = ctx.config.node.db_writer.catch_up_days
+        cfg = ctx.config.node.db_writer
+        self._max_bars = cfg.flush_max_bars
+        self._interval_s = cfg.flush_interval_ms / 1000
+        self._lock_wait_s = cfg.lock_wait_ms / 1000
+        self._retry_max_s = cfg.retry_max_ms / 1000
+        self._drain_timeout_s = float(cfg.drain_timeout_s)
+        self._store = store or HistoryStore.for_node(ctx.config.node, owner=f"node db_writer (generation {ctx.generation})")
+        self._buffer = BarBuffer()
+        self._size_flush_queued = False
+        self._timer: threading.Timer | None = None
+        self._timer_guard = threading.Lock()
+        self._failures = 0  # consecutive failed flushes
+        self._stopping = False
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
-        return {ClosedBar: self._on_bar, Flush: lambda _: None}
+        return {ClosedBar: self._on_bar, Flush: self._on_flush, CatchUp: self._on_catch_up}
+
+    # --- messages ---------------------------------------------------------
 
     def _on_bar(self, bar: ClosedBar) -> None:
-        self._received += 1
+        held = self._buffer.add(bar)
+        if held == 1 and self._failures == 0:
+            self._arm(self._interval_s, "interval")
+        if held >= self._max_bars and not self._size_flush_queued and self._failures == 0:
+            self._size_flush_queued = True
+            self.actor_ref.tell(Flush(reason="size"))
+
+    def _on_flush(self, msg: Flush) -> FlushReport:
+        if msg.reason == "size":
+            self._size_flush_queued = False
+        if msg.reason in ("interval", "retry"):
+            with self._timer_guard:
+                self._timer = None
+        return self._flush(msg.reason, self._lock_wait_s)
+
+    # --- flushing ---------------------------------------------------------
+
+    def _flush(self, reason: str, lock_wait_s: float) -> FlushReport:
+        if not len(self._buffer):
+            return FlushReport(0, 0)
+        bars = self._buffer.snapshot()
+        started = time.perf_counter()
+        try:
+            with self._store.session(timeout_s=lock_wait_s, threads=1) as session:
+                locked_ms = (time.perf_counter() - started) * 1000
+                result = session.write_bars(bars)
+        except Exception as exc:  # anything: the bars stay, the actor lives
+            return self._flush_failed(exc, reason)
+        self._buffer.clear()
+        self._cancel_timer()
+        retried = self._failures
+        self._failures = 0
+        for bar in result.rejected:
+            self._log.error("db.bar_rejected", symbol=bar.symbol, interval=bar.interval,
+                            open_time=bar.open_time.isoformat(), reason="a value does not fit DECIMAL(38,18)")
+        self._log.info(
+            "db.flush",
+            bars=result.written,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            lock_wait_ms=round(locked_ms, 2),
+            reason=reason,
+            failed_attempts=retried,
+        )
+        return FlushReport(result.written, 0)
+
+    def _flush_failed(self, exc: Exception, reason: str) -> FlushReport:
+        self._failures += 1
+        retry_in = min(self._retry_max_s, self._interval_s * 2 ** (self._failures - 1))
+        busy = isinstance(exc, StoreBusy)
+        self._log.warning(
+            "db.flush_failed",
+            bars=len(self._buffer),
+            attempt=self._failures,
+            reason=reason,
+            busy=busy,
+            error=str(exc) if busy else repr(exc),
+            retry_in_ms=None if self._stopping else round(retry_in * 1000),
+        )
+        if not self._stopping:
+            self._arm(retry_in, "retry", replace=True)
+        return FlushReport(0, len(self._buffer), str(exc))
+
+    # --- timer ------------------------------------------------------------
+
+    def _arm(self, delay_s: float, reason: str, *, replace: bool = False) -> None:
+        with self._timer_guard:
+            if self._timer is not None:
+                if not replace:
+                    return
+                self._timer.cancel()
+            timer = threading.Timer(delay_s, self._wake, args=(reason,))
+            timer.daemon = True
+            self._timer = timer
+            timer.start()
+
+    def _wake(self, reason: str) -> None:
+        try:
+            self.actor_ref.tell(Flush(reason=reason))
+        except pykka.ActorDeadError:
+            pass
+
+    def _cancel_timer(self) -> None:
+        with self._timer_guard:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    # --- catching up -------------------------------------------------------
+
+    def _on_catch_up(self, msg: CatchUp) -> dict[str, str]:
+        """Sync every configured series' recent window and tail (HistorySync.catch_up); never raise."""
+        if self._source is None:
+            return {}
+        self._flush("catch_up", self._lock_wait_s)  # what arrived first goes in first
+        sync = HistorySync(self._store, self._source)
+        lookback = now_utc() - timedelta(days=self._catch_up_days)
+        outcome: dict[str, str] = {}
+        for symbol, cfg in self._ctx.config.node.symbols.items():
+            for interval in cfg.intervals:
+                key = f"{symbol}/{interval}"
+                try:
+                    with self._store.session(timeout_s=self._lock_wait_s) as s:
+                        info = s.series_info(symbol, interval)
+                    if (info is None or info.last_open is None) and self._catch_up_days == 0:
+                        outcome[key] = "skipped"
+                        continue
+                    report = sync.catch_up(symbol, interval, lookback_start=lookback)
+                    outcome[key] = f"{report.bars_stored} bars"
+                except SyncFailed as exc:
+                    outcome[key] = f"failed: {exc.report.error}"
+                except Exception as exc:  # the actor must live on: bars keep arriving
+                    outcome[key] = f"failed: {exc!r}"
+        failed = {k: v for k, v in outcome.items() if v.startswith("failed")}
+        (self._log.warning if failed else self._log.info)("db.catch_up", reason=msg.reason, series=outcome)
+        return outcome
+
+    # --- lifecycle --------------------------------------------------------
+
+    def on_start(self) -> None:
+        super().on_start()
+        if self._source is not None:
+            self.actor_ref.tell(CatchUp(reason="start"))
 
     def on_stop(self) -> None:
-        if self._received:
-            self._log.warning("db.not_persisted", bars=self._received)
+        self._stopping = True
+        self._cancel_timer()
+        self._drain()
+        self._store.close()
         super().on_stop()
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        self._stopping = True
+        self._cancel_timer()
+        if len(self._buffer):
+            self._log.error("db.drain_failed", bars=len(self._buffer), ranges=self._buffer.ranges(),
+                            error=repr(exception_value))
+        super().on_failure(exception_type, exception_value, traceback)
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self._drain_timeout_s
+        while len(self._buffer):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._log.error("db.drain_failed", bars=len(self._buffer), ranges=self._buffer.ranges(),
+                                waited_s=self._drain_timeout_s)
+                return
+            report = self._flush("stop", remaining)
+            if report.error is not None and deadline - time.monotonic() > 0:
+                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))  # the error was not the lock wait

@@ -41,11 +41,17 @@ class Supervisor(pykka.ThreadingActor):
     use_daemon_thread = True
 
     def __init__(
-        self, config: AppConfig, directory: Directory, children: Sequence[ChildSpec], urls: VenueUrls | None = None
+        self,
+        config: AppConfig,
+        directory: Directory,
+        children: Sequence[ChildSpec],
+        urls: VenueUrls | None = None,
+        gateway: Any = None,
     ):
         super().__init__()
         self._config = config
         self._urls = urls
+        self._gateway = gateway
         self._directory = directory
         self._specs = tuple(children)
         self._running: list[tuple[Role, pykka.ActorRef[Any]]] = []
@@ -56,7 +62,12 @@ class Supervisor(pykka.ThreadingActor):
     def on_start(self) -> None:
         for spec in self._specs:
             ctx = ActorContext(
-                config=self._config, directory=self._directory, supervisor=self.actor_ref, generation=0, urls=self._urls
+                config=self._config,
+                directory=self._directory,
+                supervisor=self.actor_ref,
+                generation=0,
+                urls=self._urls,
+                gateway=self._gateway,
             )
             try:
                 ref = spec.start(ctx)

@@ -121,7 +121,17 @@ class StateConfig(_Section):
 class DbWriterConfig(_Section):
     flush_max_bars: int = Field(default=500, ge=1)
     flush_interval_ms: int = Field(default=250, ge=1)
+    # How long sync/gaps/heal wait for the history file before saying who holds it.
     lock_timeout_s: PositiveDecimal = Decimal("30")
+    # How long one DbWriter flush waits for the file before it keeps the bars and retries later.
+    lock_wait_ms: int = Field(default=200, ge=0, le=10_000)
+    # Retries of a failed flush back off from flush_interval_ms up to this.
+    retry_max_ms: int = Field(default=2000, ge=1)
+    # At stop, keep trying to write what is held for this long (stays below shutdown.graceful_timeout_s).
+    drain_timeout_s: PositiveDecimal = Decimal("8")
+    # At start (with a venue source), refetch from each configured series' last stored bar to now;
+    # a series with nothing stored starts this many days back (0: only series already stored).
+    catch_up_days: int = Field(default=1, ge=0, le=3650)
 
 
 class ExchangeConfig(_Section):
@@ -134,6 +144,20 @@ class ExchangeConfig(_Section):
     recv_window_ms: int = Field(default=5000, ge=1000, le=60000)
     dcp_window_s: int = Field(default=10, ge=3, le=300)
     max_clock_skew_ms: int = Field(default=1000, ge=1)
+    rest_connect_timeout_s: PositiveDecimal = Decimal("3")
+    # Our own ceiling on Bybit's 600 requests per 5 s per IP (a breach is a 403 ban).
+    ip_limit_per_5s: int = Field(default=500, ge=10, le=600)
+    # How long every lane pauses after an HTTP 403 that does not say (Bybit: >= 10 min).
+    ip_ban_pause_s: PositiveDecimal = Decimal("600")
+    # Longest a request waits for the rate limiter before failing with RateLimited.
+    lane_wait_s: PositiveDecimal = Decimal("10")
+    # Reads, cancels and idempotent settings: attempts on transient errors, backoff cap.
+    read_attempts: int = Field(default=4, ge=1, le=10)
+    retry_max_wait_s: PositiveDecimal = Decimal("5")
+    # After an order create without an answer: how long to look for it by orderLinkId.
+    order_lookup_window_s: PositiveDecimal = Decimal("5")
+    # true: an account without disconnect-cancel-all fails the preflight (else a warning).
+    require_dcp: bool = False
 
 
 class SimConfig(_Section):

@@ -147,6 +147,9 @@ def configure_logging(
         console_handler = logging.StreamHandler(stream)
         console_handler.setFormatter(_formatter(renderer))
         root.addHandler(console_handler)
+    if not root.handlers:
+        # Without any handler Python's last-resort handler would print raw event dicts to stderr.
+        root.addHandler(logging.NullHandler())
     root.setLevel(level)
     # Library chatter below WARNING is noise for an operator, not signal.
     for noisy in ("websocket", "urllib3", "aiohttp.access", "asyncio"):
@@ -159,7 +162,9 @@ def configure_logging(
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        # Caching would freeze each logger's processors at first use, so a later
+        # reconfiguration (or structlog.testing.capture_logs) would miss it.
+        cache_logger_on_first_use=False,
     )
 
 

@@ -99,3 +99,13 @@ class Flush(Message):
     """Ask the DbWriter to write what it holds now."""
 
     reason: str = "requested"
+
+
+class CatchUp(Message):
+    """Ask the DbWriter to fetch from the venue what the history lacks since its last stored bar.
+
+    Told by the DbWriter to itself at start when it has a kline source, so
+    a crash or a stopped node leaves no hole behind.
+    """
+
+    reason: str = "start"

@@ -48,6 +48,13 @@ _OFFICIAL: dict[Venue, VenueUrls] = {
 }
 
 
+def simulator_urls(rest: str) -> VenueUrls:
+    """The simulator serves REST and both WebSockets on one port."""
+    base = rest.rstrip("/")
+    ws = "ws" + base[len("http"):] if base.startswith("http") else base
+    return VenueUrls(rest=base, ws_public=f"{ws}/v5/public/linear", ws_private=f"{ws}/v5/private")
+
+
 def venue_urls(venue: Venue, exchange: ExchangeConfig, sim: VenueUrls | None = None) -> VenueUrls:
     """Official hosts for the venue (or the running simulator's), with config overrides."""
     if venue is Venue.SIM:

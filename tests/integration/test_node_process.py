@@ -131,3 +131,75 @@ def test_make_run_comes_up_and_ctrl_c_brings_it_down(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     stopped = [e for e in read_events(_log(tmp_path)) if e["event"] == "node.stopped"]
     assert len(stopped) == 1 and stopped[0]["exit_code"] == 0
+
+
+def test_live_start_with_a_failed_preflight_is_refused_before_any_actor(tmp_path, sim):
+    """Mainnet + live + confirmed, but the REST host is not Bybit's: the preflight refuses the start."""
+    from tests.integration.conftest import SIM_KEY, SIM_SECRET
+
+    proc = _start(
+        tmp_path, "run", "--duration", "5",
+        BYBIT_NODE_VENUE="mainnet", BYBIT_NODE_TRADING_MODE="live", BYBIT_NODE_LIVE_CONFIRMED="true",
+        BYBIT_NODE_EXCHANGE__REST_URL=sim.urls.rest, BYBIT_API_KEY=SIM_KEY, BYBIT_API_SECRET=SIM_SECRET,
+    )
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert "REFUSED" in err
+    events = read_events(_log(tmp_path))
+    refused = next(e for e in events if e["event"] == "node.live_start_refused")
+    assert refused["failed"]  # the report names each failed check
+    assert "supervisor.child_started" not in _names(events)  # nothing ran
+    assert SIM_SECRET not in _log(tmp_path).read_text() and SIM_SECRET not in err
+
+
+def test_unreachable_venue_refuses_the_start(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = _start(tmp_path, "run", "--duration", "5", BYBIT_NODE_EXCHANGE__REST_URL=f"http://127.0.0.1:{port}",
+                  BYBIT_NODE_EXCHANGE__READ_ATTEMPTS="1")
+    proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    events = read_events(_log(tmp_path))
+    assert "node.venue_unreachable" in _names(events)
+    assert "supervisor.child_started" not in _names(events)
+
+
+def test_after_a_crash_the_next_start_heals_the_missing_range(tmp_path):
+    """SIGKILL a running node, lose its newest bars, start again: the history has no hole."""
+    from infra.store import BarRange, HistoryStore
+    from messages.types import align_ms
+
+    db = tmp_path / "data" / "sim.duckdb"
+    first = _start(tmp_path)
+    # The catch-up runs after node.started, on the DbWriter's thread: wait for the history to exist.
+    wait_until(lambda: "db.catch_up" in _names(read_events(_log(tmp_path))), timeout=30, what="first catch-up")
+    first.kill()  # SIGKILL: no drain, no goodbye
+    first.wait(timeout=10)
+
+    store = HistoryStore(db)
+    with store.session() as s:
+        before = s.count("BTCUSDT", "1")
+        # The crash also cost the last 90 minutes that were never written.
+        s.conn.execute(
+            "DELETE FROM ohlcv WHERE symbol = 'BTCUSDT' AND interval = '1' "
+            "AND open_time > (SELECT max(open_time) FROM ohlcv WHERE symbol = 'BTCUSDT' AND interval = '1') "
+            "- INTERVAL 90 MINUTE"
+        )
+        lost = before - s.count("BTCUSDT", "1")
+    store.close()
+    assert before >= 1000 and lost == 90
+
+    second = _start(tmp_path, "run", "--duration", "2")
+    second.communicate(timeout=60)
+    assert second.returncode == 0
+    store = HistoryStore(db)
+    with store.session() as s:
+        newest = max(b.open_ms for b in s.bars("BTCUSDT", "1"))
+        day = BarRange(newest - 24 * 3600_000 + 60_000, newest + 60_000)
+        assert s.gaps("BTCUSDT", "1", within=day) == []
+        assert s.count("BTCUSDT", "1") >= before
+    store.close()
+    assert newest >= align_ms("1", int(time.time() * 1000)) - 2 * 60_000

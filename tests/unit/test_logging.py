@@ -98,3 +98,11 @@ def test_capture_helper_sees_event_names():
     with structlog.testing.capture_logs() as captured:
         get_logger("t").warning("ws.frame_rejected", what="kline frame")
     assert captured == [{"event": "ws.frame_rejected", "what": "kline frame", "log_level": "warning"}]
+
+
+def test_console_off_without_a_file_prints_nothing(capfd):
+    configure_logging(console="off", file_path=None)
+    get_logger("quiet").warning("quiet.event", detail="x")
+    logging.getLogger("pybit").warning("library warning")
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""

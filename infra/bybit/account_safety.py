@@ -1,0 +1,123 @@
+"""Startup safety of the account: one-way mode set and verified, disconnect-cancel-all armed.
+
+The reviewed design raised inside a singleton's constructor; here it is one
+call with a result the caller acts on: trading stays HALTED unless
+`AccountSafety.may_trade`. One-way mode is not trusted from the switch's
+answer (110025 "not modified" and 110024 "position exists" both leave the
+mode unknown to us); it is read back from the position rows of every
+symbol (`positionIdx` 0, one row).
+
+DCP is granted per account by Bybit. When `query-dcp-info` lists
+DERIVATIVES the window is set; otherwise `gateway.dcp_unavailable` is
+logged at error level on every start. The window only counts while a
+private WebSocket subscribes `dcp.future`: that subscription is the
+WsPrivate actor's job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from infra.bybit.errors import ExchangeError, Rejected
+from infra.bybit.gateway import Gateway
+from infra.bybit.models import DcpInfo
+from infra.logging import get_logger
+
+log = get_logger("gateway")
+
+
+@dataclass(frozen=True)
+class AccountSafety:
+    one_way: bool
+    one_way_problems: tuple[str, ...] = ()
+    switched: tuple[str, ...] = ()
+    dcp: DcpInfo = field(default_factory=lambda: DcpInfo(available=False))
+    dcp_armed: bool = False
+    dcp_window_s: int | None = None
+    dcp_problem: str | None = None
+
+    @property
+    def may_trade(self) -> bool:
+        """Trading needs a verified one-way account (DCP absence is loud, not blocking)."""
+        return self.one_way
+
+
+def ensure_one_way(gateway: Gateway, symbols: Iterable[str], *, switch: bool = True) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
+    """Switch each symbol to one-way (when `switch`) and verify it from the position rows.
+
+    Returns (verified, problems, switched_symbols).
+    """
+    symbols = list(symbols)
+    switched: list[str] = []
+    switch_errors: dict[str, str] = {}
+    if switch:
+        for symbol in symbols:
+            try:
+                if gateway.switch_to_one_way(symbol):
+                    switched.append(symbol)
+                    log.info("gateway.one_way_set", symbol=symbol)
+            except ExchangeError as exc:
+                # 110024/110028: a position or open order blocks the switch. The
+                # read-back below decides whether that matters.
+                switch_errors[symbol] = str(exc)
+    problems: list[str] = []
+    for symbol in symbols:
+        try:
+            rows = gateway.get_position_rows(symbol)
+        except ExchangeError as exc:
+            problems.append(f"{symbol}: position mode unknown ({exc})")
+            continue
+        if len(rows) != 1 or rows[0].position_idx != 0:
+            why = f"{symbol}: hedge mode (positionIdx {sorted(r.position_idx for r in rows)})"
+            if symbol in switch_errors:
+                why += f"; switching failed: {switch_errors[symbol]}"
+            problems.append(why)
+    if problems:
+        log.error("gateway.one_way_failed", problems=problems)
+    else:
+        log.info("gateway.one_way_verified", symbols=symbols, switched=switched)
+    return not problems, tuple(problems), tuple(switched)
+
+
+def ensure_dcp(gateway: Gateway, window_s: int, *, arm: bool = True) -> tuple[DcpInfo, bool, str | None]:
+    """Query DCP; arm it with `window_s` when the account has it. Returns (info, armed, problem)."""
+    try:
+        info = gateway.query_dcp()
+    except ExchangeError as exc:
+        problem = f"cannot query disconnect-cancel-all: {exc}"
+        log.error("gateway.dcp_unavailable", reason=problem)
+        return DcpInfo(available=False), False, problem
+    if not info.available:
+        problem = "the account has no disconnect-cancel-all for derivatives (Bybit grants it per account)"
+        log.error(
+            "gateway.dcp_unavailable",
+            reason=problem,
+            consequence="open orders stay live if the node loses its connection",
+        )
+        return info, False, problem
+    if not arm:
+        return info, info.enabled and info.window_s == window_s, None
+    try:
+        gateway.arm_dcp(window_s)
+    except (Rejected, ExchangeError) as exc:
+        problem = f"arming disconnect-cancel-all failed: {exc}"
+        log.error("gateway.dcp_arm_failed", window_s=window_s, error=str(exc))
+        return info, False, problem
+    log.info("gateway.dcp_armed", window_s=window_s, needs="a private socket subscribed to dcp.future")
+    return info, True, None
+
+
+def prepare_account(gateway: Gateway, symbols: Iterable[str], *, dcp_window_s: int) -> AccountSafety:
+    """What the node runs before it may trade: one-way mode, then DCP."""
+    one_way, problems, switched = ensure_one_way(gateway, symbols)
+    info, armed, dcp_problem = ensure_dcp(gateway, dcp_window_s)
+    return AccountSafety(
+        one_way=one_way,
+        one_way_problems=problems,
+        switched=switched,
+        dcp=info,
+        dcp_armed=armed,
+        dcp_window_s=dcp_window_s if armed else None,
+        dcp_problem=dcp_problem,
+    )

@@ -1,0 +1,300 @@
+"""History sync: make the store hold every bar the venue has in a range (DATA-006, DATA-007).
+
+What gets fetched is whatever the store lacks inside the requested range:
+the ranges before the first and after the last stored bar *and* every
+internal gap, all from the same SQL gap scan, minus the ranges the venue is
+known to have no bars for (the venue-hole ledger). So a second run over the
+same range fetches nothing, and a crash mid-sync is resumed by the next run.
+
+Each missing range is paged newest first, as Bybit serves it, in windows
+of at most `page_limit` bars (what the venue returns when a window holds
+more than `limit` bars is undocumented, so a window never does). Every page
+is stored as soon as it arrives, in its own short session, so the running
+node's DbWriter gets the file between pages and a crash loses at most one
+page. Bars still open at `now` are dropped. Bars a window should hold but
+the venue did not return are venue holes once they are older than
+`hole_grace_ms` (the venue may publish a just-closed bar a moment late):
+they are recorded, reported, and not asked for again. After an empty
+window, one probe asks whether the rest of the range holds anything at all,
+so the years before a symbol's listing cost one request, not thousands.
+
+Transient errors (timeouts, 5xx, dropped connections, rate limits) are
+retried per request with tenacity: exponential backoff with jitter,
+bounded, one `sync.retry` line per retry, never shorter than the venue's
+reset time. A ban or a rejection is not retried. A sync that cannot finish
+raises `SyncFailed` carrying the report of what it did; it never returns a
+short result as success.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable, Protocol, Sequence
+
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_random_exponential
+
+from infra.bybit.errors import ExchangeError, TransientError
+from infra.logging import get_logger
+from infra.store.errors import StoreError
+from infra.store.ranges import BarRange, missing_opens, windows_newest_first
+from infra.store.store import HistoryStore
+from messages.market import ClosedBar
+from messages.types import align_ms, ms_to_utc, next_open_ms, utc_to_ms
+
+PAGE_LIMIT = 1000
+
+
+class KlineSource(Protocol):
+    """One page of GET /v5/market/kline, exactly as the venue answered (the gateway's `fetch_klines`)."""
+
+    def fetch_klines(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int, limit: int = PAGE_LIMIT
+    ) -> list[ClosedBar]: ...
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 6  # per request, the first one included
+    initial_s: float = 0.5
+    max_s: float = 30.0  # cap of one backoff step
+    max_hint_s: float = 120.0  # the venue's reset time is honoured up to this
+
+
+@dataclass
+class SyncReport:
+    symbol: str
+    interval: str
+    wanted: BarRange | None
+    planned_bars: int = 0  # missing and fillable when the sync began
+    requests: int = 0
+    pages_stored: int = 0
+    bars_stored: int = 0
+    retries: int = 0
+    venue_holes: list[BarRange] = field(default_factory=list)  # found by this run
+    unpublished: list[BarRange] = field(default_factory=list)  # missing, but too recent to call a hole
+    remaining: list[BarRange] = field(default_factory=list)  # still fillable at the end (only on failure)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.remaining
+
+
+class SyncFailed(StoreError):
+    """The sync could not finish; `report` says what it did before it stopped."""
+
+    def __init__(self, report: SyncReport):
+        self.report = report
+        super().__init__(
+            f"sync {report.symbol} {report.interval} failed after {report.pages_stored} page(s) "
+            f"({report.bars_stored} bars stored): {report.error}"
+        )
+
+
+@dataclass(frozen=True)
+class Progress:
+    symbol: str
+    interval: str
+    done_bars: int
+    total_bars: int
+
+
+def wanted_range(interval: str, start_ms: int, end_ms: int, now_ms: int) -> BarRange | None:
+    """Bars overlapping [start, end) that have closed by `now`; None if there are none."""
+    first = align_ms(interval, start_ms)
+    stop = align_ms(interval, min(end_ms, now_ms))  # bars opening before this have closed
+    return BarRange(first, stop) if stop > first else None
+
+
+class HistorySync:
+    def __init__(
+        self,
+        store: HistoryStore,
+        source: KlineSource,
+        *,
+        now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        retry: RetryPolicy = RetryPolicy(),
+        page_limit: int = PAGE_LIMIT,
+        hole_grace_ms: int = 120_000,
+        progress: Callable[[Progress], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        if not 1 <= page_limit <= PAGE_LIMIT:
+            raise ValueError(f"page_limit must be within 1..{PAGE_LIMIT}")
+        self._store = store
+        self._source = source
+        self._now_ms = now_ms
+        self._retry = retry
+        self._page_limit = page_limit
+        self._hole_grace_ms = hole_grace_ms
+        self._progress = progress
+        self._sleep = sleep
+        self._log = get_logger("infra.store.sync")
+
+    def sync(self, symbol: str, interval: str, start: datetime, end: datetime) -> SyncReport:
+        """Fill every fillable gap of [start, end); raise SyncFailed if that cannot be done."""
+        now = self._now_ms()
+        wanted = wanted_range(interval, utc_to_ms(start), utc_to_ms(end), now)
+        report = SyncReport(symbol, interval, wanted)
+        if wanted is None:
+            return report
+        with self._store.session() as s:
+            plan = s.fillable_gaps(symbol, interval, wanted)
+        report.planned_bars = sum(r.bars(interval) for r in plan)
+        self._log.info("sync.started", symbol=symbol, interval=interval, start=wanted.describe(),
+                 missing_ranges=len(plan), missing_bars=report.planned_bars)
+        done = 0
+        try:
+            for rng in reversed(plan):  # newest range first, like the pages inside it
+                done = self._fill(symbol, interval, rng, now, report, done)
+        except (ExchangeError, StoreError) as exc:
+            report.error = f"{type(exc).__name__}: {exc}"
+        try:
+            with self._store.session() as s:
+                left = s.fillable_gaps(symbol, interval, wanted)
+                if report.error is None:
+                    s.mark_synced(symbol, interval)
+        except StoreError as exc:  # e.g. the file stayed busy: what is left is unknown, say so
+            report.error = report.error or f"{type(exc).__name__}: {exc}"
+            left = plan
+        recent = [r for r in left if r.end_ms > now - self._hole_grace_ms]
+        report.unpublished = recent
+        report.remaining = [r for r in left if r not in recent] if report.error is None else left
+        if report.remaining and report.error is None:
+            report.error = f"{sum(r.bars(interval) for r in report.remaining)} bars still missing after the sync"
+        fields = dict(symbol=symbol, interval=interval, requests=report.requests, pages=report.pages_stored,
+                      bars=report.bars_stored, retries=report.retries,
+                      venue_holes=[h.describe() for h in report.venue_holes] or None)
+        if not report.ok:
+            self._log.error("sync.failed", error=report.error, remaining=[r.describe() for r in report.remaining], **fields)
+            raise SyncFailed(report)
+        self._log.info("sync.done", unpublished=[r.describe() for r in report.unpublished] or None, **fields)
+        return report
+
+    def catch_up(self, symbol: str, interval: str, lookback_start: datetime) -> SyncReport:
+        """What a restart must refetch: every hole since `lookback_start`, and the whole tail
+        if the last stored bar is older than that.
+
+        The recent window is always re-checked rather than trusting the series'
+        recorded last bar: a crash loses the newest bars, and the check costs
+        one gap query, since only missing ranges are fetched.
+        """
+        with self._store.session() as s:
+            info = s.series_info(symbol, interval)
+        start = lookback_start
+        if info is not None and info.last_open is not None:
+            start = min(info.last_open, lookback_start)
+        return self.sync(symbol, interval, start, ms_to_utc(self._now_ms()))
+
+    # --- one missing range --------------------------------------------------
+
+    def _fill(self, symbol: str, interval: str, rng: BarRange, now: int, report: SyncReport, done: int) -> int:
+        """Page one missing range newest first; return the progress count after it."""
+        settled = done
+        probed = False
+        for window in windows_newest_first(interval, rng, self._page_limit):
+            bars = self._page(symbol, interval, window, now, report)
+            if not bars and not probed and window.start_ms > rng.start_ms:
+                probed = True
+                if not self._page(symbol, interval, BarRange(rng.start_ms, window.start_ms), now, report, probe=True):
+                    # Nothing at all further back (before the listing, say): one hole, no more requests.
+                    self._store_page(symbol, interval, [], BarRange(rng.start_ms, window.end_ms), now, report)
+                    settled = done + rng.bars(interval)
+                    self._report_progress(symbol, interval, report, settled)
+                    return settled
+            self._store_page(symbol, interval, bars, window, now, report)
+            settled += window.bars(interval)
+            self._report_progress(symbol, interval, report, settled)
+        return settled
+
+    def _page(self, symbol: str, interval: str, window: BarRange, now: int, report: SyncReport,
+              probe: bool = False) -> list[ClosedBar]:
+        """Closed bars of one window (fetched with retries), newest first as the venue sent them."""
+        last_open = window.last_open_ms(interval)
+        rows = self._fetch(symbol, interval, window.start_ms, last_open, report)
+        out = [b for b in rows
+               if window.start_ms <= b.open_ms < window.end_ms and next_open_ms(interval, b.open_ms) <= now]
+        if probe and out:
+            self._store_page(symbol, interval, out, None, now, report)
+        return out
+
+    def _store_page(self, symbol: str, interval: str, bars: Sequence[ClosedBar], window: BarRange | None,
+                    now: int, report: SyncReport) -> None:
+        holes: list[BarRange] = []
+        if window is not None:
+            settled_before = now - self._hole_grace_ms
+            for gap in missing_opens(interval, window, (b.open_ms for b in bars)):
+                if next_open_ms(interval, gap.start_ms) <= settled_before:
+                    end = min(gap.end_ms, align_ms(interval, settled_before))
+                    if end > gap.start_ms:
+                        holes.append(BarRange(gap.start_ms, end))
+        if not bars and not holes:
+            return
+        with self._store.session(threads=1) as s:
+            if bars:
+                result = s.write_bars(bars)
+                report.bars_stored += result.written
+                report.pages_stored += 1
+            if holes:
+                s.add_venue_holes(symbol, interval, holes)
+        if holes:
+            report.venue_holes.extend(holes)
+            self._log.info("sync.venue_hole", symbol=symbol, interval=interval, holes=[h.describe() for h in holes],
+                     bars=sum(h.bars(interval) for h in holes))
+
+    # --- requests -------------------------------------------------------------
+
+    def _fetch(self, symbol: str, interval: str, start_ms: int, end_ms: int, report: SyncReport) -> list[ClosedBar]:
+        policy = self._retry
+        backoff = wait_random_exponential(multiplier=policy.initial_s, max=policy.max_s)
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            hinted = getattr(exc, "retry_after_s", None) or 0.0
+            return max(backoff(state), min(float(hinted), policy.max_hint_s))
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            report.retries += 1
+            self._log.warning(
+                "sync.retry",
+                symbol=symbol,
+                interval=interval,
+                window=BarRange(start_ms, next_open_ms(interval, end_ms)).describe(),
+                attempt=state.attempt_number,
+                of=policy.attempts,
+                error=f"{type(exc).__name__}: {exc}",
+                wait_s=round(state.upcoming_sleep, 3),
+            )
+
+        def once() -> list[ClosedBar]:
+            report.requests += 1
+            return self._source.fetch_klines(symbol, interval, start_ms, end_ms, limit=PAGE_LIMIT)
+
+        retrying = Retrying(
+            stop=stop_after_attempt(policy.attempts),
+            wait=wait,
+            retry=retry_if_exception_type(TransientError),
+            before_sleep=before_sleep,
+            sleep=self._sleep,
+            reraise=True,
+        )
+        return retrying(once)
+
+    def _report_progress(self, symbol: str, interval: str, report: SyncReport, done: int) -> None:
+        if self._progress is not None:
+            self._progress(Progress(symbol, interval, min(done, report.planned_bars), report.planned_bars))
+
+
+__all__ = [
+    "HistorySync",
+    "KlineSource",
+    "Progress",
+    "RetryPolicy",
+    "SyncFailed",
+    "SyncReport",
+    "wanted_range",
+]

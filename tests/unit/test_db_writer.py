@@ -1,0 +1,246 @@
+"""DbWriter: batches closed bars into the history file, never loses one, drains on stop (DATA-014)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import pykka
+import pytest
+from structlog.testing import capture_logs
+
+from actors.base import ActorContext, Directory
+from actors.db_writer import DbWriter, FlushReport
+from infra.config import load_config
+from infra.bybit.errors import Rejected
+from infra.store import BarRange, HistoryStore
+from infra.store.testing import FakeVenue, make_series
+from messages.market import BarSource
+from messages.commands import Flush
+from messages.types import UTC, utc_to_ms
+
+pytestmark = pytest.mark.timeout(30)
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def wait_until(predicate, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def make_writer(write_config):
+    started: list[pykka.ActorRef] = []
+
+    def make(max_bars: int = 500, interval_ms: int = 60_000, source=None, **extra) -> tuple[pykka.ActorRef, HistoryStore]:
+        fields = {"flush_max_bars": max_bars, "flush_interval_ms": interval_ms, "lock_wait_ms": 50,
+                  "retry_max_ms": 100, **extra}
+        body = "db_writer:\n" + "".join(f"  {k}: {v}\n" for k, v in fields.items())
+        app = load_config(write_config(body))
+        store = HistoryStore.for_node(app.node, owner="test-observer")
+        ref = DbWriter.start(ActorContext(config=app, directory=Directory()), source=source)
+        started.append(ref)
+        return ref, store
+
+    return make
+
+
+def stored(store: HistoryStore) -> int:
+    if not store.exists():
+        return 0
+    with store.session(timeout_s=5) as s:
+        return s.count()
+
+
+def events(logs, name):
+    return [e for e in logs if e["event"] == name]
+
+
+def test_flushes_when_the_batch_is_full(make_writer):
+    with capture_logs() as logs:
+        ref, store = make_writer(max_bars=10)
+        for bar in make_series("BTCUSDT", "1", T0, 25):
+            ref.tell(bar)
+        wait_until(lambda: len(events(logs, "db.flush")) >= 1, what="a size flush")
+        flush = events(logs, "db.flush")[0]
+    assert flush["reason"] == "size" and flush["bars"] >= 10 and flush["duration_ms"] >= 0
+    assert stored(store) >= 10
+
+
+def test_flushes_after_the_interval(make_writer):
+    with capture_logs() as logs:
+        ref, store = make_writer(max_bars=1000, interval_ms=50)
+        for bar in make_series("BTCUSDT", "1", T0, 3):
+            ref.tell(bar)
+        wait_until(lambda: stored(store) == 3, what="an interval flush")
+    assert [e["reason"] for e in events(logs, "db.flush")] == ["interval"]
+
+
+def test_a_flush_ask_writes_now_and_reports(make_writer):
+    ref, store = make_writer()
+    bars = make_series("BTCUSDT", "60", T0, 40)
+    for bar in bars:
+        ref.tell(bar)
+    assert ref.ask(Flush(), timeout=10) == FlushReport(written=40, pending=0)
+    with store.session() as s:
+        assert s.bars("BTCUSDT", "60") == bars
+    assert ref.ask(Flush(), timeout=10) == FlushReport(written=0, pending=0)
+
+
+def test_a_repeated_bar_is_written_once_the_latest_copy(make_writer):
+    ref, store = make_writer()
+    first, second = make_series("BTCUSDT", "1", T0, 1)[0], None
+    second = first.model_copy(update={"close": Decimal("20003"), "high": Decimal("20100")})
+    ref.tell(first)
+    ref.tell(second)
+    assert ref.ask(Flush(), timeout=10).written == 1
+    with store.session() as s:
+        assert s.bars("BTCUSDT", "1") == [second]
+
+
+def test_drains_its_mailbox_on_stop(make_writer):
+    ref, store = make_writer(max_bars=100_000, interval_ms=600_000)
+    bars = make_series("BTCUSDT", "1", T0, 2000)
+    for bar in bars:
+        ref.tell(bar)
+    ref.stop(block=True, timeout=20)  # told after the bars: Pykka delivers them first
+    with store.session() as s:
+        assert s.count() == 2000 and s.gaps("BTCUSDT", "1") == []
+
+
+def test_a_busy_file_keeps_the_bars_and_retries_until_it_frees(make_writer):
+    with capture_logs() as logs:
+        ref, store = make_writer(max_bars=5)
+        holder_in, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with HistoryStore(store.path, owner="someone else").session():
+                holder_in.set()
+                release.wait(20)
+
+        holder = threading.Thread(target=hold, daemon=True)
+        holder.start()
+        assert holder_in.wait(10)
+        bars = make_series("BTCUSDT", "1", T0, 50)
+        for bar in bars:
+            ref.tell(bar)
+        wait_until(lambda: len(events(logs, "db.flush_failed")) >= 2, what="failed flushes")
+        report = ref.ask(Flush(), timeout=10)
+        assert report.written == 0 and report.pending == 50 and "someone else" in report.error
+        release.set()
+        holder.join(10)
+        wait_until(lambda: stored(store) == 50, what="the retry after the lock freed")
+    failed = events(logs, "db.flush_failed")[0]
+    assert failed["busy"] is True and failed["bars"] > 0 and failed["retry_in_ms"] > 0
+    assert events(logs, "db.flush")[-1]["failed_attempts"] >= 1
+    assert ref.is_alive()
+
+
+def test_an_unopenable_file_does_not_kill_the_writer(make_writer):
+    ref, store = make_writer(max_bars=3)
+    store.path.mkdir(parents=True)  # a directory where the file should be: every open fails
+    for bar in make_series("BTCUSDT", "1", T0, 3):
+        ref.tell(bar)
+    report = ref.ask(Flush(), timeout=10)
+    assert report.pending == 3 and report.error
+    assert ref.is_alive()
+    store.path.rmdir()
+    wait_until(lambda: stored(store) == 3, what="the retry once the file can be opened")
+
+
+def test_at_stop_it_waits_for_the_file_then_writes(make_writer):
+    ref, store = make_writer(max_bars=100_000, drain_timeout_s=15)
+    holder_in, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with HistoryStore(store.path).session():
+            holder_in.set()
+            release.wait(20)
+
+    threading.Thread(target=hold, daemon=True).start()
+    assert holder_in.wait(10)
+    for bar in make_series("BTCUSDT", "1", T0, 10):
+        ref.tell(bar)
+    stopper = threading.Thread(target=lambda: ref.stop(block=True, timeout=20))
+    stopper.start()
+    release.set()
+    stopper.join(20)
+    assert stored(store) == 10
+
+
+def test_a_drain_that_cannot_finish_says_what_is_missing(make_writer):
+    with capture_logs() as logs:
+        ref, store = make_writer(max_bars=100_000, drain_timeout_s=0.3)
+        holder_in, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with HistoryStore(store.path).session():
+                holder_in.set()
+                release.wait(20)
+
+        threading.Thread(target=hold, daemon=True).start()
+        assert holder_in.wait(10)
+        for bar in make_series("ETHUSDT", "5", T0, 4):
+            ref.tell(bar)
+        ref.stop(block=True, timeout=10)
+        release.set()
+    (failed,) = events(logs, "db.drain_failed")
+    assert failed["bars"] == 4
+    assert failed["ranges"] == {"ETHUSDT/5": ["2024-01-01T00:00:00+00:00", "2024-01-01T00:15:00+00:00"]}
+
+
+def test_a_bar_that_cannot_be_stored_is_logged_and_the_rest_written(make_writer):
+    with capture_logs() as logs:
+        ref, store = make_writer()
+        good, bad = make_series("BTCUSDT", "1", T0, 2)
+        bad = bad.model_copy(update={"turnover": Decimal("0.0000000000000000000001")})
+        ref.tell(good)
+        ref.tell(bad)
+        assert ref.ask(Flush(), timeout=10) == FlushReport(written=1, pending=0)
+    (rejected,) = events(logs, "db.bar_rejected")
+    assert rejected["open_time"] == bad.open_time.isoformat()
+    assert stored(store) == 1
+
+
+def test_at_start_it_refetches_what_the_last_run_left_missing(make_writer):
+    """A crash (or a stop) leaves the history ending early; the next start heals it from the venue."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    earlier = make_series("BTCUSDT", "1", now - timedelta(minutes=300), 200, source=BarSource.WS)
+    ref, store = make_writer()
+    for bar in earlier:
+        ref.tell(bar)
+    ref.stop(block=True, timeout=10)  # the history now ends 100 minutes ago
+    venue = FakeVenue(utc_to_ms(datetime.now(UTC)))
+    with capture_logs() as logs:
+        ref, store = make_writer(source=venue)
+        wait_until(lambda: any(e["event"] == "db.catch_up" for e in logs), what="the catch-up")
+    (done,) = [e for e in logs if e["event"] == "db.catch_up"]
+    assert done["log_level"] == "info" and done["series"]["BTCUSDT/1"].endswith("bars")
+    with store.session() as s:
+        info = s.series_info("BTCUSDT", "1")
+        assert s.gaps("BTCUSDT", "1") == []
+        # catch_up_days (1 in this config): the whole last day is made complete ...
+        assert info.first_open <= now - timedelta(days=1) + timedelta(minutes=1)
+        assert info.last_open >= now - timedelta(minutes=1)
+        assert s.bars("BTCUSDT", "1", BarRange(utc_to_ms(earlier[0].open_time), utc_to_ms(earlier[-1].close_time))) == earlier
+    # ... by fetching only what was missing: no request reaches into the stored run.
+    stored = (utc_to_ms(earlier[0].open_time), utc_to_ms(earlier[-1].open_time))
+    assert venue.requests and all(end < stored[0] or start > stored[1] for _, _, start, end, _ in venue.requests)
+
+
+def test_a_failed_catch_up_is_logged_and_the_writer_lives_on(make_writer):
+    venue = FakeVenue(utc_to_ms(datetime.now(UTC)), faults=[Rejected(10001, "params error")])
+    with capture_logs() as logs:
+        ref, store = make_writer(source=venue)
+        wait_until(lambda: any(e["event"] == "db.catch_up" for e in logs), what="the catch-up")
+        (done,) = [e for e in logs if e["event"] == "db.catch_up"]
+        assert done["log_level"] == "warning" and "10001" in done["series"]["BTCUSDT/1"]
+        bar = make_series("BTCUSDT", "1", T0, 1)[0]
+        ref.tell(bar)
+        assert ref.ask(Flush(), timeout=10).written == 1

@@ -1,0 +1,212 @@
+"""Sync against a Bybit-shaped kline source: every gap filled, venue holes remembered,
+transient errors retried, failure reported (DATA-006, DATA-007)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from structlog.testing import capture_logs
+
+from infra.bybit.errors import RateLimited, Rejected, TransientError
+from infra.store import BarRange, HistoryStore
+from infra.store.sync import HistorySync, RetryPolicy, SyncFailed
+from infra.store.testing import FakeVenue, make_series, opens
+from messages.types import UTC, ms_to_utc, utc_to_ms
+
+pytestmark = pytest.mark.timeout(30)
+
+NOW = datetime(2024, 3, 10, 12, 30, 30, tzinfo=UTC)  # mid-bar: the 12:30 minute is still open
+NOW_MS = utc_to_ms(NOW)
+OPEN = NOW.replace(second=0)  # the open bar; everything before it has closed
+DAY = timedelta(days=1)
+FAST = RetryPolicy(attempts=4, initial_s=0.01, max_s=0.05)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return HistoryStore(tmp_path / "sim.duckdb", lock_timeout_s=5)
+
+
+def syncer(store, venue, **kw):
+    waits: list[float] = []
+    kw.setdefault("retry", FAST)
+    s = HistorySync(store, venue, now_ms=lambda: venue.now_ms, sleep=waits.append, **kw)
+    s.waits = waits  # type: ignore[attr-defined]
+    return s
+
+
+def test_an_empty_store_is_filled_page_by_page_and_the_open_bar_dropped(store):
+    venue = FakeVenue(NOW_MS)
+    start = OPEN - 2 * DAY
+    report = syncer(store, venue).sync("BTCUSDT", "1", start, NOW + DAY)
+    expected = 2 * 1440  # up to 12:29, the last closed bar
+    assert report.ok and report.bars_stored == expected
+    assert report.requests == 3 and all(r[4] == 1000 for r in venue.requests)
+    # each request holds at most 1000 bars and asks newest first
+    spans = [(r[3] - r[2]) // 60_000 + 1 for r in venue.requests]
+    assert max(spans) <= 1000 and venue.requests[0][3] > venue.requests[1][3]
+    with store.session() as s:
+        assert s.count() == expected
+        assert s.gaps("BTCUSDT", "1", report.wanted) == []
+        assert s.series_info("BTCUSDT", "1").last_open == OPEN - timedelta(minutes=1)
+        assert s.series_info("BTCUSDT", "1").last_sync_at is not None
+
+
+def test_running_it_again_fetches_nothing(store):
+    venue = FakeVenue(NOW_MS, holes=[(utc_to_ms(NOW - DAY), utc_to_ms(NOW - DAY) + 30 * 60_000)])
+    sync = syncer(store, venue)
+    sync.sync("BTCUSDT", "1", NOW - 2 * DAY, NOW)
+    venue.requests.clear()
+    report = sync.sync("BTCUSDT", "1", NOW - 2 * DAY, NOW)
+    assert venue.requests == [] and report.ok and report.planned_bars == 0
+
+
+def test_internal_gaps_are_filled_not_only_the_edges(store):
+    """The reviewed sync fetched before the first and after the last bar only."""
+    start = OPEN - DAY
+    slots = list(opens("1", start, 1440))
+    have = make_series("BTCUSDT", "1", start, 1440, missing=[*range(100, 160), 700, *range(1000, 1003)])
+    store.write_bars(have[10:-10])
+    venue = FakeVenue(NOW_MS)
+    report = syncer(store, venue).sync("BTCUSDT", "1", start, ms_to_utc(slots[-1] + 60_000))
+    assert report.ok and report.bars_stored == 10 + 60 + 1 + 3 + 10
+    asked = sorted((r[2], r[3]) for r in venue.requests)
+    assert asked == sorted([(slots[0], slots[9]), (slots[100], slots[159]), (slots[700], slots[700]),
+                            (slots[1000], slots[1002]), (slots[1430], slots[1439])])
+    with store.session() as s:
+        assert s.gaps("BTCUSDT", "1") == [] and s.count() == 1440
+
+
+def test_a_venue_hole_is_remembered_and_reported_not_refetched(store):
+    hole = BarRange(utc_to_ms(OPEN - DAY), utc_to_ms(OPEN - DAY) + 90 * 60_000)
+    venue = FakeVenue(NOW_MS, holes=[(hole.start_ms, hole.end_ms)])
+    sync = syncer(store, venue)
+    report = sync.sync("BTCUSDT", "1", NOW - 2 * DAY, NOW)
+    assert report.ok and report.venue_holes == [hole]
+    with store.session() as s:
+        assert s.gaps("BTCUSDT", "1") == [hole]  # a gap in the data ...
+        assert s.fillable_gaps("BTCUSDT", "1") == []  # ... that the venue cannot fill
+        assert s.venue_holes("BTCUSDT", "1") == [hole]
+
+
+def test_the_years_before_listing_cost_one_probe_not_thousands_of_pages(store):
+    listing = OPEN - 3 * DAY
+    venue = FakeVenue(NOW_MS, listing_ms=utc_to_ms(listing))
+    report = syncer(store, venue).sync("BTCUSDT", "1", OPEN - 400 * DAY, NOW)
+    assert report.ok and report.bars_stored == 3 * 1440
+    # 4320 bars: four full pages and one with 320 bars, then one empty page and one probe.
+    assert report.requests == 7
+    before = BarRange(utc_to_ms(OPEN - 400 * DAY), utc_to_ms(listing))
+    with store.session() as s:
+        assert s.venue_holes("BTCUSDT", "1") == [before]
+        assert s.fillable_gaps("BTCUSDT", "1", report.wanted) == []
+
+
+def test_transient_errors_are_retried_with_one_log_line_each(store):
+    venue = FakeVenue(NOW_MS, faults=[TransientError("HTTP 503"), TransientError("connection reset")])
+    sync = syncer(store, venue)
+    with capture_logs() as logs:
+        report = sync.sync("BTCUSDT", "60", NOW - 10 * DAY, NOW)
+    assert report.ok and report.retries == 2 and report.bars_stored == 240
+    retries = [e for e in logs if e["event"] == "sync.retry"]
+    assert [e["attempt"] for e in retries] == [1, 2] and "HTTP 503" in retries[0]["error"]
+    assert len(sync.waits) == 2 and all(0 <= w <= FAST.max_s for w in sync.waits)
+
+
+def test_the_venues_reset_time_is_honoured(store):
+    venue = FakeVenue(NOW_MS, faults=[RateLimited("retCode 10006", retry_after_s=7.5)])
+    sync = syncer(store, venue)
+    assert sync.sync("BTCUSDT", "60", NOW - DAY, NOW).ok
+    assert sync.waits == [pytest.approx(7.5)]
+
+
+def test_a_sync_that_keeps_failing_reports_failure_never_a_short_success(store):
+    """The reviewed sync stopped at the first error and reported success with what it had."""
+    venue = FakeVenue(NOW_MS)
+    sync = syncer(store, venue)
+    real = venue.fetch_klines
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 2:  # two pages arrive, then the venue keeps failing
+            raise TransientError("HTTP 502")
+        return real(*args, **kwargs)
+
+    venue.fetch_klines = flaky  # type: ignore[method-assign]
+    with capture_logs() as logs, pytest.raises(SyncFailed) as err:
+        sync.sync("BTCUSDT", "1", OPEN - 4 * DAY, NOW)
+    report = err.value.report
+    assert not report.ok and report.pages_stored == 2 and report.bars_stored == 2000
+    assert report.retries == FAST.attempts - 1 and "HTTP 502" in report.error
+    assert [e["event"] for e in logs].count("sync.failed") == 1
+    with store.session() as s:
+        assert s.count() == 2000  # the pages that arrived were kept
+        assert s.series_info("BTCUSDT", "1").last_sync_at is None
+    # The next run resumes: it asks only for what is still missing.
+    venue.fetch_klines = real  # type: ignore[method-assign]
+    venue.requests.clear()
+    report = sync.sync("BTCUSDT", "1", OPEN - 4 * DAY, NOW)
+    assert report.ok and report.bars_stored == 4 * 1440 - 2000
+    assert all(r[3] < utc_to_ms(OPEN) - 2000 * 60_000 for r in venue.requests)
+
+
+def test_a_rejection_is_not_retried(store):
+    venue = FakeVenue(NOW_MS, faults=[Rejected(10001, "params error")])
+    with pytest.raises(SyncFailed) as err:
+        syncer(store, venue).sync("BTCUSDT", "1", NOW - DAY, NOW)
+    assert len(venue.requests) == 1 and "10001" in err.value.report.error
+
+
+def test_a_bar_too_recent_to_be_published_is_not_a_hole(store):
+    # The venue has not published the last two closed minutes yet.
+    last = utc_to_ms(OPEN)
+    venue = FakeVenue(NOW_MS, holes=[(last - 2 * 60_000, last)])
+    report = syncer(store, venue).sync("BTCUSDT", "1", NOW - DAY, NOW)
+    assert report.ok and report.venue_holes == []
+    assert report.unpublished == [BarRange(last - 2 * 60_000, last)]
+    with store.session() as s:
+        assert s.venue_holes("BTCUSDT", "1") == []
+    venue.holes = []  # published now: the next run fetches them
+    venue.requests.clear()
+    report = syncer(store, venue).sync("BTCUSDT", "1", NOW - DAY, NOW)
+    assert report.bars_stored == 2 and len(venue.requests) == 1
+
+
+@pytest.mark.parametrize("interval,days,bars", [("D", 500, 500), ("M", 900, 29), ("W", 200, 28)])
+def test_calendar_intervals(store, interval, days, bars):
+    venue = FakeVenue(NOW_MS)
+    report = syncer(store, venue).sync("ETHUSDT", interval, NOW - days * DAY, NOW)
+    assert report.ok
+    with store.session() as s:
+        assert s.gaps("ETHUSDT", interval, report.wanted) == []
+        assert abs(s.count() - bars) <= 1
+
+
+def test_catch_up_fetches_the_tail_from_the_last_stored_bar(store):
+    venue = FakeVenue(NOW_MS)
+    sync = syncer(store, venue)
+    sync.sync("BTCUSDT", "1", OPEN - DAY, OPEN - DAY / 2)
+    venue.requests.clear()
+    report = sync.catch_up("BTCUSDT", "1", lookback_start=OPEN - DAY / 4)  # the tail is older than the lookback
+    assert report.ok and report.bars_stored == 720
+    assert min(r[2] for r in venue.requests) >= utc_to_ms(OPEN - DAY / 2)
+
+
+def test_catch_up_heals_a_recent_internal_hole_behind_a_fresh_last_bar(store):
+    """A WebSocket outage leaves a hole while later bars keep arriving: the last bar is recent."""
+    venue = FakeVenue(NOW_MS)
+    sync = syncer(store, venue)
+    sync.sync("BTCUSDT", "1", OPEN - DAY, OPEN)
+    with store.session() as s:
+        s.conn.execute(
+            "DELETE FROM ohlcv WHERE open_time >= ? AND open_time < ?",
+            [OPEN - DAY / 2, OPEN - DAY / 2 + timedelta(minutes=10)],
+        )
+        assert len(s.gaps("BTCUSDT", "1")) == 1
+    venue.requests.clear()
+    report = sync.catch_up("BTCUSDT", "1", lookback_start=OPEN - DAY)
+    assert report.ok and report.bars_stored == 10
+    with store.session() as s:
+        assert s.gaps("BTCUSDT", "1") == []
