@@ -51,6 +51,7 @@ def on_dcp_subscribed(acct: Account, conn: Any) -> None:
 
 
 def on_private_gone(acct: Account, conn: Any, t: int) -> None:
+    """A connection closed or dropped its dcp topic; the last one to go starts the countdown."""
     if conn in acct.dcp_conns:
         del acct.dcp_conns[conn]
         if not acct.dcp_conns and acct.dcp_armed:
@@ -58,6 +59,7 @@ def on_private_gone(acct: Account, conn: Any, t: int) -> None:
 
 
 def dcp_due(acct: Account) -> int | None:
+    """When DCP fires (ms) unless a dcp subscriber comes back first; None when it is not counting down."""
     if not acct.dcp_available or not acct.dcp_armed or acct.dcp_gone_since is None:
         return None
     return acct.dcp_gone_since + acct.dcp_window_s * 1000 + 1
