@@ -203,32 +203,42 @@ class DbWriter(NodeActor):
 
     # --- catching up -------------------------------------------------------
 
-    def _on_catch_up(self, msg: CatchUp) -> dict[str, str]:
-        """Sync every configured series' recent window and tail (HistorySync.catch_up); never raise."""
+    def _on_catch_up(self, msg: CatchUp) -> dict[str, str] | None:
+        """Catch up one series (HistorySync.catch_up), then tell itself the rest; never raise.
+
+        Answers the outcome per series once the last one is done (None before).
+        """
         if self._source is None:
             return {}
-        self._flush("catch_up", self._lock_wait_s)  # what arrived first goes in first
-        sync = HistorySync(self._store, self._source)
-        lookback = now_utc() - timedelta(days=self._catch_up_days)
-        outcome: dict[str, str] = {}
-        for symbol, cfg in self._ctx.config.node.symbols.items():
-            for interval in cfg.intervals:
-                key = f"{symbol}/{interval}"
-                try:
-                    with self._store.session(timeout_s=self._lock_wait_s) as s:
-                        info = s.series_info(symbol, interval)
-                    if (info is None or info.last_open is None) and self._catch_up_days == 0:
-                        outcome[key] = "skipped"
-                        continue
-                    report = sync.catch_up(symbol, interval, lookback_start=lookback)
-                    outcome[key] = f"{report.bars_stored} bars"
-                except SyncFailed as exc:
-                    outcome[key] = f"failed: {exc.report.error}"
-                except Exception as exc:  # the actor must live on: bars keep arriving
-                    outcome[key] = f"failed: {exc!r}"
+        pending = msg.pending
+        if pending is None:
+            self._flush("catch_up", self._lock_wait_s)  # what arrived first goes in first
+            pending = tuple((s, i) for s, cfg in self._ctx.config.node.symbols.items() for i in cfg.intervals)
+        outcome = dict(msg.done)
+        if pending:
+            (symbol, interval), rest = pending[0], pending[1:]
+            outcome[f"{symbol}/{interval}"] = self._catch_up_series(symbol, interval)
+            if rest:
+                self.actor_ref.tell(CatchUp(reason=msg.reason, pending=rest, done=tuple(outcome.items())))
+                return None
         failed = {k: v for k, v in outcome.items() if v.startswith("failed")}
         (self._log.warning if failed else self._log.info)("db.catch_up", reason=msg.reason, series=outcome)
         return outcome
+
+    def _catch_up_series(self, symbol: str, interval: str) -> str:
+        try:
+            if self._catch_up_days == 0:
+                with self._store.session(timeout_s=self._lock_wait_s) as s:
+                    info = s.series_info(symbol, interval)
+                if info is None or info.last_open is None:
+                    return "skipped"
+            lookback = now_utc() - timedelta(days=self._catch_up_days)
+            report = HistorySync(self._store, self._source).catch_up(symbol, interval, lookback_start=lookback)
+            return f"{report.bars_stored} bars"
+        except SyncFailed as exc:
+            return f"failed: {exc.report.error}"
+        except Exception as exc:  # the actor must live on: bars keep arriving
+            return f"failed: {exc!r}"
 
     # --- lifecycle --------------------------------------------------------
 

@@ -102,10 +102,16 @@ class Flush(Message):
 
 
 class CatchUp(Message):
-    """Ask the DbWriter to fetch from the venue what the history lacks since its last stored bar.
+    """Ask the DbWriter to fetch from the venue what the recent history lacks.
 
     Told by the DbWriter to itself at start when it has a kline source, so
-    a crash or a stopped node leaves no hole behind.
+    a crash or a stopped node leaves no hole behind. It works one series per
+    message and tells itself the rest (`pending`, None meaning "every
+    configured series"), so a stop request is served between two series
+    instead of after the whole catch-up.
     """
 
     reason: str = "start"
+    pending: tuple[tuple[str, str], ...] | None = None
+    # Outcome per "SYMBOL/interval" so far, carried to the last step's log line.
+    done: tuple[tuple[str, str], ...] = ()

@@ -244,3 +244,31 @@ def test_a_failed_catch_up_is_logged_and_the_writer_lives_on(make_writer):
         bar = make_series("BTCUSDT", "1", T0, 1)[0]
         ref.tell(bar)
         assert ref.ask(Flush(), timeout=10).written == 1
+
+
+class GatedVenue(FakeVenue):
+    """Blocks the first fetch until the test opens the gate."""
+
+    def __init__(self, now_ms):
+        super().__init__(now_ms)
+        self.entered, self.gate = threading.Event(), threading.Event()
+
+    def fetch_klines(self, *args, **kwargs):
+        self.entered.set()
+        assert self.gate.wait(10), "the test never opened the gate"
+        return super().fetch_klines(*args, **kwargs)
+
+
+def test_a_stop_during_the_catch_up_is_served_between_two_series(write_config):
+    """Ctrl-C must not wait for every series of a long catch-up to be fetched."""
+    app = load_config(write_config(
+        "symbols:\n  BTCUSDT:\n    intervals: ['1', '5']\n  ETHUSDT:\n    intervals: ['1']\n"
+        "db_writer:\n  lock_wait_ms: 50\n"
+    ))
+    venue = GatedVenue(utc_to_ms(datetime.now(UTC)))
+    ref = DbWriter.start(ActorContext(config=app, directory=Directory()), source=venue)
+    assert venue.entered.wait(10)  # the first series is being fetched
+    stopped = ref.stop(block=False)  # queued behind the running step
+    venue.gate.set()
+    assert stopped.get(timeout=10) is True
+    assert {(sym, interval) for sym, interval, *_ in venue.requests} == {("BTCUSDT", "1")}
