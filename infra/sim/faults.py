@@ -112,7 +112,8 @@ class Faults:
         """Drop every open WebSocket of the channel. Without a close frame (default) it is a lost TCP connection."""
         chans = _channels(channel)
         return self._apply(
-            "drop_sockets", lambda: self._ex.drop_connections(chans, close_frame), channel=channel, close_frame=close_frame
+            "drop_sockets", lambda: self._ex.sessions.drop(chans, close_frame), channel=channel,
+            close_frame=close_frame,
         )
 
     def go_silent(self, channel: str = "all", seconds: float | None = None) -> None:
@@ -142,7 +143,8 @@ class Faults:
     def inject_frame(self, channel: str, text: str) -> int:
         """Send a raw text frame to every open connection of the channel."""
         chans = _channels(channel)
-        return self._apply("inject_frame", lambda: self._ex.broadcast_raw(chans, text), channel=channel, chars=len(text))
+        return self._apply("inject_frame", lambda: self._ex.sessions.broadcast_raw(chans, text), channel=channel,
+                           chars=len(text))
 
     def malformed_frames(self, channel: str = "public", kind: str = "not_json") -> int:
         """Inject one malformed frame per open connection: not_json, truncated, unknown_topic,
@@ -150,7 +152,8 @@ class Faults:
         if kind not in MALFORMED_KINDS:
             raise ValueError(f"kind must be one of {', '.join(MALFORMED_KINDS)}")
         chans = _channels(channel)
-        return self._apply("malformed_frames", lambda: self._ex.send_malformed(chans, kind), channel=channel, kind=kind)
+        return self._apply("malformed_frames", lambda: self._ex.sessions.send_malformed(chans, kind),
+                           channel=channel, kind=kind)
 
     # --- REST ------------------------------------------------------------------------
 

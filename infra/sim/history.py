@@ -8,11 +8,11 @@ configured hole do not exist (the page reaches further back instead).
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from infra.sim.instruments import fixed
-from infra.sim.market import Bar, Hole, SymbolModel, align_up, bar_opens_desc
-from messages.types import align_ms, next_open_ms
+from infra.sim.market import Bar, Hole, SymbolModel
+from messages.types import align_ms, interval_ms, next_open_ms
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 200
@@ -23,7 +23,7 @@ def select_opens(
 ) -> list[int]:
     """Open times of the bars a kline request returns, newest first."""
     holes = [h for h in holes if h.interval is None or h.interval == interval]
-    lowest = align_up(interval, max(start or 0, launch_ms))
+    lowest = _align_up(interval, max(start or 0, launch_ms))
     newest_allowed = align_ms(interval, now)
     out: list[int] = []
     if start is not None and end is None:
@@ -37,7 +37,7 @@ def select_opens(
     newest = min(end if end is not None else now, now)
     if newest < lowest:
         return []
-    for t in bar_opens_desc(interval, lowest, newest):
+    for t in _bar_opens_desc(interval, lowest, newest):
         if holes and any(h.covers(interval, t) for h in holes):
             continue
         out.append(t)
@@ -91,3 +91,20 @@ def ws_kline(model: SymbolModel, interval: str, bar: Bar, confirm: bool, ts: int
         # The last match inside the bar: never after the bar's last millisecond.
         "timestamp": min(ts, next_open_ms(interval, bar.open_ms) - 1),
     }
+
+
+def _bar_opens_desc(interval: str, lowest: int, newest: int) -> Iterator[int]:
+    """Open times from the bar containing `newest` down to the first >= `lowest`, newest first."""
+    t = align_ms(interval, newest)
+    step = interval_ms(interval)
+    while t >= lowest:
+        yield t
+        if step is not None:
+            t -= step
+        else:
+            t = align_ms("M", t - 1)
+
+
+def _align_up(interval: str, t: int) -> int:
+    a = align_ms(interval, t)
+    return a if a == t else next_open_ms(interval, a)

@@ -31,7 +31,7 @@ import numpy as np
 
 from infra.sim.ids import stream_key, uniform, uniform_array
 from infra.sim.instruments import Instrument
-from messages.types import align_ms, interval_ms, next_open_ms
+from messages.types import interval_ms, next_open_ms
 
 MIN_MS = 60_000
 DAY_MIN = 1440
@@ -461,20 +461,3 @@ class Hole:
 
     def covers(self, interval: str, open_ms: int) -> bool:
         return (self.interval is None or self.interval == interval) and self.start_ms <= open_ms <= self.end_ms
-
-
-def bar_opens_desc(interval: str, lowest: int, newest: int):
-    """Open times from the bar containing `newest` down to the first >= `lowest`, newest first."""
-    t = align_ms(interval, newest)
-    step = interval_ms(interval)
-    while t >= lowest:
-        yield t
-        if step is not None:
-            t -= step
-        else:
-            t = align_ms("M", t - 1)
-
-
-def align_up(interval: str, t: int) -> int:
-    a = align_ms(interval, t)
-    return a if a == t else next_open_ms(interval, a)

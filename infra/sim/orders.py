@@ -60,18 +60,23 @@ class Order:
         return self.status in OPEN_STATUSES
 
     @property
-    def is_conditional(self) -> bool:
-        return self.status == "Untriggered"
+    def is_tpsl(self) -> bool:
+        """A position's take-profit or stop-loss order (not a user's conditional order)."""
+        return self.stop_order_type in ("TakeProfit", "StopLoss")
 
     @property
     def leaves(self) -> int:
-        return self.qty - self.cum_qty if self.status in ("New", "PartiallyFilled", "Untriggered") else 0
+        return self.qty - self.cum_qty if self.is_open else 0
 
     def avg_price(self, inst: Instrument) -> str:
         if self.cum_qty == 0:
             return "0"
         avg = self.cum_value / inst.qty_dec(self.cum_qty)
         return dec_str(avg.quantize(Decimal(1).scaleb(-max(inst.price_scale, 2) - 2)))
+
+    def ack(self) -> dict:
+        """The result of a create, amend or cancel."""
+        return {"orderId": self.order_id, "orderLinkId": self.link_id}
 
     def wire(self, inst: Instrument, ws: bool, zero_avg: bool = False) -> dict:
         p = inst.price_str
@@ -145,13 +150,17 @@ class Position:
     open_fee: Decimal = Decimal(0)  # fees paid opening the open size
     take_profit: int | None = None
     stop_loss: int | None = None
-    tp_trigger_by: str = "LastPrice"
-    sl_trigger_by: str = "LastPrice"
     cur_realised: Decimal = Decimal(0)
     cum_realised: Decimal = Decimal(0)
     updated: int = 0
     seq: int = 0
-    leverage_set_at: int = 0
+
+    def set_level(self, kind: str, level: int | None) -> None:
+        """Set the take-profit or the stop-loss level; `kind` is the TP/SL order's stopOrderType."""
+        if kind == "TakeProfit":
+            self.take_profit = level
+        else:
+            self.stop_loss = level
 
     def avg_entry(self, inst: Instrument) -> Decimal:
         if self.size == 0:

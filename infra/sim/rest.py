@@ -15,24 +15,23 @@ from typing import TYPE_CHECKING, Any, Callable
 from aiohttp import web
 
 from infra.logging import get_logger
+from infra.sim import cancel_amend, dcp, listings, order_entry, position_settings
 from infra.sim.auth import check_rest_auth
 from infra.sim.clock import wall_ms
 from infra.sim.history import DEFAULT_LIMIT, MAX_LIMIT, bars_for, rest_row, select_opens
+from infra.sim.params import int_param, market_category
 from infra.sim.ratelimit import limit_headers
-from infra.sim.wire import TOO_MANY_VISITS, SimError, dumps, envelope, param_error
+from infra.sim.wire import TOO_MANY_VISITS, Raw, SimError, dumps, envelope, param_error
 from messages.types import INTERVALS
 
 if TYPE_CHECKING:
+    from infra.sim.account import Account
     from infra.sim.exchange import Exchange
 
 log = get_logger("sim")
 
 Params = dict[str, Any]
 Handler = Callable[["Exchange", Params, int], Any]
-
-
-class Raw(dict):
-    """A handler result that is the whole response body (DCP answers without `result`)."""
 
 
 @dataclass(frozen=True)
@@ -119,43 +118,6 @@ def _params(request: web.Request, payload: bytes) -> Params:
     return data
 
 
-# --- parameter helpers ---------------------------------------------------------------
-
-
-def category(p: Params, required: bool = True) -> None:
-    value = p.get("category")
-    if value is None or value == "":
-        if required:
-            raise param_error("params error: category is required")
-        return
-    if value != "linear":
-        raise param_error(f"params error: category {value} is not supported by this venue (linear only)")
-
-
-def symbol_of(ex: "Exchange", p: Params, required: bool = True) -> str | None:
-    value = p.get("symbol")
-    if value is None or value == "":
-        if required:
-            raise param_error("params error: symbol is required")
-        return None
-    if value not in ex.models:
-        raise param_error("params error: symbol invalid")
-    return str(value)
-
-
-def int_param(p: Params, name: str, default: int | None = None, lo: int | None = None, hi: int | None = None) -> int | None:
-    value = p.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        raise param_error(f"params error: {name} must be an integer") from None
-    if lo is not None and n < lo or hi is not None and n > hi:
-        raise param_error(f"params error: {name} out of range")
-    return n
-
-
 # --- market ------------------------------------------------------------------------------
 
 
@@ -166,7 +128,7 @@ def market_time(ex: "Exchange", p: Params, now: int) -> Any:
 
 @route("GET", "/v5/market/kline")
 def market_kline(ex: "Exchange", p: Params, now: int) -> Any:
-    category(p, required=False)
+    market_category(p, required=False)
     symbol = p.get("symbol")
     if not symbol:
         raise param_error("params error: symbol is required")
@@ -188,17 +150,17 @@ def market_kline(ex: "Exchange", p: Params, now: int) -> Any:
 
 @route("GET", "/v5/market/tickers")
 def market_tickers(ex: "Exchange", p: Params, now: int) -> Any:
-    category(p)
+    market_category(p)
     value = p.get("symbol")
     if value and value not in ex.models:
         raise param_error("Not supported symbols")
     symbols = [value] if value else list(ex.models)
-    return {"category": "linear", "list": [ex.rest_ticker(s, now) for s in symbols]}
+    return {"category": "linear", "list": [ex.feed.rest_ticker(s, now) for s in symbols]}
 
 
 @route("GET", "/v5/market/instruments-info")
 def market_instruments(ex: "Exchange", p: Params, now: int) -> Any:
-    category(p)
+    market_category(p)
     value = p.get("symbol")
     status = p.get("status") or "Trading"
     base = p.get("baseCoin")
@@ -252,37 +214,38 @@ def instrument_info(inst: Any) -> dict:
 
 # --- account (private) ----------------------------------------------------------------------
 
+AccountHandler = Callable[["Account", Params, int], Any]
 
-def _account(method: str, path: str, name: str) -> None:
+
+def _account(method: str, path: str, fn: AccountHandler) -> None:
     def handler(ex: "Exchange", p: Params, now: int) -> Any:
-        return getattr(ex.account, name)(p, now)
+        return fn(ex.account, p, now)
 
-    handler.__name__ = name
+    handler.__name__ = fn.__name__
     route(method, path, private=True)(handler)
 
 
-for _method, _path, _name in (
-    ("POST", "/v5/order/create", "create_order"),
-    ("POST", "/v5/order/amend", "amend_order"),
-    ("POST", "/v5/order/cancel", "cancel_order"),
-    ("POST", "/v5/order/cancel-all", "cancel_all"),
-    ("GET", "/v5/order/realtime", "realtime"),
-    ("GET", "/v5/order/history", "history"),
-    ("POST", "/v5/order/disconnected-cancel-all", "set_dcp"),
-    ("GET", "/v5/execution/list", "execution_list"),
-    ("GET", "/v5/position/list", "position_list"),
-    ("GET", "/v5/position/closed-pnl", "closed_pnl_list"),
-    ("POST", "/v5/position/trading-stop", "trading_stop"),
-    ("POST", "/v5/position/set-leverage", "set_leverage"),
-    ("POST", "/v5/position/switch-mode", "switch_mode"),
-    ("GET", "/v5/account/wallet-balance", "wallet_balance"),
-    ("GET", "/v5/account/fee-rate", "fee_rate"),
-    ("GET", "/v5/account/query-dcp-info", "dcp_info"),
+for _method, _path, _fn in (
+    ("POST", "/v5/order/create", order_entry.create_order),
+    ("POST", "/v5/order/amend", cancel_amend.amend_order),
+    ("POST", "/v5/order/cancel", cancel_amend.cancel_order),
+    ("POST", "/v5/order/cancel-all", cancel_amend.cancel_all),
+    ("GET", "/v5/order/realtime", listings.realtime),
+    ("GET", "/v5/order/history", listings.history),
+    ("POST", "/v5/order/disconnected-cancel-all", dcp.set_dcp),
+    ("GET", "/v5/execution/list", listings.execution_list),
+    ("GET", "/v5/position/list", listings.position_list),
+    ("GET", "/v5/position/closed-pnl", listings.closed_pnl_list),
+    ("POST", "/v5/position/trading-stop", position_settings.trading_stop),
+    ("POST", "/v5/position/set-leverage", position_settings.set_leverage),
+    ("POST", "/v5/position/switch-mode", position_settings.switch_mode),
+    ("GET", "/v5/account/wallet-balance", listings.wallet_balance),
+    ("GET", "/v5/account/fee-rate", listings.fee_rate),
+    ("GET", "/v5/account/query-dcp-info", dcp.dcp_info),
 ):
-    _account(_method, _path, _name)
+    _account(_method, _path, _fn)
 
 
 @route("GET", "/v5/user/query-api", private=True)
 def user_query_api(ex: "Exchange", p: Params, now: int) -> Any:
-    """The key's permissions. No withdrawal permission unless a test grants one."""
-    return ex.account.api_key_info(now)
+    return listings.api_key_info(ex.account, ex.api_key)

@@ -27,7 +27,7 @@ from infra.logging import get_logger
 from infra.sim.clock import Clock, ManualClock, WallClock
 from infra.sim.exchange import EXCHANGE, WALL_TICK_S, Exchange
 from infra.sim.faults import Faults
-from infra.sim.ratelimit import EndpointLimiter, IpLimiter
+from infra.sim.ratelimit import IpLimiter
 from infra.sim import rest, ws
 
 log = get_logger("sim")
@@ -63,10 +63,8 @@ class Simulator:
         self.port = port
         self._ex = Exchange(
             list(symbols), seed, api_key, api_secret, self.clock, dcp_available, Decimal(str(starting_balance_usdt)),
-            ack_delay_s=ack_delay_s,
+            ack_delay_s=ack_delay_s, ip_limiter=IpLimiter(limit=ip_limit_per_5s, ban_s=ip_ban_s),
         )
-        self._ex.endpoint_limiter = EndpointLimiter()  # type: ignore[attr-defined]
-        self._ex.ip_limiter = IpLimiter(limit=ip_limit_per_5s, ban_s=ip_ban_s)  # type: ignore[attr-defined]
         self.faults: Faults = self._ex.faults
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -199,7 +197,7 @@ class Simulator:
     async def _shutdown(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
-        for conn in list(self._ex.conns):
+        for conn in list(self._ex.sessions.conns):
             conn.abort()
         if self._server is not None:
             self._server.close()

@@ -37,6 +37,10 @@ class SimError(Exception):
         self.msg = msg
 
 
+class Raw(dict):
+    """A handler result that is the whole response body (DCP answers without `result`)."""
+
+
 def param_error(msg: str) -> SimError:
     return SimError(PARAM_ERROR, msg)
 

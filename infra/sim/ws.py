@@ -106,8 +106,8 @@ async def _handle(request: web.Request, kind: str) -> web.StreamResponse:
         return web.Response(status=403, text="access too frequent")
     ws = web.WebSocketResponse(autoping=True, heartbeat=None, max_msg_size=1 << 20)
     await ws.prepare(request)
-    conn = Conn(ex, ws, kind, ex.new_conn_id(kind), request.transport)
-    ex.register(conn)
+    conn = Conn(ex, ws, kind, ex.sessions.new_conn_id(kind), request.transport)
+    ex.sessions.register(conn)
     log.info("sim.ws.connected", channel=kind, conn_id=conn.conn_id)
     try:
         async for msg in ws:
@@ -118,11 +118,11 @@ async def _handle(request: web.Request, kind: str) -> web.StreamResponse:
             except ValueError:
                 continue
             if isinstance(frame, dict):
-                ex.on_frame(conn, frame)
+                ex.sessions.on_frame(conn, frame)
     finally:
         conn.closed = True
         conn.writer.cancel()
-        ex.unregister(conn)
+        ex.sessions.unregister(conn)
         log.info("sim.ws.disconnected", channel=kind, conn_id=conn.conn_id)
     return ws
 
