@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from infra.sim.clock import Clock
 from infra.sim.ids import IdSource
 from infra.sim.wire import dumps
-from infra.sim.ws import DCP_TOPICS, PRIVATE, PRIVATE_TOPICS, PUBLIC, Conn, on_auth, on_ping
+from infra.sim.ws import DCP_TOPICS, PRIVATE, PRIVATE_TOPICS, PUBLIC, Conn, on_auth, on_ping, op_ack
 from messages.types import INTERVALS
 
 if TYPE_CHECKING:
@@ -144,7 +144,7 @@ class Sessions:
                 self.subs.setdefault(topic, {})[conn] = None
         conn.pause(self._ack_delay_s)
         ack_ok = not problems and bool(args)
-        conn.send_obj(_sub_ack(conn, "subscribe", req_id, ack_ok, problems[0] if problems else ""))
+        conn.send_obj(op_ack(conn, "subscribe", req_id, ack_ok, problems[0] if problems else ""))
         self._on_subscribed(conn, new)
 
     def _unsubscribe(self, conn: Conn, frame: dict) -> None:
@@ -156,7 +156,7 @@ class Sessions:
                 self.subs.get(topic, {}).pop(conn, None)
                 if topic in DCP_TOPICS and not any(t in conn.topics for t in DCP_TOPICS):
                     self._on_private_gone(conn)
-        conn.send_obj(_sub_ack(conn, "unsubscribe", frame.get("req_id"), True))
+        conn.send_obj(op_ack(conn, "unsubscribe", frame.get("req_id"), True))
 
     # --- pushes --------------------------------------------------------------------------------
 
@@ -178,11 +178,3 @@ class Sessions:
         if topic == "execution" and text is not None and self._faults.state.duplicate_executions > 0:
             self._faults.state.duplicate_executions -= 1
 
-
-def _sub_ack(conn: Conn, op: str, req_id: Any, success: bool, ret_msg: str = "") -> dict:
-    if conn.kind == PUBLIC:
-        return {"success": success, "ret_msg": ret_msg, "conn_id": conn.conn_id, "req_id": req_id or "", "op": op}
-    ack: dict[str, Any] = {"success": success, "ret_msg": ret_msg, "op": op, "conn_id": conn.conn_id}
-    if req_id:
-        ack["req_id"] = req_id
-    return ack

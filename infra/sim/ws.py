@@ -158,15 +158,22 @@ def check_ws_auth(args: Any, keys: dict[str, str]) -> str | None:
     return None
 
 
+def op_ack(conn: Conn, op: str, req_id: Any, success: bool, ret_msg: str = "") -> dict:
+    """The answer to an op, in the channel's own shape (REFERENCE.md 4.3-4.4)."""
+    if conn.kind == PUBLIC:
+        return {"success": success, "ret_msg": ret_msg, "conn_id": conn.conn_id, "req_id": req_id or "", "op": op}
+    ack: dict[str, Any] = {"success": success, "ret_msg": ret_msg, "op": op, "conn_id": conn.conn_id}
+    if req_id:
+        ack["req_id"] = req_id
+    return ack
+
+
 def on_auth(conn: Conn, frame: dict, keys: dict[str, str], delay_s: float) -> bool:
     if conn.kind != PRIVATE:
-        conn.send_obj(_ack(conn, "auth", frame.get("req_id"), False, "Params Error"))
+        conn.send_obj(op_ack(conn, "auth", frame.get("req_id"), False, "Params Error"))
         return False
     problem = check_ws_auth(frame.get("args"), keys)
     conn.authed = problem is None
     conn.pause(delay_s)
-    ack = {"success": problem is None, "ret_msg": problem or "", "op": "auth", "conn_id": conn.conn_id}
-    if frame.get("req_id"):
-        ack["req_id"] = frame["req_id"]
-    conn.send_obj(ack)
+    conn.send_obj(op_ack(conn, "auth", frame.get("req_id"), problem is None, problem or ""))
     return conn.authed

@@ -96,3 +96,19 @@ def test_post_with_a_bad_signature_is_10004(sim):
     with pytest.raises(InvalidRequestError) as err:
         http.place_order(category="linear", symbol="BTCUSDT", side="Buy", orderType="Market", qty="0.001")
     assert err.value.status_code == 10004
+
+
+def test_auth_on_a_public_socket_is_refused_and_the_socket_lives_on(sim):
+    import json
+
+    from websocket import create_connection
+
+    ws = create_connection(sim.urls.ws_public, timeout=5)
+    try:
+        ws.send(json.dumps({"op": "auth", "req_id": "a1", "args": ["k", 1, "sig"]}))
+        answer = json.loads(ws.recv())
+        assert answer["op"] == "auth" and answer["success"] is False and answer["req_id"] == "a1"
+        ws.send(json.dumps({"op": "ping"}))
+        assert json.loads(ws.recv())["ret_msg"] == "pong"
+    finally:
+        ws.close()
