@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from infra.bybit.clients import VenueUrls
+from infra.bybit.clients import VenueUrls, simulator_urls
 from infra.logging import get_logger
 from infra.sim.clock import Clock, ManualClock, WallClock
 from infra.sim.exchange import EXCHANGE, WALL_TICK_S, Exchange
@@ -164,9 +164,7 @@ class Simulator:
         self._server = await loop.create_server(protocol, self.host, self.port, reuse_address=True)
         self._runner = runner
         port = self._server.sockets[0].getsockname()[1]
-        base = f"{self.host}:{port}"
-        self._urls = VenueUrls(rest=f"http://{base}", ws_public=f"ws://{base}/v5/public/linear",
-                               ws_private=f"ws://{base}/v5/private")
+        self._urls = simulator_urls(f"http://{self.host}:{port}")
         if not isinstance(self.clock, ManualClock):
             self._ticker = loop.create_task(self._wall_ticks())
 
