@@ -203,3 +203,14 @@ def test_after_a_crash_the_next_start_heals_the_missing_range(tmp_path):
         assert s.count("BTCUSDT", "1") >= before
     store.close()
     assert newest >= align_ms("1", int(time.time() * 1000)) - 2 * 60_000
+
+
+def test_the_node_can_use_a_simulator_running_elsewhere(tmp_path, sim_factory):
+    """README: `python -m infra.sim ...`, then point the node at it with its REST URL alone."""
+    sim = sim_factory(api_key="sim-api-key", api_secret="sim-api-secret")  # the sim section's pair
+    proc = _start(tmp_path, "run", "--duration", "2", BYBIT_NODE_EXCHANGE__REST_URL=sim.urls.rest)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    connected = {e["url"] for e in read_events(_log(tmp_path)) if e["event"] == "ws.connected"}
+    assert connected == {sim.urls.ws_public, sim.urls.ws_private}
+    assert "sim.started" not in _names(read_events(_log(tmp_path)))  # no second simulator
