@@ -113,6 +113,10 @@ class Instrument(Message):
             )
         return price
 
+    def checked_tick_price(self, price: Decimal, what: str) -> Decimal:
+        """`price` to the nearest tick, or OrderRefused (TP/SL, triggers, amends)."""
+        return self.checked_price(self.round_trigger_price(price), what)
+
     def check_notional(self, qty: Decimal, price: Decimal) -> None:
         notional = qty * price
         if notional < self.min_notional:
