@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 from infra.bybit.errors import ExchangeError, MalformedResponse
 from infra.bybit.models import ApiKeyInfo, ClosedPnl
 from infra.bybit.product import CATEGORY, SETTLE_COIN
 from infra.bybit.rate_limit import Lane
-from infra.bybit.sender import Sender
-from infra.bybit.transport import Endpoints
+from infra.bybit.sender import Sender, parsing
+from infra.bybit.transport import Endpoint, Endpoints
 from messages._parse import MalformedPayload
 from messages.account import Execution, Order, Position, Wallet
+
+T = TypeVar("T")
 
 _SEVEN_DAYS_MS = 7 * 24 * 3600 * 1000
 
@@ -39,10 +41,8 @@ class AccountReads:
                     f"no position row for {symbol}: a symbol query always returns one, so this is not 'flat'",
                     endpoint=Endpoints.POSITIONS.path,
                 )
-            try:
+            with parsing(Endpoints.POSITIONS):
                 return [Position.from_bybit(r) for r in rows]
-            except MalformedPayload as exc:
-                raise MalformedResponse(str(exc), endpoint=Endpoints.POSITIONS.path) from None
 
         return self._sender.retrying("get_position", lane, fetch)
 
@@ -64,10 +64,8 @@ class AccountReads:
         rows; to conclude "flat" for a symbol, use `get_position(symbol)`.
         """
         items = self._sender.pages(Endpoints.POSITIONS, self._sender.lane(Lane.QUERY), {"category": CATEGORY, "settleCoin": SETTLE_COIN, "limit": 200})
-        try:
+        with parsing(Endpoints.POSITIONS):
             return [p for p in (Position.from_bybit(i) for i in items) if p.is_open]
-        except MalformedPayload as exc:
-            raise MalformedResponse(str(exc), endpoint=Endpoints.POSITIONS.path) from None
 
     def get_open_orders(self, symbol: str | None = None, *, order_filter: str | None = None) -> list[Order]:
         """Open orders (conditional ones included unless filtered), of `symbol` or of every USDT contract."""
@@ -76,20 +74,16 @@ class AccountReads:
         if order_filter:
             params["orderFilter"] = order_filter
         items = self._sender.pages(Endpoints.OPEN_ORDERS, self._sender.lane(Lane.QUERY), params)
-        try:
+        with parsing(Endpoints.OPEN_ORDERS):
             return [Order.from_bybit(i) for i in items]
-        except MalformedPayload as exc:
-            raise MalformedResponse(str(exc), endpoint=Endpoints.OPEN_ORDERS.path) from None
 
     def get_wallet(self) -> Wallet:
         answer = self._sender.retried(Endpoints.WALLET, self._sender.lane(Lane.QUERY), {"accountType": "UNIFIED"})
         items = answer.result.get("list") or []
         if not items:
             raise MalformedResponse("wallet-balance without an account", endpoint=Endpoints.WALLET.path)
-        try:
+        with parsing(Endpoints.WALLET):
             return Wallet.from_bybit(items[0], answer.time_ms or int(time.time() * 1000))
-        except MalformedPayload as exc:
-            raise MalformedResponse(str(exc), endpoint=Endpoints.WALLET.path) from None
 
     def get_executions(
         self,
@@ -100,30 +94,10 @@ class AccountReads:
         exec_type: str | None = None,
     ) -> list[Execution]:
         """Executions (fills, funding), newest first per 7-day chunk; longer ranges are split."""
-        base: dict[str, Any] = {"category": CATEGORY, "limit": 100}
-        if symbol:
-            base["symbol"] = symbol
-        if exec_type:
-            base["execType"] = exec_type
-        out: list[Execution] = []
-        for chunk in _seven_day_chunks(start_ms, end_ms):
-            try:
-                out += [Execution.from_bybit(i) for i in self._sender.pages(Endpoints.EXECUTIONS, self._sender.lane(Lane.QUERY), {**base, **chunk})]
-            except MalformedPayload as exc:
-                raise MalformedResponse(str(exc), endpoint=Endpoints.EXECUTIONS.path) from None
-        return out
+        return self._by_week(Endpoints.EXECUTIONS, Execution.from_bybit, start_ms, end_ms, symbol=symbol, execType=exec_type)
 
     def get_closed_pnl(self, *, start_ms: int | None = None, end_ms: int | None = None, symbol: str | None = None) -> list[ClosedPnl]:
-        base: dict[str, Any] = {"category": CATEGORY, "limit": 100}
-        if symbol:
-            base["symbol"] = symbol
-        out: list[ClosedPnl] = []
-        for chunk in _seven_day_chunks(start_ms, end_ms):
-            try:
-                out += [ClosedPnl.from_bybit(i) for i in self._sender.pages(Endpoints.CLOSED_PNL, self._sender.lane(Lane.QUERY), {**base, **chunk})]
-            except MalformedPayload as exc:
-                raise MalformedResponse(str(exc), endpoint=Endpoints.CLOSED_PNL.path) from None
-        return out
+        return self._by_week(Endpoints.CLOSED_PNL, ClosedPnl.from_bybit, start_ms, end_ms, symbol=symbol)
 
     def get_api_key_info(self) -> ApiKeyInfo:
         answer = self._sender.retried(Endpoints.API_KEY, self._sender.lane(Lane.QUERY))
@@ -131,6 +105,22 @@ class AccountReads:
             return ApiKeyInfo.from_bybit(answer.result)
         except (MalformedPayload, ValueError, TypeError) as exc:
             raise MalformedResponse(f"api key info: {exc}", endpoint=Endpoints.API_KEY.path) from None
+
+    def _by_week(
+        self,
+        endpoint: Endpoint,
+        parse: Callable[[Mapping[str, Any]], T],
+        start_ms: int | None,
+        end_ms: int | None,
+        **filters: str | None,
+    ) -> list[T]:
+        """Every item of a time-ranged listing, one paged query per 7-day chunk; unset filters are left out."""
+        base = {"category": CATEGORY, "limit": 100, **{name: value for name, value in filters.items() if value}}
+        out: list[T] = []
+        for chunk in _seven_day_chunks(start_ms, end_ms):
+            with parsing(endpoint):
+                out += [parse(i) for i in self._sender.pages(endpoint, self._sender.lane(Lane.QUERY), {**base, **chunk})]
+        return out
 
 
 def _seven_day_chunks(start_ms: int | None, end_ms: int | None) -> Iterator[dict[str, int]]:

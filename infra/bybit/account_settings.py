@@ -99,13 +99,13 @@ class AccountSettings(InstrumentLookup):
             raise ValueError("the DCP window must be within 3..300 s")
         lane = self._sender.lane(Lane.ORDER)
         params = {"product": "DERIVATIVES", "timeWindow": window_s}
-        self._sender.retrying("set_dcp", lane, lambda: self._sender.once(Endpoints.SET_DCP, lane, params))
+        self._sender.retried(Endpoints.SET_DCP, lane, params, call="set_dcp")
 
     def _idempotent_write(self, what: str, endpoint: Endpoint, params: Mapping[str, Any], not_modified: int) -> bool:
         """True: the venue changed something; False: it already was so ("not modified")."""
         lane = self._sender.lane(Lane.ORDER)
         try:
-            self._sender.retrying(what, lane, lambda: self._sender.once(endpoint, lane, params))
+            self._sender.retried(endpoint, lane, params, call=what)
         except Rejected as exc:
             if exc.ret_code == not_modified:
                 return False

@@ -11,13 +11,12 @@ import threading
 import time
 from typing import Mapping
 
-from infra.bybit.errors import MalformedResponse, Rejected
+from infra.bybit.errors import Rejected
 from infra.bybit.instruments import Instrument
 from infra.bybit.product import CATEGORY
 from infra.bybit.rate_limit import Lane
-from infra.bybit.sender import Sender
+from infra.bybit.sender import Sender, parsing
 from infra.bybit.transport import Endpoints
-from messages._parse import MalformedPayload
 
 
 class InstrumentCache:
@@ -55,9 +54,7 @@ class InstrumentLookup:
         match = [i for i in items if isinstance(i, Mapping) and i.get("symbol") == symbol]
         if not match:
             raise Rejected(10001, f"the venue lists no linear instrument {symbol}", endpoint=Endpoints.INSTRUMENTS.path)
-        try:
+        with parsing(Endpoints.INSTRUMENTS):
             inst = Instrument.from_bybit(match[0])
-        except MalformedPayload as exc:
-            raise MalformedResponse(str(exc), endpoint=Endpoints.INSTRUMENTS.path) from None
         self._instruments.put(symbol, now, inst)
         return inst

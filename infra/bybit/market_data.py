@@ -8,9 +8,8 @@ from infra.bybit.errors import MalformedResponse
 from infra.bybit.models import ServerTime
 from infra.bybit.product import CATEGORY
 from infra.bybit.rate_limit import Lane
-from infra.bybit.sender import Sender
+from infra.bybit.sender import Sender, parsing
 from infra.bybit.transport import Endpoints
-from messages._parse import MalformedPayload
 from messages.market import ClosedBar
 from messages.types import INTERVALS
 
@@ -67,7 +66,5 @@ class MarketData:
         answered_symbol = answer.result.get("symbol")
         if answered_symbol not in (None, "", symbol):
             raise MalformedResponse(f"asked for {symbol}, got {answered_symbol}", endpoint=Endpoints.KLINE.path)
-        try:
+        with parsing(Endpoints.KLINE):
             return [ClosedBar.from_rest_row(symbol, interval, row) for row in rows]
-        except MalformedPayload as exc:
-            raise MalformedResponse(str(exc), endpoint=Endpoints.KLINE.path) from None

@@ -10,7 +10,7 @@ from infra.bybit.errors import MalformedResponse, NoAnswer, Rejected
 from infra.bybit.instrument_lookup import InstrumentLookup
 from infra.bybit.instruments import decimal_str
 from infra.bybit.models import CancelAck
-from infra.bybit.order_lookup import find_order
+from infra.bybit.order_lookup import find_order, order_key
 from infra.bybit.product import CATEGORY
 from infra.bybit.rate_limit import Lane
 from infra.bybit.transport import Answer, Endpoints
@@ -35,14 +35,8 @@ class OrderChanges(InstrumentLookup):
         """
         sender = self._sender
         sender.check_writable()
-        if not (order_id or order_link_id):
-            raise ValueError("need order_id or order_link_id")
+        params = order_key(symbol, order_id, order_link_id)
         lane = sender.lane(Lane.CANCEL)
-        params: dict[str, Any] = {"category": CATEGORY, "symbol": symbol}
-        if order_id:
-            params["orderId"] = order_id
-        else:
-            params["orderLinkId"] = order_link_id
         unanswered = threading.Event()
 
         def attempt() -> Answer:
@@ -84,7 +78,7 @@ class OrderChanges(InstrumentLookup):
             if order_filter not in ("Order", "StopOrder", "OpenOrder"):
                 raise ValueError(f"unknown orderFilter {order_filter!r}")
             params["orderFilter"] = order_filter
-        answer = sender.retrying("cancel_all", lane, lambda: sender.once(Endpoints.CANCEL_ALL, lane, params))
+        answer = sender.retried(Endpoints.CANCEL_ALL, lane, params, call="cancel_all")
         acks = [
             CancelAck(symbol=symbol, order_id=str(i["orderId"]), order_link_id=i.get("orderLinkId") or None)
             for i in answer.result.get("list") or []
@@ -108,27 +102,22 @@ class OrderChanges(InstrumentLookup):
         """Amend an open order (sent once: on NoAnswer, check with get_order). Prices to the nearest tick."""
         sender = self._sender
         sender.check_writable()
-        if not (order_id or order_link_id):
-            raise ValueError("need order_id or order_link_id")
+        key = order_key(symbol, order_id, order_link_id)
         lane = sender.lane(Lane.ORDER)
         inst = self.instrument(symbol)
-        params: dict[str, Any] = {"category": CATEGORY, "symbol": symbol}
-        if order_id:
-            params["orderId"] = order_id
-        else:
-            params["orderLinkId"] = order_link_id
+        changes: dict[str, str] = {}
         if qty is not None:
-            params["qty"] = decimal_str(inst.checked_qty(qty, market=False, reduce_only=False))
+            changes["qty"] = decimal_str(inst.checked_qty(qty, market=False, reduce_only=False))
         for name, value in (("price", price), ("takeProfit", take_profit), ("stopLoss", stop_loss), ("triggerPrice", trigger_price)):
             if value is not None:
-                params[name] = decimal_str(inst.checked_tick_price(value, name))
-        if len(params) == 3:
+                changes[name] = decimal_str(inst.checked_tick_price(value, name))
+        if not changes:
             raise ValueError("nothing to amend")
-        answer = sender.once(Endpoints.AMEND, lane, params)
+        answer = sender.once(Endpoints.AMEND, lane, {**key, **changes})
         ack = CancelAck(
             symbol=symbol,
             order_id=str(answer.result.get("orderId") or order_id or "?"),
             order_link_id=answer.result.get("orderLinkId") or order_link_id,
         )
-        log.info("gateway.order_amended", symbol=symbol, order_id=ack.order_id, order_link_id=ack.order_link_id, changes=sorted(k for k in params if k not in ("category", "symbol", "orderId", "orderLinkId")))
+        log.info("gateway.order_amended", symbol=symbol, order_id=ack.order_id, order_link_id=ack.order_link_id, changes=sorted(changes))
         return ack

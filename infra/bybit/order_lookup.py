@@ -1,29 +1,33 @@
-"""Finding one order by its orderId or orderLinkId: open, recently closed, or in the history."""
+"""Naming one order by its orderId or orderLinkId, and finding it: open, recently closed, or in the history."""
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-from infra.bybit.errors import MalformedResponse
 from infra.bybit.product import CATEGORY
 from infra.bybit.rate_limit import Lane
-from infra.bybit.sender import Sender
+from infra.bybit.sender import Sender, parsing
 from infra.bybit.transport import Endpoints
-from messages._parse import MalformedPayload
 from messages.account import Order
+
+
+def order_key(symbol: str, order_id: str | None, order_link_id: str | None) -> dict[str, Any]:
+    """The parameters naming one order; the orderId wins when both are given."""
+    if not (order_id or order_link_id):
+        raise ValueError("need order_id or order_link_id")
+    key: dict[str, Any] = {"category": CATEGORY, "symbol": symbol}
+    if order_id:
+        key["orderId"] = order_id
+    else:
+        key["orderLinkId"] = order_link_id
+    return key
 
 
 def find_order(
     sender: Sender, symbol: str, lane: Lane, *, order_link_id: str | None = None, order_id: str | None = None
 ) -> Order | None:
     """One pass: open orders, recent closed orders, then order history. No retries."""
-    if not (order_link_id or order_id):
-        raise ValueError("need order_link_id or order_id")
-    key: dict[str, Any] = {"category": CATEGORY, "symbol": symbol}
-    if order_id:
-        key["orderId"] = order_id
-    else:
-        key["orderLinkId"] = order_link_id
+    key = order_key(symbol, order_id, order_link_id)
     for endpoint, extra in (
         (Endpoints.OPEN_ORDERS, {"openOnly": 0}),
         (Endpoints.OPEN_ORDERS, {"openOnly": 1}),
@@ -37,10 +41,8 @@ def find_order(
                 continue
             if not order_id and item.get("orderLinkId") != order_link_id:
                 continue
-            try:
+            with parsing(endpoint):
                 return Order.from_bybit(item)
-            except MalformedPayload as exc:
-                raise MalformedResponse(str(exc), endpoint=endpoint.path) from None
     return None
 
 

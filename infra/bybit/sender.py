@@ -12,6 +12,7 @@ jittered exponential backoff that honours the venue's reset time. A ban
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
@@ -23,6 +24,7 @@ from infra.bybit.transport import Answer, Endpoint, Transport
 from infra.bybit.venue_guard import WriteGuard
 from infra.config import ExchangeConfig
 from infra.logging import get_logger
+from messages._parse import MalformedPayload
 
 log = get_logger("gateway")
 
@@ -113,3 +115,12 @@ class Sender:
             if not cursor or not items:
                 return
         raise MalformedResponse(f"more than {_PAGE_LIMIT_GUARD} pages; cursor does not end", endpoint=endpoint.path)
+
+
+@contextmanager
+def parsing(endpoint: Endpoint) -> Iterator[None]:
+    """An answer that does not parse into our messages is the venue's malformed answer, not our bug."""
+    try:
+        yield
+    except MalformedPayload as exc:
+        raise MalformedResponse(str(exc), endpoint=endpoint.path) from None
