@@ -27,6 +27,7 @@ from infra.bybit.errors import (
 from infra.bybit.gateway import Gateway
 from infra.bybit.instruments import Instrument
 from infra.bybit.models import (
+    AmendAck,
     ApiKeyInfo,
     CancelAck,
     ClosedPnl,
@@ -42,6 +43,7 @@ from infra.bybit.models import (
 from infra.bybit.rate_limit import Lane, RateLimiter
 
 __all__ = [
+    "AmendAck",
     "ApiKeyInfo",
     "CancelAck",
     "ClosedPnl",

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from infra.bybit.errors import ExchangeError, Rejected
+from infra.bybit.errors import ExchangeError
 from infra.bybit.gateway import Gateway
 from infra.bybit.models import DcpInfo
 from infra.logging import get_logger
@@ -100,7 +100,7 @@ def ensure_dcp(gateway: Gateway, window_s: int, *, arm: bool = True) -> tuple[Dc
         return info, info.enabled and info.window_s == window_s, None
     try:
         gateway.arm_dcp(window_s)
-    except (Rejected, ExchangeError) as exc:
+    except ExchangeError as exc:
         problem = f"arming disconnect-cancel-all failed: {exc}"
         log.error("gateway.dcp_arm_failed", window_s=window_s, error=str(exc))
         return info, False, problem

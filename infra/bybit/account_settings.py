@@ -42,10 +42,13 @@ class AccountSettings(InstrumentLookup):
         self._sender.check_writable()
         inst = self.instrument(symbol)
         params: dict[str, Any] = {"category": CATEGORY, "symbol": symbol, "tpslMode": "Full", "positionIdx": 0}
-        for name, value in (("takeProfit", take_profit), ("stopLoss", stop_loss), ("trailingStop", trailing_stop)):
+        for name, value in (("takeProfit", take_profit), ("stopLoss", stop_loss)):
             if value is None:
                 continue
             params[name] = "0" if value == 0 else decimal_str(inst.checked_tick_price(value, name))
+        if trailing_stop is not None:
+            # A distance from the best price, not a price: whole ticks, but no price-range check.
+            params["trailingStop"] = "0" if trailing_stop == 0 else decimal_str(inst.checked_tick_distance(trailing_stop, "trailingStop"))
         if tp_trigger_by:
             params["tpTriggerBy"] = tp_trigger_by
         if sl_trigger_by:

@@ -113,6 +113,13 @@ class Instrument(Message):
             )
         return price
 
+    def checked_tick_distance(self, distance: Decimal, what: str) -> Decimal:
+        """A price distance (trailing stop) in whole ticks, at least one tick; or OrderRefused."""
+        rounded = self.round_trigger_price(distance)
+        if not rounded >= self.tick_size:
+            raise OrderRefused("price_out_of_range", f"{self.symbol}: {what} {distance} is less than one tick ({self.tick_size})")
+        return rounded
+
     def checked_tick_price(self, price: Decimal, what: str) -> Decimal:
         """`price` to the nearest tick, or OrderRefused (TP/SL, triggers, amends)."""
         return self.checked_price(self.round_trigger_price(price), what)

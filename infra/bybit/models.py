@@ -107,7 +107,7 @@ class OrderAck(Message):
     resolution: Resolution
     # The venue's view when the order was found by lookup; None after a plain ack.
     order: Order | None = None
-    # What was actually sent, after rounding.
+    # What was sent, after rounding; for an order found by lookup, the venue's own figures.
     qty: Qty
     price: OptPrice = None
     reduce_only: bool = False
@@ -116,6 +116,15 @@ class OrderAck(Message):
 class CancelAck(Message):
     symbol: Symbol
     order_id: str = Field(min_length=1)
+    order_link_id: OptStr = None
+
+
+class AmendAck(Message):
+    """The venue took the amendment. `order_id` is None when it answered without one and
+    the caller named the order by orderLinkId only: an id is never made up."""
+
+    symbol: Symbol
+    order_id: OptStr = None
     order_link_id: OptStr = None
 
 
@@ -197,6 +206,7 @@ class ServerTime(Message):
 
 
 __all__ = [
+    "AmendAck",
     "ApiKeyInfo",
     "CancelAck",
     "ClosedPnl",

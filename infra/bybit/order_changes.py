@@ -9,13 +9,14 @@ from typing import Any, Mapping
 from infra.bybit.errors import MalformedResponse, NoAnswer, Rejected
 from infra.bybit.instrument_lookup import InstrumentLookup
 from infra.bybit.instruments import decimal_str
-from infra.bybit.models import CancelAck
+from infra.bybit.models import AmendAck, CancelAck
 from infra.bybit.order_lookup import find_order, order_key
 from infra.bybit.product import CATEGORY
 from infra.bybit.rate_limit import Lane
 from infra.bybit.transport import Answer, Endpoints
 from infra.logging import get_logger
 from messages.account import OrderStatus
+from messages.types import Side
 
 log = get_logger("gateway")
 
@@ -93,30 +94,40 @@ class OrderChanges(InstrumentLookup):
         *,
         order_id: str | None = None,
         order_link_id: str | None = None,
+        side: Side | None = None,
         qty: Decimal | None = None,
         price: Decimal | None = None,
         take_profit: Decimal | None = None,
         stop_loss: Decimal | None = None,
         trigger_price: Decimal | None = None,
-    ) -> CancelAck:
-        """Amend an open order (sent once: on NoAnswer, check with get_order). Prices to the nearest tick."""
+    ) -> AmendAck:
+        """Amend an open order (sent once: on NoAnswer, check with get_order).
+
+        A new limit `price` is rounded like a create's, never to a worse price
+        (a buy down, a sell up), so the order's `side` is required with it;
+        trigger, take-profit and stop-loss prices go to the nearest tick.
+        """
         sender = self._sender
         sender.check_writable()
         key = order_key(symbol, order_id, order_link_id)
+        if price is not None and side is None:
+            raise ValueError("amending a limit price needs the order's side (to round it to a safe tick)")
         lane = sender.lane(Lane.ORDER)
         inst = self.instrument(symbol)
         changes: dict[str, str] = {}
         if qty is not None:
             changes["qty"] = decimal_str(inst.checked_qty(qty, market=False, reduce_only=False))
-        for name, value in (("price", price), ("takeProfit", take_profit), ("stopLoss", stop_loss), ("triggerPrice", trigger_price)):
+        if price is not None and side is not None:
+            changes["price"] = decimal_str(inst.checked_price(inst.round_limit_price(price, side), "price"))
+        for name, value in (("takeProfit", take_profit), ("stopLoss", stop_loss), ("triggerPrice", trigger_price)):
             if value is not None:
                 changes[name] = decimal_str(inst.checked_tick_price(value, name))
         if not changes:
             raise ValueError("nothing to amend")
         answer = sender.once(Endpoints.AMEND, lane, {**key, **changes})
-        ack = CancelAck(
+        ack = AmendAck(
             symbol=symbol,
-            order_id=str(answer.result.get("orderId") or order_id or "?"),
+            order_id=str(answer.result.get("orderId") or order_id or "") or None,
             order_link_id=answer.result.get("orderLinkId") or order_link_id,
         )
         log.info("gateway.order_amended", symbol=symbol, order_id=ack.order_id, order_link_id=ack.order_link_id, changes=sorted(changes))

@@ -17,7 +17,7 @@ from decimal import Decimal
 from infra.bybit.errors import ExchangeError, NoAnswer, OrderRefused, OutcomeUnknown, Rejected
 from infra.bybit.instrument_lookup import InstrumentLookup
 from infra.bybit.instruments import decimal_str
-from infra.bybit.models import OrderAck, OrderRequest, Resolution
+from infra.bybit.models import OrderAck, OrderRequest, OrderType, Resolution
 from infra.bybit.order_body import create_body
 from infra.bybit.order_lookup import find_order
 from infra.bybit.rate_limit import Lane
@@ -115,15 +115,17 @@ class OrderEntry(InstrumentLookup):
                     resolution=resolution.value,
                     lookups=attempts,
                 )
+                # The venue's order is the truth: after a duplicate orderLinkId it may
+                # not be what this request asked for.
                 return OrderAck(
                     symbol=req.symbol,
                     order_id=order.order_id,
                     order_link_id=req.order_link_id,
                     resolution=resolution,
                     order=order,
-                    qty=qty,
-                    price=price,
-                    reduce_only=req.reduce_only,
+                    qty=order.qty,
+                    price=order.price if req.order_type is OrderType.LIMIT else None,
+                    reduce_only=order.reduce_only,
                 )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
