@@ -201,6 +201,12 @@ class Simulator:
             self._server.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        # Answers still held by a fault (delay, timeout) would otherwise be destroyed
+        # pending when the loop stops, with asyncio's warning on stderr.
+        rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
 
     def __enter__(self) -> "Simulator":
         if self._thread is None:

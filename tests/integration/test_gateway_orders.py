@@ -73,7 +73,7 @@ def test_create_that_times_out_after_acceptance_resolves_to_exactly_one_order(si
     ack = gateway.create_order(req)
     assert ack.resolution is Resolution.LOOKED_UP
     assert ack.order is not None and ack.order.order_status is OrderStatus.NEW
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 10  # resolved by lookup, bounded
     # The caller retries, as an Executor would after an unknown outcome: still one order.
     again = gateway.create_order(req)
     assert again.resolution is Resolution.DUPLICATE

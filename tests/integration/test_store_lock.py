@@ -196,4 +196,4 @@ def test_a_thread_asking_twice_is_told_at_once(db):
         with pytest.raises(NestedSession):
             with store.session():
                 pass
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 5  # at once, not after the 20 s lock timeout

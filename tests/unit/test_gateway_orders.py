@@ -190,7 +190,7 @@ def test_lost_create_that_never_shows_up_is_outcome_unknown(venue, gateway):
     with pytest.raises(OutcomeUnknown) as info:
         gateway.create_order(market_buy(link="lost-1"))
     assert info.value.order_link_id == "lost-1"
-    assert 0.9 < time.monotonic() - started < 3
+    assert 0.9 < time.monotonic() - started < 10  # the 1 s lookup window, then it gives up
     assert len(venue.requests("/v5/order/create")) == 1
 
 
