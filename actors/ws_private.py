@@ -14,10 +14,9 @@ on staleness.
 
 from __future__ import annotations
 
-from typing import Any
-
-from actors.base import ActorContext, Directory, NodeActor, Role
+from actors.base import ActorContext, Directory, Role
 from actors.frame_router import Frame, FrameRouter, Parsed
+from actors.ws_base import WsActor
 from infra.bybit.clients import make_private_ws
 from messages.account import Execution, Order, Position, Wallet
 
@@ -58,13 +57,11 @@ class PrivateFrameRouter(FrameRouter):
         """dcp.future carries nothing the node keeps; the subscription itself is what counts."""
 
 
-class WsPrivate(NodeActor):
+class WsPrivate(WsActor):
     role = Role.WS_PRIVATE
 
     def __init__(self, ctx: ActorContext):
-        super().__init__(ctx)
-        self._router = PrivateFrameRouter(ctx.directory, ctx.generation)
-        self._ws: Any = None
+        super().__init__(ctx, PrivateFrameRouter(ctx.directory, ctx.generation))
 
     def on_start(self) -> None:
         if self._ctx.urls is None or self._ctx.config.credentials is None:
@@ -80,9 +77,3 @@ class WsPrivate(NodeActor):
         self._ws.subscribe("dcp.future", r.on_dcp, symbol="-")
         self._log.info("ws.connected", url=self._ctx.urls.ws_private, topics=["order", "execution", "position", "wallet", "dcp.future"])
         super().on_start()
-
-    def on_stop(self) -> None:
-        self._router.retired = True
-        if self._ws is not None:
-            self._ws.exit()
-        super().on_stop()

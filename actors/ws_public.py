@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from actors.base import ActorContext, Directory, NodeActor, Role
+from actors.base import ActorContext, Directory, Role
 from actors.frame_router import Frame, FrameRouter, Parsed
+from actors.ws_base import WsActor
 from infra.bybit.clients import make_public_ws
 from messages.commands import Subscribe, Unsubscribe
 from messages.market import Kline, Ticker
@@ -46,13 +47,11 @@ class PublicFrameRouter(FrameRouter):
         self.route(frame, parse_ticker)
 
 
-class WsPublic(NodeActor):
+class WsPublic(WsActor):
     role = Role.WS_PUBLIC
 
     def __init__(self, ctx: ActorContext):
-        super().__init__(ctx)
-        self._router = PublicFrameRouter(ctx.directory, ctx.generation)
-        self._ws: Any = None
+        super().__init__(ctx, PublicFrameRouter(ctx.directory, ctx.generation))
         self._subscribed: set[str] = set()  # topics, e.g. "kline.1.BTCUSDT"
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
@@ -68,11 +67,6 @@ class WsPublic(NodeActor):
             self._subscribe(Subscribe(symbol=symbol, intervals=streams.intervals, tickers=streams.tickers))
         super().on_start()
 
-    def on_stop(self) -> None:
-        self._router.retired = True
-        if self._ws is not None:
-            self._ws.exit()
-        super().on_stop()
 
     def _subscribe(self, msg: Subscribe) -> None:
         if msg.tickers and f"tickers.{msg.symbol}" not in self._subscribed:

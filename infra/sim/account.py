@@ -507,7 +507,8 @@ class Account:
             "closedSize": inst.qty_str(closed), "extraFees": "", "seq": self._next_seq(),
             "createType": order.create_type,
         }
-        extra = {"category": "linear", "isLeverage": "", "marketUnit": "", "execPnl": money(pnl)}
+        # The WS topic carries extraFees as a list (REST: a string).
+        extra = {"category": "linear", "isLeverage": "", "marketUnit": "", "execPnl": money(pnl), "extraFees": []}
         return Execution(data, extra, t)
 
     def _closed_pnl_row(self, order: Order, inst, closed: int, entry_avg: Decimal, exit_price: Decimal, net: Decimal,
@@ -1043,7 +1044,8 @@ class Account:
                 "execQty": inst.qty_str(pos.size), "closedSize": "0", "extraFees": "", "seq": self._next_seq(),
                 "createType": "",
             }
-            execution = Execution(data, {"category": "linear", "isLeverage": "", "marketUnit": "", "execPnl": "0"}, t)
+            execution = Execution(data, {"category": "linear", "isLeverage": "", "marketUnit": "", "execPnl": "0",
+                                         "extraFees": []}, t)
             self.executions.append(execution)
             self.ex.push_private("execution", [execution.wire(ws=True)], t)
             self._push_positions([(symbol, idx)], t)

@@ -217,6 +217,8 @@ class Exchange:
             if topic in conn.topics:
                 del conn.topics[topic]
                 self.subs.get(topic, {}).pop(conn, None)
+                if topic in DCP_TOPICS and not any(t in conn.topics for t in DCP_TOPICS):
+                    self.account.on_private_gone(conn, self.now())
         conn.send_obj(_sub_ack(conn, "unsubscribe", frame.get("req_id"), True))
 
     def push_private(self, topic: str, data: list[dict], now: int) -> None:

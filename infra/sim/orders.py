@@ -212,6 +212,7 @@ class Position:
             "seq": self.seq,
             "isReduceOnly": False,
             "mmrSysUpdatedTime": "",
+            "mmrSysUpdateTime": "",  # the documentation's example spells it this way
             "leverageSysUpdatedTime": "",
             "createdTime": str(self.created),
             "updatedTime": str(self.updated or self.created),

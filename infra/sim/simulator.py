@@ -227,6 +227,11 @@ class Simulator:
         """The venue has no bars with open time in [start_ms, end_ms] (for `interval`, or every interval)."""
         self.faults.history_hole(symbol, start_ms, end_ms, interval)
 
+    def set_withdrawal_permission(self, enabled: bool) -> None:
+        """Give the API key (or take away) the Wallet "Withdraw" permission `user/query-api` reports."""
+        self._ex.call(lambda: setattr(self._ex.account, "withdraw_permission", bool(enabled)))
+        log.warning("sim.key.withdrawal_permission", enabled=bool(enabled))
+
     def call(self, fn: Any) -> Any:
         """Run `fn(exchange)` on the simulator's loop (for inspection in tests)."""
         return self._ex.call(lambda: fn(self._ex))

@@ -8,6 +8,10 @@
 
 `sim` runs on a ManualClock that starts at the current wall time (so a
 client's clock-skew check passes) and only moves when the test says so.
+
+Fixtures: `sim_factory(**Simulator kwargs)` (more simulators, other seeds or a
+WallClock), `sim`, `sim_creds`, `sim_http`, `open_ws(channel, raw=False,
+target=None, **pybit_kwargs)` -> FrameCollector. Helper: `wait_until(fn)`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pydantic import SecretStr
 from infra.bybit.clients import make_http, make_private_ws, make_public_ws
 from infra.config import Credentials
 from infra.sim import ManualClock, Simulator
+from tests.helpers import wait_until
 
 SIM_KEY = "sim-test-key"
 SIM_SECRET = "sim-test-secret"
@@ -138,18 +143,6 @@ class FrameCollector:
 
     def close(self) -> None:
         self.ws.exit()
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
 
 
 def _safe(predicate: Callable[[Frame], bool], frame: Frame) -> bool:

@@ -14,7 +14,7 @@ import pytest
 from pybit.unified_trading import HTTP, WebSocket
 
 from infra.bybit.clients import RoutedWebSocket, make_http, make_public_ws
-from tests.integration.conftest import wait_until
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 

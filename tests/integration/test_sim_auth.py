@@ -7,7 +7,8 @@ import pytest
 from pybit.exceptions import InvalidRequestError
 
 from infra.bybit.clients import make_http, make_private_ws
-from tests.integration.conftest import sim_credentials, wait_until
+from tests.helpers import wait_until
+from tests.integration.conftest import sim_credentials
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 

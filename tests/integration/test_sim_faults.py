@@ -13,7 +13,7 @@ from pybit.exceptions import FailedRequestError, InvalidRequestError
 
 from infra.bybit.clients import make_http, make_public_ws
 from messages.account import Order
-from tests.integration.conftest import wait_until
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(40)]
 

@@ -8,7 +8,7 @@ import pytest
 from pybit.exceptions import InvalidRequestError
 
 from messages.account import Execution, Order, Position, Wallet
-from tests.integration.conftest import wait_until
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -211,6 +211,11 @@ def test_insufficient_balance_is_110007(sim_factory, sim_creds):
                       qty="0.050") == 110007
 
 
+def test_key_permissions_can_include_withdrawal(sim, sim_http):
+    sim.set_withdrawal_permission(True)
+    assert "Withdraw" in sim_http.get_api_key_information()["result"]["permissions"]["Wallet"]
+
+
 def test_account_endpoints(sim_http):
     wallet = sim_http.get_wallet_balance(accountType="UNIFIED")["result"]["list"][0]
     parsed = Wallet.from_bybit(wallet, 1)
@@ -278,3 +283,16 @@ def test_funding_settles_as_a_funding_execution(sim, sim_http, private):
     assert funding.exec_fee == (funding.exec_value * rate).quantize(Decimal("0.00000001"))
     rows = sim_http.get_executions(category="linear", symbol="BTCUSDT", execType="Funding")["result"]["list"]
     assert len(rows) == 1 and rows[0]["execType"] == "Funding"
+
+
+def test_dcp_counts_an_unsubscribe_as_gone(sim, sim_http, open_ws):
+    px = last_price(sim_http)
+    sim_http.place_order(category="linear", symbol="BTCUSDT", side="Buy", orderType="Limit", qty="0.001",
+                         price=str(px - 100))
+    prv = open_ws("private")
+    prv.subscribe("dcp.future")
+    wait_until(lambda: sim.call(lambda ex: len(ex.account.dcp_conns)) == 1)
+    prv.ws.unsubscribe("dcp.future")
+    wait_until(lambda: sim.call(lambda ex: len(ex.account.dcp_conns)) == 0)
+    sim.clock.advance(11)
+    assert open_orders(sim_http) == []
