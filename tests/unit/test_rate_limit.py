@@ -35,7 +35,7 @@ def test_backfill_leaves_its_reserve_to_higher_lanes():
     # The reserve is there for the lanes above: a cancel goes at once.
     started = time.monotonic()
     limiter.acquire(Lane.CANCEL, "/v5/order/cancel", timeout_s=0)
-    assert time.monotonic() - started < 0.05
+    assert time.monotonic() - started < 0.25
     assert _fill(limiter, Lane.QUERY) == int(20 * (1 - IP_RESERVE[Lane.QUERY])) - 13
     assert _fill(limiter, Lane.CANCEL) == 20 - 16
 
@@ -84,7 +84,7 @@ def test_cancel_is_never_starved_by_a_backfill_flood():
             limiter.acquire(Lane.CANCEL, "/v5/order/cancel", timeout_s=1)
             latencies.append(time.monotonic() - started)
             time.sleep(0.05)
-        assert max(latencies) < 0.05, latencies
+        assert max(latencies) < 0.25, latencies  # the window is 0.5 s: without the reserve a cancel waits for it
     finally:
         stop.set()
         for t in threads:
