@@ -221,12 +221,18 @@ def _startup_safety(app, gateway, urls, log):
                 print(refused.report.render(), file=sys.stderr)
                 log.error("node.live_start_refused", failed=[c.name for c in refused.report.failed])
                 return None
-        safety = prepare_account(gateway, node.symbols, dcp_window_s=node.exchange.dcp_window_s)
+        safety = prepare_account(
+            gateway, node.symbols, dcp_window_s=node.exchange.dcp_window_s, max_leverage=node.risk.max_leverage
+        )
     except ExchangeError as exc:
         log.error("node.venue_unreachable", error=str(exc), error_type=type(exc).__name__)
         return None
     if not safety.may_trade:
-        log.error("node.trading_blocked", reason="one-way mode not verified", problems=list(safety.one_way_problems))
+        log.error(
+            "node.trading_blocked",
+            reason="account not verified safe: one-way mode and leverage within risk.max_leverage",
+            problems=[*safety.one_way_problems, *safety.leverage_problems],
+        )
     return safety
 
 

@@ -17,6 +17,7 @@ WsPrivate actor's job.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Iterable
 
 from infra.bybit.errors import ExchangeError
@@ -36,11 +37,13 @@ class AccountSafety:
     dcp_armed: bool = False
     dcp_window_s: int | None = None
     dcp_problem: str | None = None
+    leverage_ok: bool = True
+    leverage_problems: tuple[str, ...] = ()
 
     @property
     def may_trade(self) -> bool:
-        """Trading needs a verified one-way account (DCP absence is loud, not blocking)."""
-        return self.one_way
+        """Trading needs a verified one-way account within the leverage cap (DCP absence is loud, not blocking)."""
+        return self.one_way and self.leverage_ok
 
 
 def ensure_one_way(gateway: Gateway, symbols: Iterable[str], *, switch: bool = True) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
@@ -108,9 +111,50 @@ def ensure_dcp(gateway: Gateway, window_s: int, *, arm: bool = True) -> tuple[Dc
     return info, True, None
 
 
-def prepare_account(gateway: Gateway, symbols: Iterable[str], *, dcp_window_s: int) -> AccountSafety:
-    """What the node runs before it may trade: one-way mode, then DCP."""
+def ensure_leverage_cap(
+    gateway: Gateway, symbols: Iterable[str], cap: Decimal, *, lower: bool = True
+) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
+    """Every symbol's leverage at or below `cap`, lowering it when `lower`. Returns (ok, problems, notes)."""
+    problems: list[str] = []
+    notes: list[str] = []
+    for symbol in symbols:
+        try:
+            current = gateway.get_position(symbol).leverage
+            inst = gateway.instrument(symbol)
+        except ExchangeError as exc:
+            problems.append(f"{symbol}: {exc}")
+            continue
+        if cap > inst.max_leverage:
+            notes.append(f"{symbol}: venue maximum {inst.max_leverage}x is below the cap")
+        if current is None or current <= cap:
+            notes.append(f"{symbol} {current}x")
+            continue
+        if lower:
+            try:
+                gateway.set_leverage(symbol, min(cap, inst.max_leverage))
+                after = gateway.get_position(symbol).leverage
+            except ExchangeError as exc:
+                problems.append(f"{symbol}: {current}x above the cap {cap}x, lowering failed: {exc}")
+                continue
+            if after is not None and after <= cap:
+                notes.append(f"{symbol} lowered {current}x -> {after}x")
+                continue
+            current = after
+        problems.append(f"{symbol}: leverage {current}x above risk.max_leverage {cap}x")
+    if problems:
+        log.error("gateway.leverage_above_cap", cap=str(cap), problems=problems)
+    return not problems, tuple(problems), tuple(notes)
+
+
+def prepare_account(
+    gateway: Gateway, symbols: Iterable[str], *, dcp_window_s: int, max_leverage: Decimal | None = None
+) -> AccountSafety:
+    """What the node runs before it may trade: one-way mode, the leverage cap, then DCP."""
+    symbols = list(symbols)
     one_way, problems, switched = ensure_one_way(gateway, symbols)
+    leverage_ok, leverage_problems = True, ()
+    if max_leverage is not None:
+        leverage_ok, leverage_problems, _ = ensure_leverage_cap(gateway, symbols, max_leverage)
     info, armed, dcp_problem = ensure_dcp(gateway, dcp_window_s)
     return AccountSafety(
         one_way=one_way,
@@ -120,4 +164,6 @@ def prepare_account(gateway: Gateway, symbols: Iterable[str], *, dcp_window_s: i
         dcp_armed=armed,
         dcp_window_s=dcp_window_s if armed else None,
         dcp_problem=dcp_problem,
+        leverage_ok=leverage_ok,
+        leverage_problems=leverage_problems,
     )

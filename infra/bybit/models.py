@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from messages._parse import build
 from messages.account import Order
-from messages.types import Amount, Message, OptPrice, OptStr, Price, Qty, Side, Symbol, UtcDatetime
+from messages.types import Amount, Message, OptPrice, OptStr, Qty, Side, Symbol, UtcDatetime
 
 # Bybit: at most 36 characters of [A-Za-z0-9_-], unique per account.
 _LINK_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,36}$")

@@ -31,7 +31,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Callable, TextIO
 
-from infra.bybit.account_safety import ensure_dcp, ensure_one_way
+from infra.bybit.account_safety import ensure_dcp, ensure_leverage_cap, ensure_one_way
 from infra.bybit.errors import ExchangeError
 from infra.bybit.gateway import Gateway
 from infra.bybit.venue_guard import host_problems
@@ -243,33 +243,8 @@ def _one_way(gateway: Gateway, symbols: list[str], *, switch: bool) -> Check:
 
 
 def _leverage(gateway: Gateway, symbols: list[str], cap: Decimal, *, lower: bool) -> Check:
-    problems, notes = [], []
-    for symbol in symbols:
-        try:
-            position = gateway.get_position(symbol)
-            inst = gateway.instrument(symbol)
-        except ExchangeError as exc:
-            problems.append(f"{symbol}: {exc}")
-            continue
-        if cap > inst.max_leverage:
-            notes.append(f"{symbol}: venue maximum {inst.max_leverage} is below risk.max_leverage {cap}")
-        current = position.leverage
-        if current is None or current <= cap:
-            notes.append(f"{symbol} {current}x")
-            continue
-        if lower:
-            try:
-                gateway.set_leverage(symbol, cap)
-                after = gateway.get_position(symbol).leverage
-            except ExchangeError as exc:
-                problems.append(f"{symbol}: {current}x above the cap {cap}x, lowering failed: {exc}")
-                continue
-            if after is not None and after <= cap:
-                notes.append(f"{symbol} lowered {current}x -> {after}x")
-                continue
-            current = after
-        problems.append(f"{symbol}: leverage {current}x above risk.max_leverage {cap}x")
-    if problems:
+    ok, problems, notes = ensure_leverage_cap(gateway, symbols, cap, lower=lower)
+    if not ok:
         return Check("leverage", Status.FAIL, "; ".join(problems))
     return Check("leverage", Status.PASS, f"cap {cap}x: " + ", ".join(notes))
 

@@ -63,3 +63,17 @@ def test_one_way_mode_is_verified_from_the_position_rows(sim, sim_creds):
         gateway.close()
     assert safety.one_way
     assert all(len(r) == 1 and r[0].position_idx == 0 for r in rows.values())
+
+
+def test_leverage_above_the_cap_is_lowered_at_start(sim, sim_creds):
+    from decimal import Decimal
+
+    gateway = make_gateway(sim, sim_creds)
+    try:
+        gateway.set_leverage("BTCUSDT", Decimal("20"))
+        safety = prepare_account(gateway, ["BTCUSDT"], dcp_window_s=10, max_leverage=Decimal("5"))
+        after = gateway.get_position("BTCUSDT").leverage
+    finally:
+        gateway.close()
+    assert safety.may_trade and safety.leverage_ok
+    assert after == Decimal("5")

@@ -214,3 +214,15 @@ def test_the_node_can_use_a_simulator_running_elsewhere(tmp_path, sim_factory):
     connected = {e["url"] for e in read_events(_log(tmp_path)) if e["event"] == "ws.connected"}
     assert connected == {sim.urls.ws_public, sim.urls.ws_private}
     assert "sim.started" not in _names(read_events(_log(tmp_path)))  # no second simulator
+
+
+def test_start_caps_venue_leverage_at_the_risk_limit(tmp_path):
+    proc = _start(tmp_path, "run", "--duration", "1", BYBIT_NODE_RISK__MAX_LEVERAGE="3")
+    proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    events = read_events(_log(tmp_path))
+    lowered = {e["symbol"]: e["leverage"] for e in events if e["event"] == "gateway.leverage_set"}
+    assert lowered == {"BTCUSDT": "3", "ETHUSDT": "3"}
+    names = _names(events)
+    assert names.index("gateway.leverage_set") < names.index("supervisor.child_started")  # before any actor
+    assert next(e for e in events if e["event"] == "node.started")["may_trade"] is True

@@ -12,7 +12,6 @@ import io
 import threading
 import time
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 import pytest
 from pydantic import SecretStr

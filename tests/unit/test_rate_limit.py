@@ -82,7 +82,7 @@ def test_cancel_is_never_starved_by_a_backfill_flood():
             limiter.acquire(Lane.CANCEL, "/v5/order/cancel", timeout_s=1)
             latencies.append(time.monotonic() - started)
             time.sleep(0.05)
-        assert max(latencies) < 0.05, latencies
+        assert max(latencies) < 0.25, latencies  # the window is 0.5 s: without the reserve a cancel waits for it
     finally:
         stop.set()
         for t in threads:
