@@ -42,3 +42,15 @@ def write_config(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture
+def events(tmp_path):
+    """The node's JSON log, written to a file for this test: call to get its lines as dicts."""
+    from infra.logging import configure_logging
+    from tests.helpers import read_events
+
+    path = tmp_path / "events.jsonl"
+    configure_logging(level="INFO", console="off", file_path=path)
+    yield lambda: read_events(path)
+    configure_logging(console="off", file_path=None)

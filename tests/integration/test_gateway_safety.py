@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import logging
-
 import pytest
 
 from infra.bybit.account_safety import prepare_account
-from infra.logging import configure_logging
 from tests.integration.test_gateway_orders import make_gateway
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
-
-
-@pytest.fixture
-def events(tmp_path):
-    path = tmp_path / "node.jsonl"
-    configure_logging(level="INFO", console="off", file_path=path)
-
-    def read() -> list[dict]:
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        return [json.loads(line) for line in path.read_text().splitlines()]
-
-    yield read
-    configure_logging(console="off", file_path=None)
 
 
 def test_dcp_is_armed_when_the_account_has_it(sim, sim_creds, events):

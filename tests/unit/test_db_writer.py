@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -58,8 +59,28 @@ def stored(store: HistoryStore) -> int:
         return s.count()
 
 
-def events(logs, name):
+def logged(logs, name):
     return [e for e in logs if e["event"] == name]
+
+
+@contextmanager
+def file_held_elsewhere(path, owner="someone else"):
+    """Another thread holds the history file; setting the yielded event lets it go."""
+    holder_in, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with HistoryStore(path, owner=owner).session():
+            holder_in.set()
+            release.wait(20)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert holder_in.wait(10)
+    try:
+        yield release
+    finally:
+        release.set()
+        holder.join(10)
 
 
 def test_flushes_when_the_batch_is_full(make_writer):
@@ -67,8 +88,8 @@ def test_flushes_when_the_batch_is_full(make_writer):
         ref, store = make_writer(max_bars=10)
         for bar in make_series("BTCUSDT", "1", T0, 25):
             ref.tell(bar)
-        wait_until(lambda: len(events(logs, "db.flush")) >= 1, what="a size flush")
-        flush = events(logs, "db.flush")[0]
+        wait_until(lambda: len(logged(logs, "db.flush")) >= 1, what="a size flush")
+        flush = logged(logs, "db.flush")[0]
     assert flush["reason"] == "size" and flush["bars"] >= 10 and flush["duration_ms"] >= 0
     assert stored(store) >= 10
 
@@ -79,7 +100,7 @@ def test_flushes_after_the_interval(make_writer):
         for bar in make_series("BTCUSDT", "1", T0, 3):
             ref.tell(bar)
         wait_until(lambda: stored(store) == 3, what="an interval flush")
-    assert [e["reason"] for e in events(logs, "db.flush")] == ["interval"]
+    assert [e["reason"] for e in logged(logs, "db.flush")] == ["interval"]
 
 
 def test_a_flush_ask_writes_now_and_reports(make_writer):
@@ -117,28 +138,17 @@ def test_drains_its_mailbox_on_stop(make_writer):
 def test_a_busy_file_keeps_the_bars_and_retries_until_it_frees(make_writer):
     with capture_logs() as logs:
         ref, store = make_writer(max_bars=5)
-        holder_in, release = threading.Event(), threading.Event()
-
-        def hold() -> None:
-            with HistoryStore(store.path, owner="someone else").session():
-                holder_in.set()
-                release.wait(20)
-
-        holder = threading.Thread(target=hold, daemon=True)
-        holder.start()
-        assert holder_in.wait(10)
-        bars = make_series("BTCUSDT", "1", T0, 50)
-        for bar in bars:
-            ref.tell(bar)
-        wait_until(lambda: len(events(logs, "db.flush_failed")) >= 2, what="failed flushes")
-        report = ref.ask(Flush(), timeout=10)
-        assert report.written == 0 and report.pending == 50 and "someone else" in report.error
-        release.set()
-        holder.join(10)
+        with file_held_elsewhere(store.path):
+            bars = make_series("BTCUSDT", "1", T0, 50)
+            for bar in bars:
+                ref.tell(bar)
+            wait_until(lambda: len(logged(logs, "db.flush_failed")) >= 2, what="failed flushes")
+            report = ref.ask(Flush(), timeout=10)
+            assert report.written == 0 and report.pending == 50 and "someone else" in report.error
         wait_until(lambda: stored(store) == 50, what="the retry after the lock freed")
-    failed = events(logs, "db.flush_failed")[0]
+    failed = logged(logs, "db.flush_failed")[0]
     assert failed["busy"] is True and failed["bars"] > 0 and failed["retry_in_ms"] > 0
-    assert events(logs, "db.flush")[-1]["failed_attempts"] >= 1
+    assert logged(logs, "db.flush")[-1]["failed_attempts"] >= 1
     assert ref.is_alive()
 
 
@@ -156,41 +166,24 @@ def test_an_unopenable_file_does_not_kill_the_writer(make_writer):
 
 def test_at_stop_it_waits_for_the_file_then_writes(make_writer):
     ref, store = make_writer(max_bars=100_000, drain_timeout_s=15)
-    holder_in, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with HistoryStore(store.path).session():
-            holder_in.set()
-            release.wait(20)
-
-    threading.Thread(target=hold, daemon=True).start()
-    assert holder_in.wait(10)
-    for bar in make_series("BTCUSDT", "1", T0, 10):
-        ref.tell(bar)
-    stopper = threading.Thread(target=lambda: ref.stop(block=True, timeout=20))
-    stopper.start()
-    release.set()
-    stopper.join(20)
+    with file_held_elsewhere(store.path) as release:
+        for bar in make_series("BTCUSDT", "1", T0, 10):
+            ref.tell(bar)
+        stopper = threading.Thread(target=lambda: ref.stop(block=True, timeout=20))
+        stopper.start()
+        release.set()
+        stopper.join(20)
     assert stored(store) == 10
 
 
 def test_a_drain_that_cannot_finish_says_what_is_missing(make_writer):
     with capture_logs() as logs:
         ref, store = make_writer(max_bars=100_000, drain_timeout_s=0.3)
-        holder_in, release = threading.Event(), threading.Event()
-
-        def hold() -> None:
-            with HistoryStore(store.path).session():
-                holder_in.set()
-                release.wait(20)
-
-        threading.Thread(target=hold, daemon=True).start()
-        assert holder_in.wait(10)
-        for bar in make_series("ETHUSDT", "5", T0, 4):
-            ref.tell(bar)
-        ref.stop(block=True, timeout=10)
-        release.set()
-    (failed,) = events(logs, "db.drain_failed")
+        with file_held_elsewhere(store.path):
+            for bar in make_series("ETHUSDT", "5", T0, 4):
+                ref.tell(bar)
+            ref.stop(block=True, timeout=10)
+    (failed,) = logged(logs, "db.drain_failed")
     assert failed["bars"] == 4
     assert failed["ranges"] == {"ETHUSDT/5": ["2024-01-01T00:00:00+00:00", "2024-01-01T00:15:00+00:00"]}
 
@@ -203,7 +196,7 @@ def test_a_bar_that_cannot_be_stored_is_logged_and_the_rest_written(make_writer)
         ref.tell(good)
         ref.tell(bad)
         assert ref.ask(Flush(), timeout=10) == FlushReport(written=1, pending=0)
-    (rejected,) = events(logs, "db.bar_rejected")
+    (rejected,) = logged(logs, "db.bar_rejected")
     assert rejected["open_time"] == bad.open_time.isoformat()
     assert stored(store) == 1
 

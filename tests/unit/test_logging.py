@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import io
-import json
 import logging
 
 import pytest
 import structlog
 
 from infra.logging import REDACTED, configure_logging, get_logger
+from tests.helpers import read_events
 
 KEY = "Xk3vQ9TestApiKey77"
 SECRET = "Zs8PtestSecretValue0123456789abcdEF"
@@ -26,16 +26,10 @@ def logs(tmp_path):
     configure_logging(console="off", file_path=None)
 
 
-def _lines(path):
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 def test_events_are_json_lines_with_name_level_and_utc_time(logs):
     path, console = logs
     get_logger("node").info("node.started", children=["a", "b"])
-    (line,) = _lines(path)
+    (line,) = read_events(path)
     assert line["event"] == "node.started" and line["level"] == "info" and line["children"] == ["a", "b"]
     assert line["ts"].endswith("Z") and line["logger"] == "node"
     assert "event='node.started'" in console.getvalue()
@@ -44,7 +38,7 @@ def test_events_are_json_lines_with_name_level_and_utc_time(logs):
 def test_library_records_join_the_same_pipeline(logs):
     path, _ = logs
     logging.getLogger("pybit._http_manager").warning("Request failed, retrying %s", "now")
-    (line,) = _lines(path)
+    (line,) = read_events(path)
     assert line == {**line, "event": "lib.log", "msg": "Request failed, retrying now", "logger": "pybit._http_manager"}
 
 
@@ -75,10 +69,10 @@ def test_secrets_never_reach_the_file_or_the_console(logs):
     for text in (written, shown):
         assert KEY not in text and SECRET not in text and SIGNATURE not in text
         assert REDACTED in text
-    events = [line["event"] for line in _lines(path)]
+    events = [line["event"] for line in read_events(path)]
     # The lines are still there, only the secrets are gone.
     assert events[:2] == ["leak.field", "leak.nested"] and "leak.exception" in events and "lib.log" in events
-    exc_line = next(line for line in _lines(path) if line["event"] == "leak.exception")
+    exc_line = next(line for line in read_events(path) if line["event"] == "leak.exception")
     assert "RuntimeError" in exc_line["exception"]
 
 
@@ -87,9 +81,7 @@ def test_secret_escaped_inside_json_is_still_caught(tmp_path):
     path = tmp_path / "n.jsonl"
     configure_logging(console="off", file_path=path, secrets=[tricky])
     get_logger("x").info("leak.escaped", value=tricky)
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    line = json.loads(path.read_text())
+    (line,) = read_events(path)
     assert tricky not in line["value"] and REDACTED in line["value"]
     configure_logging(console="off", file_path=None)
 

@@ -208,26 +208,6 @@ def test_blocked_switch_leaves_trading_refused(venue, account):
     assert "110024" in safety.one_way_problems[0]
 
 
-@pytest.fixture
-def events(tmp_path):
-    """The JSON log lines written during the test, as dicts."""
-    import json
-    import logging
-
-    from infra.logging import configure_logging
-
-    path = tmp_path / "node.jsonl"
-    configure_logging(level="INFO", console="off", file_path=path)
-
-    def read() -> list[dict]:
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        return [json.loads(line) for line in path.read_text().splitlines()]
-
-    yield read
-    configure_logging(console="off", file_path=None)
-
-
 def test_missing_dcp_is_loud_but_not_blocking(venue, account, events):
     account.dcp = False
     app = app_config()
