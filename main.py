@@ -282,10 +282,9 @@ class StopRequest:
     def force_exit(self, signal_name: str) -> None:
         line = json.dumps({"event": "node.forced_exit", "level": "warning", "signal": signal_name,
                            "ts": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")}) + "\n"
-        for fd_target in (self._forced_log, None):
-            try:
-                fd = os.open(fd_target, os.O_WRONLY | os.O_APPEND | os.O_CREAT) if fd_target else 2
-                os.write(fd, line.encode())
+        for path in (self._forced_log, None):
+            try:  # the log file, then stderr
+                os.write(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT) if path else 2, line.encode())
             except OSError:
                 pass
         os._exit(EXIT_FORCED)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -49,24 +50,19 @@ def build(model: type[M], what: str, payload: Mapping[str, Any], **extra: Any) -
         raise MalformedPayload(what, _reasons(exc)) from None
 
 
-_ALIAS_CACHE: dict[type, frozenset[str]] = {}
-
-
+@functools.cache
 def _aliases(model: type[BaseModel]) -> frozenset[str]:
-    cached = _ALIAS_CACHE.get(model)
-    if cached is None:
-        names: set[str] = set()
-        for name, field in model.model_fields.items():
-            names.add(name)
-            alias = field.validation_alias
-            if isinstance(alias, str):
-                names.add(alias)
-            elif alias is not None:
-                names.update(c for c in getattr(alias, "choices", ()) if isinstance(c, str))
-            if field.alias:
-                names.add(field.alias)
-        cached = _ALIAS_CACHE[model] = frozenset(names)
-    return cached
+    names: set[str] = set()
+    for name, field in model.model_fields.items():
+        names.add(name)
+        alias = field.validation_alias
+        if isinstance(alias, str):
+            names.add(alias)
+        elif alias is not None:
+            names.update(c for c in getattr(alias, "choices", ()) if isinstance(c, str))
+        if field.alias:
+            names.add(field.alias)
+    return frozenset(names)
 
 
 def require(frame: Any, key: str, what: str) -> Any:
