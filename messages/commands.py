@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 
 from pydantic import Field, field_validator, model_validator
@@ -82,10 +84,38 @@ class Signal(Message):
 
 
 class ClosePosition(Message):
-    """Close one symbol's position: reduce-only close first, then cancel its conditionals."""
+    """Close one symbol's position: reduce-only close first, then cancel its conditionals.
+
+    Every close goes through the Panic actor, the one place that knows the
+    order close-then-cancel (DATA-018); the Executor asks it for FLAT signals.
+    `signal_id`, when set, is the correlation id and the orderLinkId seed.
+    """
 
     symbol: Symbol
     reason: str
+    signal_id: str | None = None
+
+
+class CloseOutcome(StrEnum):
+    CLOSED = "closed"  # the reduce-only close filled; conditionals cancelled after it
+    ALREADY_FLAT = "already_flat"  # nothing to close (position list answered and showed size 0)
+    FAILED = "failed"  # the close was refused or unknown: TP/SL left in place
+
+
+@dataclass(frozen=True, slots=True)
+class CloseResult:
+    """Panic's answer to ClosePosition. `reduce_only` is always True: a close never adds exposure."""
+
+    symbol: str
+    outcome: CloseOutcome
+    signal_id: str | None = None
+    order_id: str | None = None
+    order_link_id: str | None = None
+    closed_qty: Decimal | None = None
+    avg_price: Decimal | None = None  # from the venue's order or executions, never a quote (DATA-021)
+    conditionals_cancelled: int = 0
+    error: str | None = None
+    reduce_only: bool = True
 
 
 class Panic(Message):

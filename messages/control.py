@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import Field
 
@@ -53,3 +54,41 @@ class StreamStale(Message):
 
 class Ping(Message):
     """Readiness probe: every actor answers an ask of it with True."""
+
+
+class SocketStatus(Message):
+    """A WebSocket actor tells the StateStore what its socket is doing.
+
+    `topics` are the streams this socket is meant to carry (the desired set
+    for the public socket): the StateStore counts only those toward `ready`,
+    so a stream that was unsubscribed never holds readiness back and a new
+    one is not-ready until it has delivered.
+    """
+
+    socket: Literal["public", "private"]
+    generation: int = Field(ge=0)
+    connected: bool
+    topics: tuple[str, ...] = ()
+    reason: str = ""
+    ts: UtcDatetime = Field(default_factory=now_utc)
+
+
+class ReadinessChanged(Message):
+    """Told by the StateStore to Panic (owner of the trading state) whenever `ready` flips.
+
+    `reasons` says why not ready (e.g. "wallet not seeded", "kline.1.BTCUSDT stale").
+    """
+
+    ready: bool
+    reasons: tuple[str, ...] = ()
+    stale_streams: tuple[str, ...] = ()
+    ts: UtcDatetime = Field(default_factory=now_utc)
+
+
+class RiskStatus(Message):
+    """Told by Risk to Panic: whether today's PnL is seeded and whether the daily-loss latch is tripped."""
+
+    seeded: bool
+    latched: bool
+    reason: str = ""
+    ts: UtcDatetime = Field(default_factory=now_utc)

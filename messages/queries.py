@@ -34,3 +34,29 @@ class StateSnapshot:
         """Seconds since `stream` last delivered, or None if it never has."""
         seen = self.received_at.get(stream)
         return None if seen is None else self.taken_at - seen
+
+
+class GetHealth(Message):
+    """Ask the StateStore for per-stream health and the `ready` flag."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHealth:
+    """One stream as the StateStore sees it. `age_s` None: it never delivered."""
+
+    connected: bool
+    age_s: float | None
+    stale: bool
+    frames: int
+    rejected: int
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """`ready` is true only when wallet and positions are seeded and every subscribed stream is fresh."""
+
+    ready: bool
+    reasons: tuple[str, ...]  # why not ready; empty when ready
+    streams: Mapping[str, StreamHealth]
+    wallet_seeded: bool
+    positions_seeded: bool
