@@ -144,15 +144,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_node(app, args) -> int:
-    import pykka
-
-    from actors.base import Directory
-    from actors.supervisor import Supervisor
-    from actors.tree import default_children
     from infra.logging import get_logger
-    from infra.bybit.gateway import Gateway
-    from infra.venue import open_venue
-    from messages.control import Ping
+    from infra.presence import NodeAlreadyRunning, NodePresence
 
     node = app.node
     log = get_logger("node")
@@ -170,6 +163,30 @@ def run_node(app, args) -> int:
         pid=os.getpid(),
     )
     started = time.monotonic()
+    presence = NodePresence(node.data_dir, node.venue.value)
+    try:
+        presence.acquire()
+    except NodeAlreadyRunning as exc:
+        log.error("node.already_running", pid=exc.pid, data_dir=str(node.data_dir), venue=node.venue.value)
+        print(f"error: {exc}. Stop it first (or use another data_dir).", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        return _run_supervised(app, args, log, stop, started)
+    finally:
+        presence.release()
+
+
+def _run_supervised(app, args, log, stop, started) -> int:
+    import pykka
+
+    from actors.base import Directory
+    from actors.supervisor import Supervisor
+    from actors.tree import default_children
+    from infra.bybit.gateway import Gateway
+    from infra.venue import open_venue
+    from messages.control import Ping
+
+    node = app.node
     with open_venue(node) as urls, closing(Gateway.from_config(app, urls)) as gateway:
         safety = _startup_safety(app, gateway, urls, log)
         if safety is None:

@@ -60,3 +60,21 @@ class HealthReport:
     streams: Mapping[str, StreamHealth]
     wallet_seeded: bool
     positions_seeded: bool
+
+
+class GetTradingState(Message):
+    """Ask Panic (owner of the trading state) for it; the answer is a `TradingStateChanged`-shaped view."""
+
+
+class GetWriterStats(Message):
+    """Ask the DbWriter for its queue and last flush (for `status` and `node.metrics`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStats:
+    pending_bars: int
+    mailbox: int
+    last_flush_at: str | None  # ISO UTC of the last successful flush
+    last_flush_bars: int
+    failing_since: str | None  # ISO UTC of the first failed flush in the current run of failures
+    last_error: str | None

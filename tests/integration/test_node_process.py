@@ -226,3 +226,35 @@ def test_start_caps_venue_leverage_at_the_risk_limit(tmp_path):
     names = _names(events)
     assert names.index("gateway.leverage_set") < names.index("supervisor.child_started")  # before any actor
     assert next(e for e in events if e["event"] == "node.started")["may_trade"] is True
+
+
+def test_a_second_node_on_the_same_data_dir_is_refused_naming_the_first(tmp_path):
+    first = _start(tmp_path, "run", "--duration", "30")
+    try:
+        wait_until(lambda: "node.started" in _names(read_events(_log(tmp_path))), timeout=30, what="first node up")
+        second = _start(tmp_path, "run", "--duration", "5")
+        out, err = second.communicate(timeout=30)
+        assert second.returncode == 1
+        assert f"pid {first.pid}" in err and "Traceback" not in err
+        refused = [e for e in read_events(_log(tmp_path)) if e["event"] == "node.already_running"]
+        assert refused and refused[0]["pid"] == first.pid
+        assert first.poll() is None  # the first node is untouched
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+    assert first.returncode == 0
+
+
+def test_running_pid_sees_a_node_only_while_it_runs(tmp_path):
+    from infra.presence import running_pid
+
+    data = tmp_path / "data"
+    assert running_pid(data, "sim") is None
+    assert not data.exists()  # asking creates nothing
+    proc = _start(tmp_path, "run", "--duration", "30")
+    try:
+        wait_until(lambda: running_pid(data, "sim") == proc.pid, timeout=30, what="node holds its presence lock")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    assert running_pid(data, "sim") is None  # a killed node does not look alive
