@@ -88,6 +88,9 @@ class ActorContext:
     urls: VenueUrls | None = None
     # The node's one gateway (infra.bybit.Gateway): one rate limiter for every caller.
     gateway: Any = None
+    # The public streams the node wants (messages.subscriptions.DesiredSubscriptions), held by
+    # the Supervisor: a WsPublic started or restarted with it carries exactly that set.
+    subscriptions: Any = None
 
 
 class NodeActor(pykka.ThreadingActor):

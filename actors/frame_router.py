@@ -4,6 +4,10 @@ pybit calls these on its own thread. An exception escaping a callback closes
 pybit's socket for good (REFERENCE.md 5.2), so every failure is caught,
 counted and logged. Once a router's generation is retired (its socket was
 replaced), late frames are counted and dropped, never mixed into state.
+
+Rejections are logged, but a venue that sends garbage at a thousand frames a
+second must not turn the log into the bottleneck: the first few of each
+reason are logged, then one line per `LOG_EVERY` with the running count.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from messages import MalformedPayload
 
 Frame = Mapping[str, Any]
 Parsed = Iterable[tuple[Role, Any]]
+
+LOG_FIRST = 20
+LOG_EVERY = 1000
 
 
 class FrameRouter:
@@ -35,12 +42,20 @@ class FrameRouter:
             self.counts["frames"] += 1
             # Parse the whole frame first: a bad item refuses the frame, never half of it.
             for recipient, message in list(parse(frame)):
-                if not self._directory.tell(recipient, message):
-                    self.counts["undelivered"] += 1
-                    self._log.error("ws.undeliverable", to=recipient.value, message_type=type(message).__name__)
+                self._tell(recipient, message)
         except MalformedPayload as exc:
-            self.counts["rejected"] += 1
-            self._log.warning("ws.frame_rejected", what=exc.what, reasons=exc.reasons)
+            self.reject(exc.what, exc.reasons)
         except Exception as exc:  # never raise into pybit: it would close the socket for good
             self.counts["errors"] += 1
             self._log.error("ws.callback_error", error=repr(exc))
+
+    def _tell(self, recipient: Role, message: Any) -> None:
+        if not self._directory.tell(recipient, message):
+            self.counts["undelivered"] += 1
+            self._log.error("ws.undeliverable", to=recipient.value, message_type=type(message).__name__)
+
+    def reject(self, what: str, reasons: list[str]) -> None:
+        """Count a frame that cannot become a message; log it (sampled)."""
+        n = self.counts["rejected"] = self.counts["rejected"] + 1
+        if n <= LOG_FIRST or n % LOG_EVERY == 0:
+            self._log.warning("ws.frame_rejected", what=what, reasons=reasons, rejected=n)

@@ -139,6 +139,7 @@ class StateStore(NodeActor):
         return {
             Ticker: s.on_ticker,
             Kline: s.on_kline,
+            ClosedBar: s.on_closed_bar,
             Wallet: s.on_wallet,
             Position: s.on_position,
             Order: s.on_order,

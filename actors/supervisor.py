@@ -5,6 +5,10 @@ to start stops the ones already running and fails the whole start), ordered
 stop within a deadline (DbWriter drains inside its own on_stop), and a log
 line for every child failure it is told about.
 
+It holds the desired public subscription set (built from config; a
+`Subscribe`/`Unsubscribe` told to it changes the set first, then WsPublic is
+told the new set), so any WsPublic it starts carries exactly that set.
+
 Not done yet (its own issue): restarting failed or stale WebSocket actors
 with their desired subscription sets, the OTP restart intensity limit and
 escalation to REDUCING/HALTED, and retiring late callbacks of replaced
@@ -24,7 +28,9 @@ from actors.base import ActorContext, Directory, Role
 from infra.bybit.clients import VenueUrls
 from infra.config import AppConfig
 from infra.logging import get_logger
+from messages.commands import Subscribe, Unsubscribe
 from messages.control import ChildFailed, Ping
+from messages.subscriptions import DesiredSubscriptions
 
 
 class StartFailed(RuntimeError):
@@ -57,6 +63,8 @@ class Supervisor(pykka.ThreadingActor):
         self._running: list[tuple[Role, pykka.ActorRef[Any]]] = []
         self._ask_timeout = float(config.node.supervisor.ask_timeout_s)
         self._stop_budget = float(config.node.shutdown.graceful_timeout_s)
+        # The desired public streams (DATA-010): changed here first, then handed to WsPublic.
+        self._desired = DesiredSubscriptions.from_config(config.node.symbols)
         self._log = get_logger("actors.supervisor").bind(role="supervisor")
 
     def on_start(self) -> None:
@@ -68,6 +76,7 @@ class Supervisor(pykka.ThreadingActor):
                 generation=0,
                 urls=self._urls,
                 gateway=self._gateway,
+                subscriptions=self._desired,
             )
             try:
                 ref = spec.start(ctx)
@@ -97,8 +106,29 @@ class Supervisor(pykka.ThreadingActor):
                 restarted=False,
             )
             return None
+        if isinstance(message, (Subscribe, Unsubscribe)):
+            self._change_subscriptions(message)
+            return None
         self._log.warning("actor.unhandled_message", message_type=type(message).__name__)
         return None
+
+    def _change_subscriptions(self, message: Subscribe | Unsubscribe) -> None:
+        before = self._desired
+        if isinstance(message, Subscribe):
+            self._desired = before.subscribe(message)
+        else:
+            self._desired = before.unsubscribe(message)
+        self._log.info(
+            "supervisor.subscriptions_changed",
+            symbol=message.symbol,
+            added=sorted(set(self._desired.topics()) - set(before.topics())),
+            removed=sorted(set(before.topics()) - set(self._desired.topics())),
+        )
+        # No WsPublic running: the next one starts with the new set from its context.
+        self._directory.tell(Role.WS_PUBLIC, self._desired)
+
+    def desired_subscriptions(self) -> DesiredSubscriptions:
+        return self._desired
 
     def running_roles(self) -> list[str]:
         return [r.value for r, _ in self._running]

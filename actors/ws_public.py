@@ -1,83 +1,333 @@
-"""WsPublic: owns the public pybit WebSocket (tickers and klines of the configured symbols).
+"""WsPublic: owns the public socket and keeps it carrying exactly the desired set.
 
-Frames are parsed and told onward by `PublicFrameRouter` on pybit's thread
-(actors/frame_router.py): klines and tickers to the StateStore, closed bars
-also to the DbWriter. The actor itself opens the socket on start, keeps the
-desired subscription set (config plus `Subscribe` messages) and closes the
-socket on stop, retiring its router so late frames are dropped.
+The desired set (messages/subscriptions.py) is held by the Supervisor and
+arrives in the context at start and as a new `DesiredSubscriptions` on every
+change. The socket is a `ManagedWebSocket` (infra/bybit/clients.py): every
+frame reaches `PublicFrameRouter.on_frame` raw, on pybit's thread; reconnects
+are retried forever with back-off; each (re)connect tells this actor
+`SocketUp`, which sends one `subscribe` with the whole desired set. So after
+any reconnect the socket carries the desired set, runtime additions included
+and removals excluded (DATA-010), without trusting pybit's replay.
 
-Not built yet (the WebSocket/Supervisor work): restart on staleness with the
-desired set replayed, the REST fetch of bars missed across a reconnect, and
-`Unsubscribe` (pybit drops a whole multi-topic subscription, REFERENCE.md
-5.2, so it needs a socket rebuild). `Unsubscribe` is refused with a
-`ws.unsubscribe_unsupported` warning until then.
+Removing streams sends an `unsubscribe` op on the live socket: pybit cannot
+drop one topic of a multi-topic subscription (REFERENCE.md 5.2), but here
+pybit never subscribes anything, so the op is plain Bybit protocol; frames
+of a removed topic still in flight are counted and dropped by the router.
+
+Tickers are not merged by pybit (its merge raised on a delta that came before
+its snapshot and ended the stream): snapshots and deltas go to the
+StateStore, which merges them and drops a delta it has no snapshot for.
+
+Public seam: the router remembers the newest closed bar per series. A closed
+bar that is not the next one after it (a reconnect, or a confirm frame the
+venue never sent) is parked with this actor as a `BarGap`; the actor fetches
+the missing bars over REST (backfill lane) on its own thread, tells them to
+the DbWriter and the StateStore, and only then hands the parked bar to the
+StateStore, so its buffer receives the bars in time order.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable
+
+import pykka
+from tenacity import Retrying, stop_after_attempt, wait_exponential
 
 from actors.base import ActorContext, Directory, Role
 from actors.frame_router import Frame, FrameRouter, Parsed
 from actors.ws_base import WsActor
-from infra.bybit.clients import make_public_ws
+from infra.bybit.clients import ManagedWebSocket, make_managed_public_ws
 from messages.commands import Subscribe, Unsubscribe
-from messages.market import Kline, Ticker
+from messages.control import SocketStatus
+from messages.market import ClosedBar, Kline, Ticker
+from messages.subscriptions import DesiredSubscriptions
+from messages.types import Message, next_open_ms, utc_to_ms
+
+KLINE_PAGE = 1000
+HEAL_ATTEMPTS = 3
 
 
-def parse_kline(frame: Frame) -> Parsed:
-    for kline in Kline.from_bybit(frame):
-        yield Role.STATE_STORE, kline
-        if kline.confirm:
-            yield Role.DB_WRITER, kline.closed_bar()
+# --- messages to itself (from pybit's thread, its watchdog, its router) -----------------
 
+class SocketUp(Message):
+    epoch: int
+
+
+class SocketDown(Message):
+    reason: str
+
+
+class CheckSocket(Message):
+    pass
+
+
+class BarGap(Message):
+    """A closed bar arrived that is not the next after `after_ms`: heal, then deliver it."""
+
+    kline: Kline
+    after_ms: int
+
+
+# --- parsing ----------------------------------------------------------------------------
 
 def parse_ticker(frame: Frame) -> Parsed:
     yield Role.STATE_STORE, Ticker.from_bybit(frame)
 
 
 class PublicFrameRouter(FrameRouter):
-    def __init__(self, directory: Directory, generation: int):
-        super().__init__(directory, Role.WS_PUBLIC, generation)
+    """Runs on pybit's thread: dispatch by topic, parse, tell. Never raises."""
 
+    def __init__(self, directory: Directory, generation: int, topics: tuple[str, ...] = ()):
+        super().__init__(directory, Role.WS_PUBLIC, generation)
+        # Swapped whole by the actor (one reference assignment, safe across threads).
+        self.topics: frozenset[str] = frozenset(topics)
+        self.removed: frozenset[str] = frozenset()
+        self.counts.update(unsubscribed=0, acks_failed=0)
+        # open ms of the newest closed bar seen per (symbol, interval); written only on pybit's thread.
+        self.last_closed: dict[tuple[str, str], int] = {}
+
+    def on_frame(self, frame: Frame) -> None:
+        try:
+            topic = frame.get("topic")
+            if isinstance(topic, str) and topic in self.topics:
+                if topic.startswith("tickers."):
+                    self.route(frame, parse_ticker)
+                else:
+                    self.route(frame, self._parse_kline)
+            elif topic is None and frame.get("op") in ("subscribe", "unsubscribe"):
+                self._on_ack(frame)
+            elif isinstance(topic, str) and topic in self.removed:
+                self.counts["unsubscribed"] += 1  # in flight when the unsubscribe went out
+            else:
+                self.counts["frames"] += 1
+                self.reject(f"frame topic {topic!r}", ["topic: not a subscribed public stream"])
+        except Exception as exc:  # never raise into pybit
+            self.counts["errors"] += 1
+            self._log.error("ws.callback_error", error=repr(exc))
+
+    def on_garbage(self, problem: str, text: str) -> None:
+        """A frame that is not a JSON object (from ManagedWebSocket)."""
+        self.counts["frames"] += 1
+        self.reject("frame", [f"<frame>: {problem} (got {text[:80]!r})"])
+
+    # Kept for callers that dispatch by stream themselves (tests, tools).
     def on_kline(self, frame: Frame) -> None:
-        self.route(frame, parse_kline)
+        self.route(frame, self._parse_kline)
 
     def on_ticker(self, frame: Frame) -> None:
         self.route(frame, parse_ticker)
 
+    def _parse_kline(self, frame: Frame) -> Parsed:
+        klines = Kline.from_bybit(frame)  # validates every item: a bad one refuses the frame
+        out: list[tuple[Role, Any]] = []
+        for kline in klines:
+            if not kline.confirm:
+                out.append((Role.STATE_STORE, kline))
+                continue
+            bar = kline.closed_bar()
+            out.append((Role.DB_WRITER, bar))
+            key = (kline.symbol, kline.interval)
+            last = self.last_closed.get(key)
+            if last is None or bar.open_ms >= last:
+                self.last_closed[key] = bar.open_ms
+            if last is not None and bar.open_ms > next_open_ms(kline.interval, last):
+                out.append((Role.WS_PUBLIC, BarGap(kline=kline, after_ms=last)))
+            else:
+                out.append((Role.STATE_STORE, kline))
+        return out
+
+    def _on_ack(self, frame: Frame) -> None:
+        if frame.get("success") is False:
+            self.counts["acks_failed"] += 1
+            self._log.error("ws.subscribe_failed", op=frame.get("op"), ret_msg=frame.get("ret_msg"),
+                            req_id=frame.get("req_id"))
+
+
+# --- the actor ----------------------------------------------------------------------------
 
 class WsPublic(WsActor):
     role = Role.WS_PUBLIC
+    _router: PublicFrameRouter
 
-    def __init__(self, ctx: ActorContext):
-        super().__init__(ctx, PublicFrameRouter(ctx.directory, ctx.generation))
-        self._subscribed: set[str] = set()  # topics, e.g. "kline.1.BTCUSDT"
+    def __init__(self, ctx: ActorContext, socket_factory: Callable[..., Any] | None = None):
+        desired = ctx.subscriptions
+        if desired is None:
+            desired = DesiredSubscriptions.from_config(ctx.config.node.symbols)
+        self._desired: DesiredSubscriptions = desired
+        super().__init__(ctx, PublicFrameRouter(ctx.directory, ctx.generation, desired.topics()))
+        self._socket_factory = socket_factory or make_managed_public_ws
+        self._ws: ManagedWebSocket | None = None
+        self._connected = False
+        self._epoch_seen = 0  # the socket epoch whose SocketUp this actor handled
+        self._connections = 0
+        self._dead_checks = 0
+        self._watchdog_stop = threading.Event()
+        self._check_every = float(ctx.config.node.supervisor.check_interval_s)
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
-        return {Subscribe: self._subscribe, Unsubscribe: self._unsubscribe}
+        return {
+            DesiredSubscriptions: self._on_desired,
+            Subscribe: self._forward_to_supervisor,
+            Unsubscribe: self._forward_to_supervisor,
+            SocketUp: self._on_up,
+            SocketDown: self._on_down,
+            CheckSocket: self._on_check,
+            BarGap: self._on_gap,
+        }
+
+    # --- lifecycle -------------------------------------------------------------------
 
     def on_start(self) -> None:
         if self._ctx.urls is None:
             raise RuntimeError("WsPublic needs the venue's URLs")
-        # pybit connects inside its constructor and raises if it cannot.
-        self._ws = make_public_ws(self._ctx.urls)
+        self._open_socket()  # pybit connects inside its constructor and raises if it cannot
         self._log.info("ws.connected", url=self._ctx.urls.ws_public)
-        for symbol, streams in self._ctx.config.node.symbols.items():
-            self._subscribe(Subscribe(symbol=symbol, intervals=streams.intervals, tickers=streams.tickers))
+        threading.Thread(target=self._watchdog, name="ws-public-watchdog", daemon=True).start()
         super().on_start()
 
+    def on_stop(self) -> None:
+        self._watchdog_stop.set()
+        self._router.retired = True
+        if self._ws is not None:
+            self._ws.close()
+            self._ws = None
+        self._status(False, "stopped")
+        self._log.info("actor.stopped")
 
-    def _subscribe(self, msg: Subscribe) -> None:
-        if msg.tickers and f"tickers.{msg.symbol}" not in self._subscribed:
-            self._ws.ticker_stream(symbol=msg.symbol, callback=self._router.on_ticker)
-            self._subscribed.add(f"tickers.{msg.symbol}")
-        for interval in msg.intervals:
-            topic = f"kline.{interval}.{msg.symbol}"
-            if topic not in self._subscribed:
-                self._ws.kline_stream(interval=interval, symbol=msg.symbol, callback=self._router.on_kline)
-                self._subscribed.add(topic)
-        self._log.info("ws.subscribed", symbol=msg.symbol, topics=sorted(t for t in self._subscribed if t.endswith(msg.symbol)))
+    def _open_socket(self) -> None:
+        assert self._ctx.urls is not None
+        self._ws = self._socket_factory(
+            self._ctx.urls,
+            on_frame=self._router.on_frame,
+            on_up=lambda epoch: self._tell_self(SocketUp(epoch=epoch)),
+            on_down=lambda reason: self._tell_self(SocketDown(reason=reason)),
+            on_garbage=self._router.on_garbage,
+        )
 
-    def _unsubscribe(self, msg: Unsubscribe) -> None:
-        self._log.warning("ws.unsubscribe_unsupported", symbol=msg.symbol)
+    def _tell_self(self, message: Message) -> None:
+        try:
+            self.actor_ref.tell(message)
+        except pykka.ActorDeadError:
+            pass
+
+    def _watchdog(self) -> None:
+        # Pykka has no timers; a socket pybit never reports as lost is caught here.
+        while not self._watchdog_stop.wait(self._check_every):
+            self._tell_self(CheckSocket())
+
+    # --- socket events --------------------------------------------------------------------
+
+    def _on_up(self, msg: SocketUp) -> None:
+        ws = self._ws
+        if ws is None or msg.epoch != ws.epoch:
+            return  # an older connection; a newer SocketUp follows
+        self._epoch_seen = msg.epoch
+        self._connections += 1
+        topics = list(self._desired.topics())
+        sent = bool(topics) and ws.send_op("subscribe", topics)
+        self._connected = True
+        self._log.info("ws.subscribed", topics=topics, connection=self._connections, sent=sent)
+        self._status(True)
+
+    def _on_down(self, msg: SocketDown) -> None:
+        self._connected = False
+        self._log.warning("ws.disconnected", reason=msg.reason)
+        self._status(False, msg.reason)
+
+    def _on_check(self, _msg: CheckSocket) -> None:
+        ws = self._ws
+        if ws is not None and (ws.is_connected() or ws.reconnecting):
+            self._dead_checks = 0
+            return
+        # Not connected and nobody reconnecting (twice in a row, so a reconnect that is just
+        # starting is not mistaken for one): pybit's thread ended without telling us.
+        self._dead_checks += 1
+        if ws is not None and self._dead_checks < 2:
+            return
+        self._dead_checks = 0
+        self._connected = False
+        self._log.error("ws.socket_dead", action="rebuild")
+        self._status(False, "socket dead, rebuilding")
+        if ws is not None:
+            ws.close()
+        try:
+            self._open_socket()
+        except Exception as exc:  # noqa: BLE001 - stay alive; the next check tries again
+            self._ws = None
+            self._log.error("ws.rebuild_failed", error=repr(exc))
+
+    def _status(self, connected: bool, reason: str = "") -> None:
+        self._ctx.directory.tell(Role.STATE_STORE, SocketStatus(
+            socket="public", generation=self._ctx.generation, connected=connected,
+            topics=self._desired.topics(), reason=reason,
+        ))
+
+    # --- desired set -------------------------------------------------------------------------
+
+    def _forward_to_supervisor(self, msg: Subscribe | Unsubscribe) -> None:
+        # The desired set is the Supervisor's: it changes there first, then comes back here.
+        if self._ctx.supervisor is not None:
+            self._ctx.supervisor.tell(msg)
+        else:
+            new = self._desired.subscribe(msg) if isinstance(msg, Subscribe) else self._desired.unsubscribe(msg)
+            self._on_desired(new)
+
+    def _on_desired(self, desired: DesiredSubscriptions) -> None:
+        old, new = set(self._desired.topics()), set(desired.topics())
+        added, removed = sorted(new - old), sorted(old - new)
+        self._desired = desired
+        router = self._router
+        router.topics = frozenset(old | new)  # frames of new topics may come before the ack
+        router.removed = (router.removed | set(removed)) - new
+        ws = self._ws
+        live = ws is not None and self._connected and ws.epoch == self._epoch_seen
+        if live:
+            # Otherwise the next SocketUp sends the whole new set.
+            if added:
+                ws.send_op("subscribe", added)
+            if removed:
+                ws.send_op("unsubscribe", removed)
+        router.topics = frozenset(new)
+        self._log.info("ws.subscriptions_applied", added=added, removed=removed, live=live)
+        self._status(self._connected)
+
+    # --- public seam ---------------------------------------------------------------------------
+
+    def _on_gap(self, gap: BarGap) -> None:
+        kline = gap.kline
+        start = next_open_ms(kline.interval, gap.after_ms)
+        end = utc_to_ms(kline.start) - 1
+        try:
+            bars = self._fetch_missing(kline.symbol, kline.interval, start, end)
+        except Exception as exc:  # noqa: BLE001 - a raising handler would kill the actor
+            self._log.error("ws.seam_heal_failed", symbol=kline.symbol, interval=kline.interval,
+                            from_ms=start, to_ms=end, error=repr(exc))
+            bars = []
+        for bar in bars:
+            self._router._tell(Role.DB_WRITER, bar)
+            self._router._tell(Role.STATE_STORE, bar)
+        if bars:
+            self._log.info("ws.seam_healed", symbol=kline.symbol, interval=kline.interval, bars=len(bars),
+                           from_ms=bars[0].open_ms, to_ms=bars[-1].open_ms)
+        self._router._tell(Role.STATE_STORE, kline)
+
+    def _fetch_missing(self, symbol: str, interval: str, start: int, end: int) -> list[ClosedBar]:
+        """Closed bars with open time in [start, end], oldest first, paging backwards."""
+        gateway = self._ctx.gateway
+        if gateway is None:
+            raise RuntimeError("no gateway: the node was started without REST access")
+        found: dict[int, ClosedBar] = {}
+        page_end = end
+        while page_end >= start:
+            for attempt in Retrying(stop=stop_after_attempt(HEAL_ATTEMPTS), wait=wait_exponential(0.2, max=2),
+                                    reraise=True):
+                with attempt:
+                    page = gateway.fetch_klines(symbol, interval, start, page_end, limit=KLINE_PAGE)
+            inside = [b for b in page if start <= b.open_ms <= end]
+            for bar in inside:
+                found[bar.open_ms] = bar
+            if len(page) < KLINE_PAGE or not inside:
+                break
+            page_end = min(b.open_ms for b in inside) - 1
+        return [found[k] for k in sorted(found)]

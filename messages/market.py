@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Mapping, Sequence
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from messages._parse import MalformedPayload, build, require
 from messages.types import (
@@ -118,6 +118,9 @@ class Kline(_Ohlcv):
     end: UtcDatetime
     confirm: bool
     ts: UtcDatetime = Field(alias="timestamp")
+    # The closed bar of a confirm=true update, built once on first use and shared by every
+    # reader (router, StateStore): its fields are this kline's, already validated.
+    _bar: "ClosedBar | None" = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _aligned(self) -> "Kline":
@@ -151,18 +154,23 @@ class Kline(_Ohlcv):
     def closed_bar(self) -> "ClosedBar":
         if not self.confirm:
             raise ValueError("a running bar (confirm=false) is not a closed bar")
-        return ClosedBar(
-            symbol=self.symbol,
-            interval=self.interval,
-            open_time=self.start,
-            open=self.open,
-            high=self.high,
-            low=self.low,
-            close=self.close,
-            volume=self.volume,
-            turnover=self.turnover,
-            source=BarSource.WS,
-        )
+        bar = self._bar
+        if bar is None:
+            # No second validation: every ClosedBar rule (positive prices, consistent OHLC,
+            # aligned open) is a Kline rule that this kline passed.
+            bar = self._bar = ClosedBar.model_construct(
+                symbol=self.symbol,
+                interval=self.interval,
+                open_time=self.start,
+                open=self.open,
+                high=self.high,
+                low=self.low,
+                close=self.close,
+                volume=self.volume,
+                turnover=self.turnover,
+                source=BarSource.WS,
+            )
+        return bar
 
 
 class ClosedBar(_Ohlcv):

@@ -13,12 +13,19 @@ so that a pybit upgrade that breaks them fails loudly:
 
 from __future__ import annotations
 
+import json
+import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
+from uuid import uuid4
 
 from pybit.unified_trading import HTTP, WebSocket
+from tenacity import RetryCallState, Retrying, retry_if_not_exception_type, stop_after_attempt, stop_never
+from tenacity.wait import wait_exponential_jitter
+from websocket import WebSocketException
 
 from infra.config import Credentials, ExchangeConfig, Venue
+from infra.logging import get_logger
 
 
 @dataclass(frozen=True)
@@ -109,3 +116,155 @@ def make_private_ws(urls: VenueUrls, credentials: Credentials, **kwargs: Any) ->
         api_secret=credentials.api_secret.get_secret_value(),
         **kwargs,
     )
+
+
+class SocketClosed(Exception):
+    """The owner closed the socket while a connection attempt was pending."""
+
+
+Hook = Callable[..., None]
+
+
+class ManagedWebSocket(RoutedWebSocket):
+    """pybit's socket, with the node owning what pybit gets wrong (REFERENCE.md 5.2).
+
+    * Every frame goes raw to one callback (pybit's `callback_function`): pybit
+      never merges tickers (a delta before its snapshot raised inside pybit and
+      ended the stream), never looks up a per-topic callback (an unsolicited
+      topic or a failed ack raised KeyError), and a frame that is not JSON is
+      handed to `on_garbage` instead of tearing the socket down.
+    * Any error on a live socket reconnects, not only the three exception
+      types pybit knows, and reconnects are retried forever with exponential
+      back-off and jitter (pybit's own loop makes a fixed number of attempts
+      milliseconds apart and then gives up for good). Only the first connect
+      is bounded, so a venue that is down at start fails the start.
+    * `on_up(epoch)` after every connect, `on_down(reason)` when a connected
+      socket is lost. Subscriptions are not pybit's business here: the owner
+      sends them from `on_up` (pybit's replay keeps unsubscribed topics and its
+      subscribe blocks forever while disconnected).
+
+    Hooks run on pybit's thread; they must only hand work over (e.g. a tell).
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        ws_url: str,
+        on_frame: Callable[[dict[str, Any]], None],
+        on_up: Hook | None = None,
+        on_down: Hook | None = None,
+        on_garbage: Hook | None = None,
+        first_connect_attempts: int = 3,
+        backoff_s: tuple[float, float] = (0.2, 30.0),
+        **kwargs: Any,
+    ):
+        self._on_up = on_up
+        self._on_down = on_down
+        self._on_garbage = on_garbage
+        self._closing = threading.Event()
+        self._first_attempts = max(1, first_connect_attempts)
+        self._backoff = backoff_s
+        self.epoch = 0  # connections made so far; a send for an older epoch is stale
+        self._reconnecting = False
+        self._log = get_logger("infra.bybit.ws").bind(url=ws_url)
+        # retries=2 is one real attempt per round (pybit raises after its last attempt even when
+        # it connected, REFERENCE.md 5.2); the rounds and their back-off are ours.
+        kwargs["retries"] = 2
+        kwargs["restart_on_error"] = True
+        super().__init__(*args, ws_url=ws_url, callback_function=on_frame, **kwargs)
+
+    # --- connecting -----------------------------------------------------------------
+
+    def _connect(self, url: str) -> Any:
+        stop = stop_after_attempt(self._first_attempts) if self.epoch == 0 else stop_never
+        retrying = Retrying(
+            stop=stop | (lambda _state: self._closing.is_set()),
+            wait=wait_exponential_jitter(multiplier=self._backoff[0], max=self._backoff[1], jitter=self._backoff[0]),
+            retry=retry_if_not_exception_type(SocketClosed),
+            sleep=self._closing.wait,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                if self._closing.is_set():
+                    raise SocketClosed()
+                self._reset()  # pybit leaves `exited` set after a failed attempt: no JSON pings then
+                super()._connect(url)
+                if not self.is_connected():
+                    raise ConnectionError("connection lost while it was being set up")
+                if self._closing.is_set():
+                    super().exit()
+                    raise SocketClosed()
+        self.epoch += 1
+        self._call(self._on_up, self.epoch)
+        return None
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        self._log.warning("ws.connect_retry", attempt=state.attempt_number, wait_s=round(wait, 3), error=repr(exc))
+
+    def _on_error(self, error: Any) -> None:
+        if self._closing.is_set() or self.attempting_connection:
+            return  # our own close, or a failed attempt: the loop in _connect decides what is next
+        self._reconnecting = True
+        self._call(self._on_down, repr(error))
+        try:
+            super().exit()
+            self._reset()
+            self._connect(self.endpoint)
+        except SocketClosed:
+            return
+        except Exception as exc:  # noqa: BLE001 - we are on pybit's thread; nothing may escape
+            self._log.error("ws.reconnect_failed", error=repr(exc))
+        finally:
+            self._reconnecting = False
+
+    @property
+    def reconnecting(self) -> bool:
+        """A connection attempt or a back-off between attempts is under way."""
+        return self._reconnecting or bool(self.attempting_connection)
+
+    # --- frames ------------------------------------------------------------------------
+
+    def _on_message(self, message: Any) -> None:
+        try:
+            frame = json.loads(message)
+        except (TypeError, ValueError):
+            self._call(self._on_garbage, "not JSON", str(message)[:200])
+            return
+        if not isinstance(frame, dict):
+            self._call(self._on_garbage, "not an object", str(message)[:200])
+            return
+        if frame.get("ret_msg") == "pong" or frame.get("op") == "pong":
+            return
+        try:
+            self.callback(frame)
+        except Exception as exc:  # noqa: BLE001 - an escaping error would close the socket
+            self._call(self._on_garbage, f"callback raised {exc!r}", str(message)[:200])
+
+    def send_op(self, op: str, args: list[str]) -> bool:
+        """Send `{"op", "req_id", "args"}` now; False if the socket is not open."""
+        try:
+            self.ws.send(json.dumps({"op": op, "req_id": f"{op}-{uuid4().hex[:12]}", "args": args}))
+        except (AttributeError, OSError, WebSocketException):
+            return False
+        return True
+
+    def close(self) -> None:
+        """Close for good: no reconnect after this, a pending back-off ends at once."""
+        self._closing.set()
+        super().exit()
+
+    def _call(self, hook: Hook | None, *args: Any) -> None:
+        if hook is None:
+            return
+        try:
+            hook(*args)
+        except Exception as exc:  # noqa: BLE001 - a hook must not kill pybit's thread
+            self._log.error("ws.hook_failed", error=repr(exc))
+
+
+def make_managed_public_ws(urls: VenueUrls, **kwargs: Any) -> ManagedWebSocket:
+    return ManagedWebSocket(channel_type="linear", testnet=False, ws_url=urls.ws_public, **kwargs)

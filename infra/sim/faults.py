@@ -9,11 +9,13 @@ Durations are wall-clock seconds: they model the network, not the market.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from infra.logging import get_logger
+from infra.sim.malformed import FLOOD_KINDS, MALFORMED_KINDS, malformed_frame
 
 if TYPE_CHECKING:
     from infra.sim.exchange import Exchange
@@ -21,7 +23,8 @@ if TYPE_CHECKING:
 log = get_logger("sim")
 
 CHANNELS = ("public", "private")
-MALFORMED_KINDS = ("not_json", "truncated", "unknown_topic", "delta_before_snapshot", "bad_pong")
+FLOOD_STEP_S = 0.005  # how often the load switches top their frames up to the asked rate
+MAX_TICKER_RATE = 20_000
 
 
 def _channels(channel: str) -> tuple[str, ...]:
@@ -76,6 +79,8 @@ class FaultState:
     timeout_creates: _Window = field(default_factory=_Window)
     auth_delay_s: float = 0.0
     duplicate_executions: int = 0
+    ticker_rate: _Window = field(default_factory=_Window)  # value: extra ticker deltas per second per symbol
+    malformed_rate: _Window = field(default_factory=_Window)  # value: (frames per second, kinds, channels)
 
     def is_silent(self, channel: str) -> bool:
         return self.silent[channel].active()
@@ -87,6 +92,7 @@ class Faults:
     def __init__(self, exchange: "Exchange"):
         self._ex = exchange
         self.state = FaultState()
+        self._flood: asyncio.Task[None] | None = None
 
     # --- plumbing ---------------------------------------------------------------
 
@@ -154,6 +160,75 @@ class Faults:
         chans = _channels(channel)
         return self._apply("malformed_frames", lambda: self._ex.sessions.send_malformed(chans, kind),
                            channel=channel, kind=kind)
+
+    def ticker_rate(self, per_s: float, seconds: float | None = None) -> None:
+        """Push `per_s` extra ticker deltas per second per subscribed symbol (book sizes change,
+        prices do not) on top of the normal feed, for `seconds` (default: until cleared; 0 stops)."""
+        per_s = float(per_s)
+        if not 0 <= per_s <= MAX_TICKER_RATE:
+            raise ValueError(f"per_s must be within 0..{MAX_TICKER_RATE}")
+
+        def run() -> None:
+            self.state.ticker_rate = _Window(until=_until(seconds), value=per_s) if per_s else _Window()
+            self._ensure_flood()
+
+        self._apply("ticker_rate", run, per_s=per_s, seconds=seconds)
+
+    def malformed_rate(self, per_s: float, kinds: list[str] | None = None, channel: str = "public",
+                       seconds: float | None = None) -> None:
+        """Mix `per_s` malformed frames per second per connection among the good ones, cycling
+        through `kinds` (default: missing_fields, wrong_types, unknown_topic, not_json); 0 stops."""
+        per_s = float(per_s)
+        kinds_t = tuple(kinds) if kinds else FLOOD_KINDS
+        bad = [k for k in kinds_t if k not in MALFORMED_KINDS]
+        if bad or not 0 <= per_s <= MAX_TICKER_RATE:
+            raise ValueError(f"kinds must be among {', '.join(MALFORMED_KINDS)}; per_s within 0..{MAX_TICKER_RATE}")
+        chans = _channels(channel)
+
+        def run() -> None:
+            self.state.malformed_rate = (
+                _Window(until=_until(seconds), value=(per_s, kinds_t, chans)) if per_s else _Window()
+            )
+            self._ensure_flood()
+
+        self._apply("malformed_rate", run, per_s=per_s, kinds=list(kinds_t), channel=channel, seconds=seconds)
+
+    def _ensure_flood(self) -> None:
+        if self._flood is None or self._flood.done():
+            self._flood = asyncio.get_running_loop().create_task(self._run_flood())
+
+    async def _run_flood(self) -> None:
+        """Top the load switches up to their rates every FLOOD_STEP_S; ends when both are off.
+        Counting from each switch's own start keeps the average rate exact whatever the loop's jitter."""
+        sent: dict[str, tuple[_Window, float, int]] = {}  # switch -> (its window, started, frames sent)
+        n = 0
+        while True:
+            tick, bad = self.state.ticker_rate, self.state.malformed_rate
+            if not tick.active() and not bad.active():
+                self._flood = None
+                return
+            now = time.monotonic()
+            for name, window in (("tick", tick), ("bad", bad)):
+                if window.active() and (name not in sent or sent[name][0] is not window):
+                    sent[name] = (window, now, 0)
+            if tick.active():
+                _, started, done = sent["tick"]
+                due = int((now - started) * tick.value) - done
+                if due > 0:
+                    self._ex.feed.flood_ticker_deltas(due, self._ex.now())
+                    sent["tick"] = (tick, started, done + due)
+            if bad.active():
+                per_s, kinds, chans = bad.value
+                _, started, done = sent["bad"]
+                due = int((now - started) * per_s) - done
+                if due > 0:
+                    symbol = next(iter(self._ex.models))
+                    for _ in range(due):
+                        n += 1
+                        self._ex.sessions.broadcast_raw(
+                            chans, malformed_frame(kinds[n % len(kinds)], symbol, self._ex.now(), n // len(kinds)))
+                    sent["bad"] = (bad, started, done + due)
+            await asyncio.sleep(FLOOD_STEP_S)
 
     # --- REST ------------------------------------------------------------------------
 
@@ -223,5 +298,5 @@ class Faults:
                     start_ms=start_ms, end_ms=end_ms, interval=interval)
 
     def clear(self) -> None:
-        """Switch every fault off (holes stay)."""
+        """Switch every fault off (holes stay); the load switches stop with it."""
         self._apply("clear", lambda: setattr(self, "state", FaultState()))

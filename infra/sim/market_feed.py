@@ -27,6 +27,7 @@ class MarketFeed:
         self._ticker_cs: dict[str, int] = {}
         self._ticker_at: dict[str, int] = {}
         self._stats: dict[str, tuple[int, tuple[int, ...]]] = {}
+        self._flood_n = 0
 
     def forget_stats(self, symbol: str) -> None:
         """The 24 h statistics of `symbol` changed under the cache (a price shock)."""
@@ -127,12 +128,36 @@ class MarketFeed:
         if not changed:
             return
         cs = self._ticker_cs[symbol] = self._ticker_cs[symbol] + 1
-        subs = self.subs.get(f"tickers.{symbol}")
+        topic = f"tickers.{symbol}"
+        subs = self.subs.get(topic)
         if subs:
-            text = dumps({"topic": f"tickers.{symbol}", "type": "delta", "data": {"symbol": symbol, **changed},
+            text = dumps({"topic": topic, "type": "delta", "data": {"symbol": symbol, **changed},
                           "cs": cs, "ts": t})
             for conn in subs:
-                conn.send(text)
+                if topic in conn.snapshotted:
+                    conn.send(text)
+
+    def flood_ticker_deltas(self, per_symbol: int, t: int) -> int:
+        """`per_symbol` ticker deltas for every subscribed symbol, for load: only the book sizes
+        change, so prices stay the model's. Each carries the next `cs` and `ts` = t."""
+        sent = 0
+        for symbol, state in self._ticker.items():
+            topic = f"tickers.{symbol}"
+            subs = [c for c in self.subs.get(topic, ()) if topic in c.snapshotted]
+            if not subs:
+                continue
+            inst = self.models[symbol].inst
+            for _ in range(per_symbol):
+                self._flood_n += 1
+                bid, ask = inst.qty_str(1 + self._flood_n % 997), inst.qty_str(1 + (self._flood_n * 7) % 991)
+                state["bid1Size"], state["ask1Size"] = bid, ask
+                cs = self._ticker_cs[symbol] = self._ticker_cs[symbol] + 1
+                text = dumps({"topic": topic, "type": "delta", "data": {"symbol": symbol, "bid1Size": bid, "ask1Size": ask},
+                              "cs": cs, "ts": t})
+                for conn in subs:
+                    conn.send(text)
+                    sent += 1
+        return sent
 
     def send_snapshot(self, conn: Conn, topic: str, t: int) -> None:
         """The first frame of a new subscription to `topic` (tickers.* or kline.*)."""
@@ -145,8 +170,10 @@ class MarketFeed:
     def _send_ticker_snapshot(self, conn: Conn, symbol: str, t: int) -> None:
         if self._ticker_at.get(symbol) != t:
             self._publish_ticker(symbol, t)
-        conn.send_obj({"topic": f"tickers.{symbol}", "type": "snapshot", "data": self._ticker[symbol],
+        topic = f"tickers.{symbol}"
+        conn.send_obj({"topic": topic, "type": "snapshot", "data": self._ticker[symbol],
                        "cs": self._ticker_cs[symbol], "ts": t})
+        conn.snapshotted.add(topic)
 
     def _kline_frame(self, topic: str, symbol: str, interval: str, t: int, bar: Bar | None = None,
                      confirm: bool = False) -> str:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from infra.sim.clock import Clock
 from infra.sim.ids import IdSource
 from infra.sim.wire import dumps
+from infra.sim.malformed import malformed_frame
 from infra.sim.ws import DCP_TOPICS, PRIVATE, PRIVATE_TOPICS, PUBLIC, Conn, on_auth, on_ping, op_ack
 from messages.types import INTERVALS
 
@@ -83,20 +84,8 @@ class Sessions:
 
     def send_malformed(self, kinds: tuple[str, ...], kind: str) -> int:
         conns = self.connections(kinds)
-        symbol = self._symbols[0]
         for conn in conns:
-            if kind == "not_json":
-                conn.send("this is not json")
-            elif kind == "truncated":
-                conn.send('{"topic":"tickers.' + symbol + '","type":"snap')
-            elif kind == "unknown_topic":
-                conn.send_obj({"topic": "tickers.NOSUCHUSDT", "type": "snapshot", "data": {"symbol": "NOSUCHUSDT"},
-                               "cs": 1, "ts": self._clock.now_ms()})
-            elif kind == "delta_before_snapshot":
-                conn.send_obj({"topic": "tickers.NEWUSDT", "type": "delta", "data": {"symbol": "NEWUSDT"},
-                               "cs": 1, "ts": self._clock.now_ms()})
-            elif kind == "bad_pong":
-                conn.send_obj({"op": "ping", "success": True, "ret_msg": ""})
+            conn.send(malformed_frame(kind, self._symbols[0], self._clock.now_ms()))
         return len(conns)
 
     # --- frames from clients ----------------------------------------------------------------
@@ -153,6 +142,7 @@ class Sessions:
         for topic in args:
             if topic in conn.topics:
                 del conn.topics[topic]
+                conn.snapshotted.discard(topic)
                 self.subs.get(topic, {}).pop(conn, None)
                 if topic in DCP_TOPICS and not any(t in conn.topics for t in DCP_TOPICS):
                     self._on_private_gone(conn)

@@ -49,6 +49,9 @@ class Conn:
         self.conn_id = conn_id
         self.transport = transport
         self.topics: dict[str, None] = {}  # ordered set
+        # Ticker topics whose snapshot this connection has been sent: deltas go only to these,
+        # so a delta can never reach a client before the snapshot it applies to (REFERENCE.md 4.7).
+        self.snapshotted: set[str] = set()
         self.authed = False
         self.closed = False
         self.outbox: asyncio.Queue[Any] = asyncio.Queue()
