@@ -275,7 +275,8 @@ class WsPublic(WsActor):
 
     def _on_desired(self, desired: DesiredSubscriptions) -> None:
         old, new = set(self._desired.topics()), set(desired.topics())
-        added, removed = sorted(new - old), sorted(old - new)
+        added = [t for t in desired.topics() if t not in old]
+        removed = [t for t in self._desired.topics() if t not in new]
         self._desired = desired
         router = self._router
         router.topics = frozenset(old | new)  # frames of new topics may come before the ack

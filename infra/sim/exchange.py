@@ -109,6 +109,9 @@ class Exchange:
             if topic in DCP_TOPICS:
                 dcp.on_dcp_subscribed(self.account, conn)
             elif conn.kind == PUBLIC:
+                if topic.startswith("tickers.") and self.faults.state.deltas_first > 0:
+                    self.faults.state.deltas_first -= 1
+                    self.feed.send_stray_delta(conn, topic, now)
                 self.feed.send_snapshot(conn, topic, now)
 
     def _on_private_gone(self, conn: Conn) -> None:

@@ -79,6 +79,7 @@ class FaultState:
     timeout_creates: _Window = field(default_factory=_Window)
     auth_delay_s: float = 0.0
     duplicate_executions: int = 0
+    deltas_first: int = 0  # the next n ticker subscriptions get a delta before their snapshot
     ticker_rate: _Window = field(default_factory=_Window)  # value: extra ticker deltas per second per symbol
     malformed_rate: _Window = field(default_factory=_Window)  # value: (frames per second, kinds, channels)
 
@@ -160,6 +161,11 @@ class Faults:
         chans = _channels(channel)
         return self._apply("malformed_frames", lambda: self._ex.sessions.send_malformed(chans, kind),
                            channel=channel, kind=kind)
+
+    def delta_before_snapshot(self, n: int = 1) -> None:
+        """The next `n` new ticker subscriptions (any connection) get a delta before their snapshot:
+        what Bybit never does, and what ended pybit's stream when this simulator once did it."""
+        self._apply("delta_before_snapshot", lambda: setattr(self.state, "deltas_first", max(0, int(n))), n=n)
 
     def ticker_rate(self, per_s: float, seconds: float | None = None) -> None:
         """Push `per_s` extra ticker deltas per second per subscribed symbol (book sizes change,

@@ -159,6 +159,12 @@ class MarketFeed:
                     sent += 1
         return sent
 
+    def send_stray_delta(self, conn: Conn, topic: str, t: int) -> None:
+        """A ticker delta to `conn` although it has no snapshot of `topic` (a fault switch)."""
+        symbol = topic.split(".")[1]
+        conn.send_obj({"topic": topic, "type": "delta", "data": {"symbol": symbol, "bid1Size": "1"},
+                       "cs": self._ticker_cs.get(symbol, 0) + 1, "ts": t})
+
     def send_snapshot(self, conn: Conn, topic: str, t: int) -> None:
         """The first frame of a new subscription to `topic` (tickers.* or kline.*)."""
         if topic.startswith("tickers."):

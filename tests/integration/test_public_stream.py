@@ -1,0 +1,219 @@
+"""The public stream against the simulator: snapshot first on the wire, and the whole node
+surviving dropped sockets, a venue that sends a delta first, and malformed frames, with the
+desired set replayed and the bars of an outage healed into DuckDB."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from websocket import create_connection
+
+from actors.base import Directory, Role
+from actors.supervisor import Supervisor
+from actors.tree import default_children
+from infra.bybit.clients import make_http
+from infra.bybit.gateway import Gateway
+from infra.config import load_config
+from infra.sim import WallClock
+from infra.store import HistoryStore
+from infra.store.ranges import BarRange
+from messages.commands import Subscribe, Unsubscribe
+from messages.control import Ping
+from messages.queries import GetSnapshot
+from tests.helpers import wait_until
+from tests.integration.conftest import SIM_KEY, SIM_SECRET
+
+pytestmark = pytest.mark.timeout(90)
+
+MIN = 60_000
+
+
+# --- the simulator at the wire level ---------------------------------------------------------
+
+def _first_frame_per_topic(ws, topics):
+    first = {}
+    while len(first) < len(topics):
+        frame = json.loads(ws.recv())
+        topic = frame.get("topic")
+        if topic in topics and topic not in first:
+            first[topic] = frame["type"]
+    return first
+
+
+def test_every_new_ticker_subscription_starts_with_its_snapshot(sim_factory):
+    sim = sim_factory(clock=WallClock())
+    topics = ["tickers.BTCUSDT", "tickers.ETHUSDT"]
+    keeper = create_connection(sim.urls.ws_public, timeout=5)  # keeps deltas flowing the whole time
+    try:
+        keeper.send(json.dumps({"op": "subscribe", "req_id": "keep", "args": topics}))
+        _first_frame_per_topic(keeper, topics)
+        wait_until(lambda: json.loads(keeper.recv()).get("type") == "delta", timeout=5, what="deltas flowing")
+        for i in range(8):
+            ws = create_connection(sim.urls.ws_public, timeout=5)
+            try:
+                ws.send(json.dumps({"op": "subscribe", "req_id": f"n{i}", "args": topics}))
+                assert _first_frame_per_topic(ws, topics) == dict.fromkeys(topics, "snapshot")
+                # and again on the same connection, after an unsubscribe
+                ws.send(json.dumps({"op": "unsubscribe", "req_id": f"u{i}", "args": topics}))
+                ws.send(json.dumps({"op": "subscribe", "req_id": f"r{i}", "args": topics}))
+                while json.loads(ws.recv()).get("req_id") != f"r{i}":
+                    pass
+                assert _first_frame_per_topic(ws, topics) == dict.fromkeys(topics, "snapshot")
+            finally:
+                ws.close()
+    finally:
+        keeper.close()
+
+
+def test_load_switches_mix_ticker_floods_and_malformed_frames_into_the_feed(sim_factory):
+    sim = sim_factory(clock=WallClock())
+    ws = create_connection(sim.urls.ws_public, timeout=5)
+    try:
+        ws.send(json.dumps({"op": "subscribe", "req_id": "a", "args": ["tickers.BTCUSDT"]}))
+        _first_frame_per_topic(ws, ["tickers.BTCUSDT"])
+        sim.faults.ticker_rate(per_s=2000)
+        sim.faults.malformed_rate(per_s=100)
+        deltas = bad = 0
+        while deltas < 1000:
+            text = ws.recv()
+            try:
+                frame = json.loads(text)
+                good = frame.get("topic") == "tickers.BTCUSDT" and frame["type"] == "delta" and isinstance(
+                    frame["data"].get("lastPrice", ""), str)
+            except (ValueError, AttributeError):
+                good = False
+            deltas += good
+            bad += not good
+        sim.faults.clear()
+        assert 20 <= bad <= 200  # about 100/s among 2000/s
+    finally:
+        ws.close()
+
+
+# --- the whole node --------------------------------------------------------------------------
+
+@pytest.fixture
+def venue(sim_factory):
+    return sim_factory(symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"])
+
+
+@pytest.fixture
+def node(venue, write_config):
+    app = load_config(write_config(
+        "symbols:\n  BTCUSDT:\n    intervals: ['1']\n  ETHUSDT:\n    intervals: ['1']\n"
+        "db_writer:\n  catch_up_days: 0\n"
+        f"sim:\n  api_key: {SIM_KEY}\n  api_secret: {SIM_SECRET}\n"
+    ))
+    gateway = Gateway.from_config(app, venue.urls)
+    directory = Directory()
+    supervisor = Supervisor.start(app, directory, default_children(), urls=venue.urls, gateway=gateway)
+    supervisor.ask(Ping(), timeout=30)
+    wait_until(lambda: {"BTCUSDT", "ETHUSDT"} <= set(snapshot(directory).tickers), timeout=10, what="tickers")
+    yield app, directory, supervisor
+    if supervisor.is_alive():
+        supervisor.stop(block=True, timeout=15)
+    gateway.close()
+
+
+def snapshot(directory):
+    return directory.get(Role.STATE_STORE).ask(GetSnapshot(), timeout=5)
+
+
+def public_conns(sim):
+    return sim.call(lambda ex: [(c.conn_id, set(c.topics)) for c in ex.connections(("public",))])
+
+
+def reconnected_with(sim, before_id, topics):
+    """Wait for a public connection other than `before_id` that carries exactly `topics`."""
+    return wait_until(
+        lambda: [cid for cid, t in public_conns(sim) if cid != before_id and t == topics],
+        timeout=20, what=f"a new public connection carrying {sorted(topics)}",
+    )[0]
+
+
+def test_after_a_drop_every_desired_stream_delivers_and_a_removed_one_does_not(venue, node):
+    _, directory, supervisor = node
+    supervisor.tell(Subscribe(symbol="SOLUSDT", intervals=("1",)))
+    supervisor.tell(Unsubscribe(symbol="ETHUSDT"))
+    desired = {"tickers.BTCUSDT", "kline.1.BTCUSDT", "tickers.SOLUSDT", "kline.1.SOLUSDT"}
+    first = wait_until(lambda: [c for c, t in public_conns(venue) if t == desired], timeout=10,
+                       what="runtime changes on the socket")[0]
+    wait_until(lambda: "SOLUSDT" in snapshot(directory).tickers, timeout=10, what="SOL ticker")
+
+    assert venue.faults.drop_sockets("public") == 1
+    reconnected_with(venue, first, desired)
+    before = snapshot(directory).received_at
+    venue.clock.advance(60)  # tickers for every subscribed symbol, and a closing 1m bar
+    after = wait_until(
+        lambda: (r := snapshot(directory).received_at) and all(r.get(t, 0) > before.get(t, 0) for t in desired) and r,
+        timeout=10, what="every desired stream delivering after the reconnect",
+    )
+    assert after["tickers.ETHUSDT"] == before["tickers.ETHUSDT"]
+    assert after["kline.1.ETHUSDT"] == before["kline.1.ETHUSDT"]
+
+
+def test_a_venue_sending_a_delta_before_the_snapshot_does_not_end_the_feed(venue, node):
+    _, directory, _ = node
+    topics = {"tickers.BTCUSDT", "kline.1.BTCUSDT", "tickers.ETHUSDT", "kline.1.ETHUSDT"}
+    for _ in range(2):
+        [(conn, _)] = public_conns(venue)
+        venue.faults.delta_before_snapshot(2)  # what killed pybit's stream (its own ticker merge)
+        venue.faults.drop_sockets("public")
+        reconnected_with(venue, conn, topics)
+        before = snapshot(directory).received_at
+        venue.clock.advance(60)
+        wait_until(lambda: all(snapshot(directory).received_at[t] > before[t] for t in topics), timeout=10,
+                   what="the feed after a delta-first resubscription")
+    assert venue.call(lambda ex: ex.faults.state.deltas_first) == 0  # the fault was really served
+
+
+def test_bars_closed_during_an_outage_are_in_duckdb_after_the_seam_heals(venue, sim_creds, node):
+    app, directory, supervisor = node
+    venue.clock.advance(120)
+    wait_until(lambda: len(snapshot(directory).bars.get(("BTCUSDT", "1"), ())) >= 2, timeout=10, what="closed bars")
+    [(conn, topics)] = public_conns(venue)
+    venue.faults.refuse_connections(2.0)
+    venue.faults.drop_sockets("public")
+    wait_until(lambda: not public_conns(venue), timeout=5, what="the public socket gone")
+    venue.clock.advance(5 * 60)  # five bars close with nobody listening
+    reconnected_with(venue, conn, topics)
+    venue.clock.advance(60)  # the first bar after the reconnect shows the hole
+
+    def contiguous(key):
+        bars = snapshot(directory).bars.get(key, ())
+        opens = [b.open_ms for b in bars]
+        return len(opens) >= 8 and opens == list(range(opens[0], opens[0] + len(opens) * MIN, MIN)) and opens
+
+    spans = {key: wait_until(lambda k=key: contiguous(k), timeout=15, what=f"{key} contiguous in memory")
+             for key in (("BTCUSDT", "1"), ("ETHUSDT", "1"))}
+    supervisor.stop(block=True, timeout=15)  # the DbWriter drains
+    store = HistoryStore.for_node(app.node, owner="test")
+    try:
+        with store.session() as s:
+            for (symbol, interval), opens in spans.items():
+                stored = [b.open_ms for b in s.bars(symbol, interval, within=BarRange(opens[0], opens[-1] + MIN))]
+                rows = make_http(venue.urls, sim_creds).get_kline(category="linear", symbol=symbol, interval=interval, start=opens[0],
+                                          end=opens[-1])["result"]["list"]
+                assert stored == opens == sorted(int(r[0]) for r in rows)
+                healed = [b for b in s.bars(symbol, interval) if b.source == "rest"]
+                assert len(healed) == 5
+    finally:
+        store.close()
+
+
+def test_malformed_frames_are_rejected_and_counted_while_good_frames_flow(venue, events, node):
+    _, directory, _ = node
+    [(conn, _)] = public_conns(venue)
+    kinds = ["missing_fields", "wrong_types", "unknown_topic", "not_json", "truncated", "delta_before_snapshot",
+             "bad_pong"]
+    for kind in kinds:
+        venue.faults.malformed_frames("public", kind)
+        before = snapshot(directory).received_at["tickers.BTCUSDT"]
+        venue.clock.advance(1)
+        wait_until(lambda: snapshot(directory).received_at["tickers.BTCUSDT"] > before, timeout=5,
+                   what=f"good frames after {kind}")
+    rejected = [e for e in events() if e["event"] == "ws.frame_rejected"]
+    assert len(rejected) == len(kinds) and max(e["rejected"] for e in rejected) == len(kinds)
+    assert [c for c, _ in public_conns(venue)] == [conn]  # never reconnected
+    assert not [e for e in events() if e["event"] == "ws.disconnected"]

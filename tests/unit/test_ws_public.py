@@ -1,0 +1,284 @@
+"""WsPublic with a fake socket and mocked peers: the desired set, reconnects, removals, the seam."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+
+import pytest
+
+from actors.base import ActorContext, Directory, Role
+from actors.ws_public import PublicFrameRouter, WsPublic
+from infra.bybit.clients import VenueUrls
+from infra.config import load_config
+from messages.commands import Subscribe, Unsubscribe
+from messages.control import SocketStatus
+from messages.market import BarSource, ClosedBar, Kline, Ticker
+from messages.subscriptions import DesiredSubscriptions
+from messages.types import ms_to_utc
+from tests.helpers import wait_until
+
+URLS = VenueUrls(rest="http://127.0.0.1:9", ws_public="ws://127.0.0.1:9/pub", ws_private="ws://127.0.0.1:9/priv")
+T0 = 1_700_000_040_000 - 1_700_000_040_000 % 60_000  # a minute boundary
+
+
+class Peer:
+    """A mocked peer: records what it is told (thread-safe)."""
+
+    def __init__(self):
+        self.told = []
+        self._lock = threading.Lock()
+
+    def tell(self, message):
+        with self._lock:
+            self.told.append(message)
+
+    def of(self, kind):
+        with self._lock:
+            return [m for m in self.told if isinstance(m, kind)]
+
+
+class FakeSocket:
+    """Stands in for ManagedWebSocket: records ops; the test connects and drops it."""
+
+    def __init__(self, urls, on_frame, on_up, on_down, on_garbage):
+        self.on_frame, self.on_up, self.on_down, self.on_garbage = on_frame, on_up, on_down, on_garbage
+        self.ops: list[tuple[str, tuple[str, ...]]] = []
+        self.epoch = 0
+        self.connected = False
+        self.reconnecting = False
+        self.closed = False
+        self.connect()  # like pybit: connected when the constructor returns
+
+    def connect(self):
+        self.connected = True
+        self.epoch += 1
+        self.on_up(self.epoch)
+
+    def drop(self):
+        self.connected = False
+        self.on_down("ConnectionResetError()")
+
+    def is_connected(self):
+        return self.connected
+
+    def send_op(self, op, args):
+        if not self.connected:
+            return False
+        self.ops.append((op, tuple(args)))
+        return True
+
+    def close(self):
+        self.closed = True
+        self.connected = False
+
+
+class Sockets:
+    """The factory WsPublic is given: every socket it built."""
+
+    def __init__(self):
+        self.made: list[FakeSocket] = []
+
+    def __call__(self, urls, **hooks):
+        sock = FakeSocket(urls, **hooks)
+        self.made.append(sock)
+        return sock
+
+    @property
+    def current(self) -> FakeSocket:
+        return self.made[-1]
+
+
+def carried(sock: FakeSocket, since: int = 0) -> set[str]:
+    out: set[str] = set()
+    for op, args in sock.ops[since:]:
+        if op == "subscribe":
+            out |= set(args)
+        else:
+            out -= set(args)
+    return out
+
+
+class Gateway:
+    """A mocked gateway: serves closed bars of a flat market, newest first like Bybit."""
+
+    def __init__(self):
+        self.calls = []
+
+    def fetch_klines(self, symbol, interval, start_ms, end_ms, limit=1000):
+        self.calls.append((symbol, interval, start_ms, end_ms))
+        opens = list(range(start_ms - start_ms % 60_000, end_ms + 1, 60_000))[-limit:]
+        return [bar(symbol, o, BarSource.REST) for o in reversed(opens) if o >= start_ms]
+
+
+def bar(symbol, open_ms, source=BarSource.WS):
+    return ClosedBar(symbol=symbol, interval="1", open_time=ms_to_utc(open_ms), open=Decimal(1), high=Decimal(1),
+                     low=Decimal(1), close=Decimal(1), volume=Decimal(0), turnover=Decimal(0), source=source)
+
+
+def kline_frame(symbol, open_ms, confirm=True):
+    return {"topic": f"kline.1.{symbol}", "type": "snapshot", "ts": open_ms + 60_000, "data": [{
+        "start": open_ms, "end": open_ms + 59_999, "interval": "1", "open": "1", "close": "1", "high": "1",
+        "low": "1", "volume": "0", "turnover": "0", "confirm": confirm, "timestamp": open_ms + 59_999}]}
+
+
+def ticker_frame(symbol, kind="snapshot", **data):
+    body = {"symbol": symbol, **data}
+    if kind == "snapshot":
+        body.update({"lastPrice": "100", "markPrice": "100", "indexPrice": "100"})
+    return {"topic": f"tickers.{symbol}", "type": kind, "data": body, "cs": 1, "ts": T0}
+
+
+@pytest.fixture
+def app(write_config):
+    return load_config(write_config(
+        "symbols:\n  BTCUSDT:\n    intervals: ['1', '5']\n  ETHUSDT:\n    intervals: ['1']\n    tickers: false\n"
+    ))
+
+
+@pytest.fixture
+def node(app):
+    directory = Directory()
+    store, writer = Peer(), Peer()
+    directory.register(Role.STATE_STORE, store)
+    directory.register(Role.DB_WRITER, writer)
+    sockets = Sockets()
+    gateway = Gateway()
+    desired = DesiredSubscriptions.from_config(app.node.symbols)
+    ctx = ActorContext(config=app, directory=directory, urls=URLS, gateway=gateway, subscriptions=desired)
+    ref = WsPublic.start(ctx, socket_factory=sockets)
+    directory.register(Role.WS_PUBLIC, ref)
+    yield ref, sockets, store, writer, gateway
+    ref.stop(block=True, timeout=5)
+
+
+DESIRED = {"tickers.BTCUSDT", "kline.1.BTCUSDT", "kline.5.BTCUSDT", "kline.1.ETHUSDT"}
+
+
+def test_subscribes_exactly_the_desired_set_and_reports_it(node):
+    _, sockets, store, _, _ = node
+    wait_until(lambda: sockets.current.ops, what="subscribe op")
+    [(op, topics)] = sockets.current.ops
+    assert op == "subscribe" and set(topics) == DESIRED and len(topics) == len(DESIRED)
+    status = wait_until(lambda: store.of(SocketStatus), what="socket status")[-1]
+    assert status.connected and status.socket == "public" and set(status.topics) == DESIRED
+
+
+def test_reconnect_replays_the_whole_desired_set_with_runtime_changes(node):
+    ref, sockets, store, _, _ = node
+    sock = sockets.current
+    wait_until(lambda: sock.ops, what="first subscribe")
+    desired = DesiredSubscriptions.from_config({}).subscribe(Subscribe(symbol="BTCUSDT", intervals=("1", "5")))
+    desired = desired.subscribe(Subscribe(symbol="SOLUSDT", intervals=("15",)))  # runtime-added
+    ref.tell(desired)  # ETHUSDT removed at runtime
+    wait_until(lambda: len(sock.ops) >= 3, what="runtime ops")
+    assert ("subscribe", ("tickers.SOLUSDT", "kline.15.SOLUSDT")) in sock.ops
+    assert ("unsubscribe", ("kline.1.ETHUSDT",)) in sock.ops
+    mark = len(sock.ops)
+    sock.drop()
+    wait_until(lambda: any(not s.connected for s in store.of(SocketStatus)), what="disconnected status")
+    sock.connect()  # pybit's own reconnect
+    wait_until(lambda: len(sock.ops) > mark, what="replay")
+    expected = {"tickers.BTCUSDT", "kline.1.BTCUSDT", "kline.5.BTCUSDT", "tickers.SOLUSDT", "kline.15.SOLUSDT"}
+    assert carried(sock, mark) == expected and sock.ops[mark][0] == "subscribe"
+    assert "kline.1.ETHUSDT" not in sock.ops[mark][1]
+
+
+def test_subscribe_while_disconnected_is_sent_with_the_next_connection(node):
+    ref, sockets, _, _, _ = node
+    sock = sockets.current
+    wait_until(lambda: sock.ops, what="first subscribe")
+    sock.drop()
+    ref.ask(DesiredSubscriptions.from_config({}).subscribe(Subscribe(symbol="SOLUSDT", intervals=("1",))),
+            timeout=5)
+    assert len(sock.ops) == 1  # nothing sent into a dead socket
+    sock.connect()
+    wait_until(lambda: len(sock.ops) == 2, what="replay")
+    assert sock.ops[1] == ("subscribe", ("tickers.SOLUSDT", "kline.1.SOLUSDT"))
+
+
+def test_subscribe_and_unsubscribe_told_to_ws_public_go_to_the_supervisor_first(app):
+    supervisor = Peer()
+    directory = Directory()
+    ctx = ActorContext(config=app, directory=directory, urls=URLS, supervisor=supervisor,
+                       subscriptions=DesiredSubscriptions.from_config(app.node.symbols))
+    sockets = Sockets()
+    ref = WsPublic.start(ctx, socket_factory=sockets)
+    try:
+        ref.ask(Unsubscribe(symbol="ETHUSDT"), timeout=5)
+        assert supervisor.told == [Unsubscribe(symbol="ETHUSDT")]
+        assert all(op == "subscribe" for op, _ in sockets.current.ops)  # the socket waits for the new set
+    finally:
+        ref.stop(block=True, timeout=5)
+
+
+def test_a_socket_dead_without_a_word_from_pybit_is_reported_and_rebuilt(node):
+    ref, sockets, store, _, _ = node
+    first = sockets.current
+    wait_until(lambda: first.ops, what="first subscribe")
+    first.connected = False  # pybit's thread ended; no on_error, no reconnect
+    wait_until(lambda: len(sockets.made) == 2, timeout=10, what="rebuilt socket")
+    assert first.closed
+    wait_until(lambda: sockets.current.ops, what="subscribe on the new socket")
+    assert set(sockets.current.ops[0][1]) == DESIRED
+    statuses = store.of(SocketStatus)
+    assert any(not s.connected for s in statuses) and statuses[-1].connected
+
+
+def test_a_gap_in_closed_bars_is_fetched_and_delivered_before_the_bar_after_it(node):
+    ref, sockets, store, writer, gateway = node
+    sock = sockets.current
+    wait_until(lambda: sock.ops, what="subscribed")
+    sock.on_frame(kline_frame("ETHUSDT", T0))
+    sock.on_frame(kline_frame("ETHUSDT", T0 + 60_000))
+    sock.on_frame(kline_frame("ETHUSDT", T0 + 5 * 60_000))  # after an outage: three bars missing
+    expected = [T0 + i * 60_000 for i in range(6)]
+    wait_until(lambda: sorted(b.open_ms for b in writer.of(ClosedBar)) == expected, what="bars at the writer")
+    closed_at_store = [m.closed_bar() if isinstance(m, Kline) else m for m in store.told
+                       if isinstance(m, ClosedBar) or (isinstance(m, Kline) and m.confirm)]
+    assert [b.open_ms for b in closed_at_store] == expected  # in time order: the buffer keeps them all
+    assert [b.source for b in closed_at_store[2:5]] == ["rest"] * 3
+    assert gateway.calls == [("ETHUSDT", "1", T0 + 2 * 60_000, T0 + 5 * 60_000 - 1)]
+
+
+def test_router_rejects_and_counts_malformed_frames_while_good_ones_flow():
+    directory = Directory()
+    store, writer = Peer(), Peer()
+    directory.register(Role.STATE_STORE, store)
+    directory.register(Role.DB_WRITER, writer)
+    router = PublicFrameRouter(directory, 1, ("tickers.BTCUSDT", "kline.1.BTCUSDT"))
+    router.on_frame(ticker_frame("BTCUSDT"))
+    bad = [
+        {"topic": "tickers.BTCUSDT", "type": "snapshot", "data": {"symbol": "BTCUSDT"}, "cs": 1, "ts": T0},
+        {"topic": "tickers.BTCUSDT", "type": "delta", "data": {"symbol": "BTCUSDT", "lastPrice": {"x": 1}}, "ts": T0},
+        {"topic": "kline.1.BTCUSDT", "type": "snapshot", "ts": T0, "data": [{"interval": "1", "confirm": False}]},
+        dict(kline_frame("BTCUSDT", T0), data=[dict(kline_frame("BTCUSDT", T0)["data"][0], start="soon")]),
+        {"topic": "tickers.NOSUCHUSDT", "type": "snapshot", "data": {"symbol": "NOSUCHUSDT"}, "ts": T0},
+        {"no": "topic"},
+    ]
+    for i, frame in enumerate(bad):
+        router.on_frame(frame)
+        router.on_frame(ticker_frame("BTCUSDT", "delta", bid1Size=str(i + 1)))
+    router.on_garbage("not JSON", "this is not json")
+    router.on_frame(kline_frame("BTCUSDT", T0))
+    assert router.counts["rejected"] == len(bad) + 1
+    tickers = [m for m in store.told if isinstance(m, Ticker)]
+    assert len(tickers) == 1 + len(bad) and [t.bid1_size for t in tickers[1:]] == [Decimal(i + 1) for i in range(6)]
+    assert [b.open_ms for b in writer.of(ClosedBar)] == [T0]
+
+
+def test_router_counts_frames_of_a_removed_topic_apart_from_malformed_ones():
+    directory = Directory()
+    store = Peer()
+    directory.register(Role.STATE_STORE, store)
+    router = PublicFrameRouter(directory, 1, ("tickers.BTCUSDT",))
+    router.topics, router.removed = frozenset(), frozenset({"tickers.BTCUSDT"})
+    router.on_frame(ticker_frame("BTCUSDT"))
+    assert store.told == [] and router.counts["unsubscribed"] == 1 and router.counts["rejected"] == 0
+
+
+def test_a_failed_subscribe_ack_is_counted_and_logged(events):
+    router = PublicFrameRouter(Directory(), 1, ())
+    router.on_frame({"success": False, "ret_msg": "error:handler not found", "op": "subscribe", "req_id": "x"})
+    assert router.counts["acks_failed"] == 1
+    assert any(e["event"] == "ws.subscribe_failed" for e in events())
