@@ -217,7 +217,8 @@ class ManagedWebSocket(RoutedWebSocket):
         except SocketClosed:
             return
         except Exception as exc:  # noqa: BLE001 - we are on pybit's thread; nothing may escape
-            self._log.error("ws.reconnect_failed", error=repr(exc))
+            if not self._closing.is_set():  # closed during a back-off: that is no failure
+                self._log.error("ws.reconnect_failed", error=repr(exc))
         finally:
             self._reconnecting = False
 

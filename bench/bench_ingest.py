@@ -1,0 +1,234 @@
+"""Public ingest: simulator (its own process) -> pybit -> router -> StateStore.
+
+    python -m bench ingest
+
+The simulator runs as `python -m infra.sim` in a child process on 127.0.0.1,
+so its event loop does not share this process's interpreter lock; its
+`ticker_rate` switch floods ticker deltas. Each round opens a fresh socket
+(outside the timed part), switches the flood on and times until the
+receiver has handled FRAMES deltas; raw and node rounds alternate.
+
+* `raw_pybit_msgs_per_s`: a bare pybit socket (raw frames) whose callback
+  only counts: the ceiling for this design.
+* `ingest_msgs_per_s`: the same flood through WsPublic's socket and router
+  into the real StateStore actor (parse, tell, merge), counted when the
+  StateStore has merged the frame, so a growing backlog shows as a lower
+  rate. `ingest_msgs_per_s_ratio` = ingest / raw (target >= 0.7).
+* `ingest_p99_ms`: simulator frame `ts` -> StateStore merged, at LATENCY_RATE
+  frames/s, p99 over a round (target <= 20 ms); `raw_pybit_p99_ms` is the
+  same from `ts` to the counting callback, and `ingest_p99_ms_ratio` is
+  raw/ours (latency: higher is better). `ts` has millisecond resolution.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pykka
+import requests
+
+from actors.base import ActorContext, Directory, Role
+from actors.state_store import StateStore
+from actors.ws_public import WsPublic
+from bench.compare import alternate
+from infra.bybit.clients import make_public_ws, simulator_urls
+from infra.config import load_config
+from infra.logging import configure_logging
+from messages.market import Ticker
+from messages.subscriptions import DesiredSubscriptions, SymbolStreams
+
+SYMBOL = "BTCUSDT"
+FRAMES = 20_000
+FLOOD_RATE = 20_000  # per second: above what either receiver can take, so the receiver is timed
+LATENCY_RATE = 2_000
+LATENCY_S = 3.0
+ROUNDS = 5
+KEY, SECRET = "bench-key", "bench-secret"
+
+
+class Probe:
+    """Counts ticker deltas and records their latency (now - frame ts, ms)."""
+
+    def __init__(self) -> None:
+        self.snapshot = threading.Event()
+        self.done = threading.Event()
+        self.target = 0
+        self.n = 0
+        self.latencies: list[float] | None = None
+
+    def arm(self, target: int, latencies: bool) -> None:
+        self.n = 0
+        self.target = target
+        self.latencies = [] if latencies else None
+        self.done.clear()
+
+    def delta(self, ts_ms: float) -> None:
+        self.n += 1
+        if self.latencies is not None:
+            self.latencies.append(time.time() * 1000 - ts_ms)
+        if self.n == self.target:
+            self.done.set()
+
+    def raw_frame(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        if kind == "delta":
+            self.delta(frame["ts"])
+        elif kind == "snapshot" and str(frame.get("topic", "")).startswith("tickers."):
+            self.snapshot.set()
+
+    def ticker(self, msg: Ticker) -> None:
+        if msg.is_snapshot:
+            self.snapshot.set()
+        else:
+            self.delta(msg.ts.timestamp() * 1000)
+
+
+class ProbedStateStore(StateStore):
+    """The real StateStore; every merged ticker is also shown to the probe."""
+
+    def __init__(self, ctx: ActorContext, probe: Probe):
+        self._probe = probe
+        super().__init__(ctx)
+
+    def handlers(self) -> dict[type, Callable[[Any], Any]]:
+        handlers = super().handlers()
+        merge, probe = handlers[Ticker], self._probe
+
+        def on_ticker(msg: Ticker) -> Any:
+            result = merge(msg)
+            probe.ticker(msg)
+            return result
+
+        handlers[Ticker] = on_ticker
+        return handlers
+
+
+class Venue:
+    """The simulator in its own process, and its fault switches over loopback HTTP."""
+
+    def __init__(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = dict(os.environ, NO_PROXY="127.0.0.1,localhost")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "infra.sim", "--port", str(port), "--api-key", KEY, "--api-secret", SECRET,
+             "--symbols", SYMBOL],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self.urls = simulator_urls(f"http://127.0.0.1:{port}")
+        self.http = requests.Session()
+        self.http.trust_env = False
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.http.get(f"{self.urls.rest}/v5/market/time", timeout=1).raise_for_status()
+                break
+            except requests.RequestException:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.close()
+                    raise RuntimeError("the simulator did not come up")
+                time.sleep(0.1)
+
+    def fault(self, name: str, **kwargs: Any) -> None:
+        self.http.post(f"{self.urls.rest}/sim/fault/{name}", json=kwargs, timeout=10).raise_for_status()
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _flood(venue: Venue, probe: Probe, target: int, rate: int, latencies: bool) -> float:
+    """Switch the flood on, wait for `target` handled deltas; seconds from switch-on to the last."""
+    probe.arm(target, latencies)
+    started = time.perf_counter()
+    venue.fault("ticker_rate", per_s=rate)
+    try:
+        if not probe.done.wait(120):
+            raise RuntimeError(f"only {probe.n} of {target} deltas arrived")
+        return time.perf_counter() - started
+    finally:
+        venue.fault("ticker_rate", per_s=0)
+
+
+def _p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98]
+
+
+def run() -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="bench_ingest_") as tmp:
+        configure_logging(console="off", file_path=Path(tmp) / "bench.jsonl")
+        cfg = Path(tmp) / "config.yaml"
+        cfg.write_text(f"data_dir: {Path(tmp) / 'data'}\nsymbols:\n  {SYMBOL}:\n    intervals: ['1']\n")
+        app = load_config(cfg)
+        venue = Venue()
+        desired = DesiredSubscriptions(symbols={SYMBOL: SymbolStreams(tickers=True)})
+        try:
+
+            def raw_round(target: int, rate: int, latencies: bool) -> Callable[[], float]:
+                def one() -> float:
+                    probe = Probe()
+                    ws = make_public_ws(venue.urls, callback_function=probe.raw_frame)
+                    try:
+                        ws.subscribe("tickers.{symbol}", callback=probe.raw_frame, symbol=SYMBOL)
+                        if not probe.snapshot.wait(10):
+                            raise RuntimeError("no ticker snapshot on the raw socket")
+                        took = _flood(venue, probe, target, rate, latencies)
+                        return _p99(probe.latencies) if latencies else took
+                    finally:
+                        ws.exit()
+
+                return one
+
+            def node_round(target: int, rate: int, latencies: bool) -> Callable[[], float]:
+                def one() -> float:
+                    probe = Probe()
+                    directory = Directory()
+                    ctx = ActorContext(config=app, directory=directory, urls=venue.urls, subscriptions=desired)
+                    store = ProbedStateStore.start(ctx, probe)
+                    directory.register(Role.STATE_STORE, store)
+                    ws = WsPublic.start(ctx)
+                    directory.register(Role.WS_PUBLIC, ws)
+                    try:
+                        if not probe.snapshot.wait(10):
+                            raise RuntimeError("no ticker snapshot at the StateStore")
+                        took = _flood(venue, probe, target, rate, latencies)
+                        return _p99(probe.latencies) if latencies else took
+                    finally:
+                        ws.stop(block=True, timeout=10)
+                        store.stop(block=True, timeout=10)
+
+                return one
+
+            speed = alternate(raw=raw_round(FRAMES, FLOOD_RATE, False), ours=node_round(FRAMES, FLOOD_RATE, False),
+                              rounds=ROUNDS)
+            n_latency = int(LATENCY_RATE * LATENCY_S)
+            latency = alternate(raw=raw_round(n_latency, LATENCY_RATE, True),
+                                ours=node_round(n_latency, LATENCY_RATE, True), rounds=ROUNDS)
+        finally:
+            venue.close()
+            pykka.ActorRegistry.stop_all(block=True, timeout=10)
+    figures = speed.throughput("ingest_msgs_per_s", "raw_pybit_msgs_per_s", FRAMES)
+    figures.update({
+        "ingest_p99_ms": round(latency.ours_median_s, 2),
+        "raw_pybit_p99_ms": round(latency.raw_median_s, 2),
+        "ingest_p99_ms_ratio": round(latency.speed_ratio, 3),
+    })
+    return figures
+
+
+if __name__ == "__main__":
+    for key, value in run().items():
+        print(key, value)
