@@ -12,7 +12,7 @@ from websocket import create_connection
 from actors.base import Directory, Role
 from actors.supervisor import Supervisor
 from actors.tree import default_children
-from infra.bybit.clients import make_http
+from infra.bybit.clients import make_http, make_managed_public_ws
 from infra.bybit.gateway import Gateway
 from infra.config import load_config
 from infra.sim import WallClock
@@ -217,3 +217,22 @@ def test_malformed_frames_are_rejected_and_counted_while_good_frames_flow(venue,
     assert len(rejected) == len(kinds) and max(e["rejected"] for e in rejected) == len(kinds)
     assert [c for c, _ in public_conns(venue)] == [conn]  # never reconnected
     assert not [e for e in events() if e["event"] == "ws.disconnected"]
+
+
+def test_the_node_socket_outlasts_a_refusal_that_makes_pybit_give_up(sim, events):
+    """pybit's own loop makes 10 attempts milliseconds apart and gives up (test_sim_faults); ours backs off."""
+    ups, downs, frames = [], [], []
+    ws = make_managed_public_ws(sim.urls, on_frame=frames.append, on_up=ups.append, on_down=downs.append,
+                                backoff_s=(0.05, 0.5))
+    try:
+        assert ups == [1]
+        sim.faults.refuse_connections(2.5)
+        sim.faults.drop_sockets("public")
+        wait_until(lambda: ups == [1, 2], timeout=20, what="reconnected after the refusal")
+        retries = [e for e in events() if e["event"] == "ws.connect_retry"]
+        assert len(downs) == 1 and len(retries) >= 3
+        assert retries[-1]["wait_s"] > retries[0]["wait_s"]  # backing off, not hammering
+        assert ws.send_op("subscribe", ["tickers.BTCUSDT"])
+        wait_until(lambda: any(f.get("topic") == "tickers.BTCUSDT" for f in frames), what="frames again")
+    finally:
+        ws.close()
