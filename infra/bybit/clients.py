@@ -166,6 +166,7 @@ class ManagedWebSocket(RoutedWebSocket):
         self._backoff = backoff_s
         self.epoch = 0  # connections made so far; a send for an older epoch is stale
         self._reconnecting = False
+        self._attempt_error = ""
         self._log = get_logger("infra.bybit.ws").bind(url=ws_url)
         # retries=2 is one real attempt per round (pybit raises after its last attempt even when
         # it connected, REFERENCE.md 5.2); the rounds and their back-off are ours.
@@ -203,11 +204,18 @@ class ManagedWebSocket(RoutedWebSocket):
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
-        self._log.warning("ws.connect_retry", attempt=state.attempt_number, wait_s=round(wait, 3), error=repr(exc))
+        # pybit's own exception text ("... will no longer try to reconnect") is not what happens
+        # here; the attempt's real cause (refused, HTTP 403, ...) is the one its thread reported.
+        cause = self._attempt_error or repr(exc)
+        self._attempt_error = ""
+        self._log.warning("ws.connect_retry", attempt=state.attempt_number, wait_s=round(wait, 3), error=cause)
 
     def _on_error(self, error: Any) -> None:
-        if self._closing.is_set() or self.attempting_connection:
-            return  # our own close, or a failed attempt: the loop in _connect decides what is next
+        if self._closing.is_set():
+            return
+        if self.attempting_connection:
+            self._attempt_error = repr(error)  # a failed attempt: the loop in _connect decides what is next
+            return
         self._reconnecting = True
         self._call(self._on_down, repr(error))
         try:

@@ -232,6 +232,7 @@ def test_the_node_socket_outlasts_a_refusal_that_makes_pybit_give_up(sim, events
         retries = [e for e in events() if e["event"] == "ws.connect_retry"]
         assert len(downs) == 1 and len(retries) >= 3
         assert retries[-1]["wait_s"] > retries[0]["wait_s"]  # backing off, not hammering
+        assert all("no longer try" not in r["error"] for r in retries)  # the attempt's cause, not pybit's text
         assert ws.send_op("subscribe", ["tickers.BTCUSDT"])
         wait_until(lambda: any(f.get("topic") == "tickers.BTCUSDT" for f in frames), what="frames again")
     finally:
