@@ -42,14 +42,15 @@ class FrameRouter:
             self.counts["frames"] += 1
             # Parse the whole frame first: a bad item refuses the frame, never half of it.
             for recipient, message in list(parse(frame)):
-                self._tell(recipient, message)
+                self.deliver(recipient, message)
         except MalformedPayload as exc:
             self.reject(exc.what, exc.reasons)
         except Exception as exc:  # never raise into pybit: it would close the socket for good
             self.counts["errors"] += 1
             self._log.error("ws.callback_error", error=repr(exc))
 
-    def _tell(self, recipient: Role, message: Any) -> None:
+    def deliver(self, recipient: Role, message: Any) -> None:
+        """Tell `message` to the role's current actor; count and log it if none is running."""
         if not self._directory.tell(recipient, message):
             self.counts["undelivered"] += 1
             self._log.error("ws.undeliverable", to=recipient.value, message_type=type(message).__name__)

@@ -306,12 +306,12 @@ class WsPublic(WsActor):
                             from_ms=start, to_ms=end, error=repr(exc))
             bars = []
         for bar in bars:
-            self._router._tell(Role.DB_WRITER, bar)
-            self._router._tell(Role.STATE_STORE, bar)
+            self._router.deliver(Role.DB_WRITER, bar)
+            self._router.deliver(Role.STATE_STORE, bar)
         if bars:
             self._log.info("ws.seam_healed", symbol=kline.symbol, interval=kline.interval, bars=len(bars),
                            from_ms=bars[0].open_ms, to_ms=bars[-1].open_ms)
-        self._router._tell(Role.STATE_STORE, kline)
+        self._router.deliver(Role.STATE_STORE, kline)
 
     def _fetch_missing(self, symbol: str, interval: str, start: int, end: int) -> list[ClosedBar]:
         """Closed bars with open time in [start, end], oldest first, paging backwards."""
