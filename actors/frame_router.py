@@ -3,7 +3,8 @@
 pybit calls these on its own thread. An exception escaping a callback closes
 pybit's socket for good (REFERENCE.md 5.2), so every failure is caught,
 counted and logged. Once a router's generation is retired (its socket was
-replaced), late frames are counted and dropped, never mixed into state.
+replaced, here or in the `Directory`), late frames are counted and dropped,
+never mixed into state.
 
 Rejections are logged, but a venue that sends garbage at a thousand frames a
 second must not turn the log into the bottleneck: the first few of each
@@ -28,6 +29,7 @@ LOG_EVERY = 1000
 class FrameRouter:
     def __init__(self, directory: Directory, role: Role, generation: int):
         self._directory = directory
+        self._role = role
         self.generation = generation
         self.retired = False
         self.counts = {"frames": 0, "rejected": 0, "late": 0, "undelivered": 0, "errors": 0}
@@ -36,7 +38,7 @@ class FrameRouter:
     def route(self, frame: Frame, parse: Callable[[Frame], Parsed]) -> None:
         """Parse `frame` into (recipient, message) pairs and tell each; swallow every error."""
         try:
-            if self.retired:
+            if self.is_late():
                 self.counts["late"] += 1
                 return
             self.counts["frames"] += 1
@@ -48,6 +50,11 @@ class FrameRouter:
         except Exception as exc:  # never raise into pybit: it would close the socket for good
             self.counts["errors"] += 1
             self._log.error("ws.callback_error", error=repr(exc))
+
+    def is_late(self) -> bool:
+        """This generation was replaced: retired here, or in the directory by the Supervisor
+        (which asks the directory, not a possibly stuck old actor)."""
+        return self.retired or self._directory.is_retired(self._role, self.generation)
 
     def deliver(self, recipient: Role, message: Any) -> None:
         """Tell `message` to the role's current actor; count and log it if none is running."""

@@ -23,7 +23,10 @@ bar that is not the next one after it (a reconnect, or a confirm frame the
 venue never sent) is parked with this actor as a `BarGap`; the actor fetches
 the missing bars over REST (backfill lane) on its own thread, tells them to
 the DbWriter and the StateStore, and only then hands the parked bar to the
-StateStore, so its buffer receives the bars in time order.
+StateStore, so its buffer receives the bars in time order. A replacement
+WsPublic (the Supervisor restarts it) asks the StateStore, once at start
+and with a timeout, where each series' bars stopped, so a seam across the
+restart is healed as well.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from infra.bybit.clients import ManagedWebSocket, make_managed_public_ws
 from messages.commands import Subscribe, Unsubscribe
 from messages.control import SocketStatus
 from messages.market import ClosedBar, Kline, Ticker
+from messages.queries import GetSnapshot
 from messages.subscriptions import DesiredSubscriptions
 from messages.types import Message, next_open_ms, utc_to_ms
 
@@ -89,6 +93,9 @@ class PublicFrameRouter(FrameRouter):
 
     def on_frame(self, frame: Frame) -> None:
         try:
+            if self.is_late():
+                self.counts["late"] += 1
+                return
             topic = frame.get("topic")
             if isinstance(topic, str) and topic in self.topics:
                 if topic.startswith("tickers."):
@@ -181,19 +188,41 @@ class WsPublic(WsActor):
     def on_start(self) -> None:
         if self._ctx.urls is None:
             raise RuntimeError("WsPublic needs the venue's URLs")
+        self._seed_last_closed()
         self._open_socket()  # pybit connects inside its constructor and raises if it cannot
+        # Replaced while stuck (on_stop never runs): the Supervisor's retire hook closes the socket.
+        self._ctx.directory.on_retire(Role.WS_PUBLIC, self._ctx.generation, self._retire)
         self._log.info("ws.connected", url=self._ctx.urls.ws_public)
         threading.Thread(target=self._watchdog, name="ws-public-watchdog", daemon=True).start()
         super().on_start()
 
     def on_stop(self) -> None:
-        self._watchdog_stop.set()
-        self._router.retired = True
-        if self._ws is not None:
-            self._ws.close()
-            self._ws = None
+        self._retire()
         self._status(False, "stopped")
         self._log.info("actor.stopped")
+
+    def _retire(self) -> None:
+        """Close this generation's socket for good; safe from any thread, and twice."""
+        self._watchdog_stop.set()
+        self._router.retired = True
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            ws.close()
+
+    def _seed_last_closed(self) -> None:
+        """A replacement knows where its predecessor's bars stopped, so a seam across the
+        restart is healed too: the newest closed bar per series from the StateStore."""
+        store = self._ctx.directory.get(Role.STATE_STORE)
+        if store is None or not hasattr(store, "ask"):
+            return
+        try:
+            snap = store.ask(GetSnapshot(), timeout=float(self._ctx.config.node.supervisor.ask_timeout_s))
+        except Exception as exc:  # noqa: BLE001 - no seed only means no heal across this restart
+            self._log.warning("ws.seed_failed", error=repr(exc))
+            return
+        for key, bars in getattr(snap, "bars", {}).items():
+            if bars:
+                self._router.last_closed[key] = bars[-1].open_ms
 
     def _open_socket(self) -> None:
         assert self._ctx.urls is not None
@@ -236,6 +265,8 @@ class WsPublic(WsActor):
         self._status(False, msg.reason)
 
     def _on_check(self, _msg: CheckSocket) -> None:
+        if self._router.retired:
+            return  # replaced: this generation opens no new socket
         ws = self._ws
         if ws is not None and (ws.is_connected() or ws.reconnecting):
             self._dead_checks = 0
