@@ -237,3 +237,17 @@ def test_the_node_socket_outlasts_a_refusal_that_makes_pybit_give_up(sim, events
         wait_until(lambda: any(f.get("topic") == "tickers.BTCUSDT" for f in frames), what="frames again")
     finally:
         ws.close()
+
+
+def test_a_replaced_ws_public_carries_the_runtime_desired_set(venue, node):
+    _, directory, supervisor = node
+    supervisor.tell(Subscribe(symbol="SOLUSDT", intervals=("5",), tickers=False))
+    supervisor.tell(Unsubscribe(symbol="ETHUSDT", intervals=("1",), tickers=False))
+    desired = {"tickers.BTCUSDT", "kline.1.BTCUSDT", "tickers.ETHUSDT", "kline.5.SOLUSDT"}
+    first = wait_until(lambda: [c for c, t in public_conns(venue) if t == desired], timeout=10,
+                       what="runtime changes on the socket")[0]
+    directory.get(Role.WS_PUBLIC).stop(block=True, timeout=10)  # gone: the Supervisor must notice and replace it
+    wait_until(lambda: supervisor.proxy().generation(Role.WS_PUBLIC).get(timeout=5) == 1, timeout=20,
+               what="a new WsPublic generation")
+    assert reconnected_with(venue, first, desired)
+    wait_until(lambda: len(public_conns(venue)) == 1, timeout=10, what="the old socket closed")

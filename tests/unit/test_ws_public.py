@@ -137,8 +137,12 @@ def app(write_config):
 
 
 @pytest.fixture
-def node(app):
-    directory = Directory()
+def directory():
+    return Directory()
+
+
+@pytest.fixture
+def node(app, directory):
     store, writer = Peer(), Peer()
     directory.register(Role.STATE_STORE, store)
     directory.register(Role.DB_WRITER, writer)
@@ -282,3 +286,46 @@ def test_a_failed_subscribe_ack_is_counted_and_logged(events):
     router.on_frame({"success": False, "ret_msg": "error:handler not found", "op": "subscribe", "req_id": "x"})
     assert router.counts["acks_failed"] == 1
     assert any(e["event"] == "ws.subscribe_failed" for e in events())
+
+
+def test_a_generation_retired_in_the_directory_drops_frames_and_closes_its_socket(node, directory):
+    ref, sockets, store, _, _ = node
+    sock = sockets.current
+    wait_until(lambda: sock.ops, what="subscribed")
+    sock.on_frame(ticker_frame("BTCUSDT"))
+    hooks = directory.retire(Role.WS_PUBLIC, 0)  # what the Supervisor does to a stuck child
+    for hook in hooks:
+        hook()
+    sock.on_frame(ticker_frame("BTCUSDT"))
+    assert len(store.of(Ticker)) == 1 and sock.closed
+
+
+class SnapshotStore(Peer):
+    """A StateStore peer that also answers GetSnapshot with a bar buffer."""
+
+    def __init__(self, last_open_ms):
+        super().__init__()
+        self.last_open_ms = last_open_ms
+
+    def ask(self, query, timeout=None):
+        class Snap:
+            bars = {("ETHUSDT", "1"): (bar("ETHUSDT", self.last_open_ms),)}
+        return Snap()
+
+
+def test_a_replacement_heals_the_seam_across_its_restart(app):
+    directory = Directory()
+    store, writer, gateway, sockets = SnapshotStore(T0), Peer(), Gateway(), Sockets()
+    directory.register(Role.STATE_STORE, store)
+    directory.register(Role.DB_WRITER, writer)
+    ctx = ActorContext(config=app, directory=directory, urls=URLS, gateway=gateway, generation=1,
+                       subscriptions=DesiredSubscriptions.from_config(app.node.symbols))
+    ref = WsPublic.start(ctx, socket_factory=sockets)
+    directory.register(Role.WS_PUBLIC, ref)
+    try:
+        wait_until(lambda: sockets.current.ops, what="subscribed")
+        sockets.current.on_frame(kline_frame("ETHUSDT", T0 + 3 * 60_000))  # the predecessor saw T0 last
+        wait_until(lambda: len(writer.of(ClosedBar)) == 3, what="the two missing bars and the new one")
+        assert gateway.calls == [("ETHUSDT", "1", T0 + 60_000, T0 + 3 * 60_000 - 1)]
+    finally:
+        ref.stop(block=True, timeout=5)
