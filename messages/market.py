@@ -172,6 +172,13 @@ class Kline(_Ohlcv):
             out.append(kline)
         return out
 
+    def __eq__(self, other: object) -> bool:
+        # The cached closed bar is a derived value, not part of what a kline is.
+        if not isinstance(other, Kline):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+
     def closed_bar(self) -> "ClosedBar":
         if not self.confirm:
             raise ValueError("a running bar (confirm=false) is not a closed bar")
