@@ -32,10 +32,11 @@ restart is healed as well.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Callable
 
 import pykka
-from tenacity import Retrying, stop_after_attempt, wait_exponential
+from tenacity import Retrying, stop_after_attempt, stop_after_delay, wait_exponential
 
 from actors.base import ActorContext, Directory, Role
 from actors.frame_router import Frame, FrameRouter, Parsed
@@ -50,6 +51,7 @@ from messages.types import Message, next_open_ms, utc_to_ms
 
 KLINE_PAGE = 1000
 HEAL_ATTEMPTS = 3
+HEAL_BUDGET_MAX_S = 10.0
 
 
 # --- messages to itself (from pybit's thread, its watchdog, its router) -----------------
@@ -330,12 +332,13 @@ class WsPublic(WsActor):
         kline = gap.kline
         start = next_open_ms(kline.interval, gap.after_ms)
         end = utc_to_ms(kline.start) - 1
+        found: dict[int, ClosedBar] = {}
         try:
-            bars = self._fetch_missing(kline.symbol, kline.interval, start, end)
+            self._fetch_missing(kline.symbol, kline.interval, start, end, found)
         except Exception as exc:  # noqa: BLE001 - a raising handler would kill the actor
             self._log.error("ws.seam_heal_failed", symbol=kline.symbol, interval=kline.interval,
-                            from_ms=start, to_ms=end, error=repr(exc))
-            bars = []
+                            from_ms=start, to_ms=end, fetched=len(found), error=repr(exc))
+        bars = [found[k] for k in sorted(found)]  # what was fetched is kept, even after a failure
         for bar in bars:
             self._router.deliver(Role.DB_WRITER, bar)
             self._router.deliver(Role.STATE_STORE, bar)
@@ -344,16 +347,24 @@ class WsPublic(WsActor):
                            from_ms=bars[0].open_ms, to_ms=bars[-1].open_ms)
         self._router.deliver(Role.STATE_STORE, kline)
 
-    def _fetch_missing(self, symbol: str, interval: str, start: int, end: int) -> list[ClosedBar]:
-        """Closed bars with open time in [start, end], oldest first, paging backwards."""
+    def _fetch_missing(self, symbol: str, interval: str, start: int, end: int, found: dict[int, ClosedBar]) -> None:
+        """Closed bars with open time in [start, end] into `found` (by open ms), paging backwards.
+
+        Bounded in time: this runs on the actor's thread, and a handler that blocks past the
+        Supervisor's heartbeat timeout gets the actor replaced. What is not fetched in time is
+        logged (`ws.seam_heal_failed`) for `python main.py heal` or the next start's catch-up."""
         gateway = self._ctx.gateway
         if gateway is None:
             raise RuntimeError("no gateway: the node was started without REST access")
-        found: dict[int, ClosedBar] = {}
+        budget = min(HEAL_BUDGET_MAX_S, float(self._ctx.config.node.supervisor.heartbeat_timeout_s) / 3)
+        deadline = time.monotonic() + budget
         page_end = end
         while page_end >= start:
-            for attempt in Retrying(stop=stop_after_attempt(HEAL_ATTEMPTS), wait=wait_exponential(0.2, max=2),
-                                    reraise=True):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"seam not healed within {budget:.1f}s; bars from {start} to {page_end} missing")
+            for attempt in Retrying(stop=stop_after_attempt(HEAL_ATTEMPTS) | stop_after_delay(left),
+                                    wait=wait_exponential(0.2, max=2), reraise=True):
                 with attempt:
                     page = gateway.fetch_klines(symbol, interval, start, page_end, limit=KLINE_PAGE)
             inside = [b for b in page if start <= b.open_ms <= end]
@@ -362,4 +373,3 @@ class WsPublic(WsActor):
             if len(page) < KLINE_PAGE or not inside:
                 break
             page_end = min(b.open_ms for b in inside) - 1
-        return [found[k] for k in sorted(found)]

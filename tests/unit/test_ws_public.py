@@ -329,3 +329,73 @@ def test_a_replacement_heals_the_seam_across_its_restart(app):
         assert gateway.calls == [("ETHUSDT", "1", T0 + 60_000, T0 + 3 * 60_000 - 1)]
     finally:
         ref.stop(block=True, timeout=5)
+
+
+class FlakyGateway(Gateway):
+    """Fails the first `failures` calls, like a venue having a bad moment."""
+
+    def __init__(self, failures):
+        super().__init__()
+        self.failures = failures
+
+    def fetch_klines(self, *args, **kwargs):
+        if self.failures > 0:
+            self.failures -= 1
+            self.calls.append(("failed",))
+            raise ConnectionError("venue unreachable")
+        return super().fetch_klines(*args, **kwargs)
+
+
+def start_with_gateway(app, gateway):
+    directory = Directory()
+    store, writer, sockets = Peer(), Peer(), Sockets()
+    directory.register(Role.STATE_STORE, store)
+    directory.register(Role.DB_WRITER, writer)
+    ctx = ActorContext(config=app, directory=directory, urls=URLS, gateway=gateway,
+                       subscriptions=DesiredSubscriptions.from_config(app.node.symbols))
+    ref = WsPublic.start(ctx, socket_factory=sockets)
+    directory.register(Role.WS_PUBLIC, ref)
+    wait_until(lambda: sockets.current.ops, what="subscribed")
+    return ref, sockets.current, store, writer
+
+
+def test_a_seam_fetch_that_fails_once_is_retried(app):
+    gateway = FlakyGateway(failures=1)
+    ref, sock, store, writer = start_with_gateway(app, gateway)
+    try:
+        sock.on_frame(kline_frame("ETHUSDT", T0))
+        sock.on_frame(kline_frame("ETHUSDT", T0 + 3 * 60_000))
+        wait_until(lambda: len(writer.of(ClosedBar)) == 4, what="healed after a retry")
+        assert gateway.calls[0] == ("failed",) and len(gateway.calls) == 2
+    finally:
+        ref.stop(block=True, timeout=5)
+
+
+def test_a_seam_that_cannot_be_fetched_is_logged_and_the_bar_after_it_still_delivered(app, events):
+    gateway = FlakyGateway(failures=1000)
+    ref, sock, store, writer = start_with_gateway(app, gateway)
+    try:
+        sock.on_frame(kline_frame("ETHUSDT", T0))
+        sock.on_frame(kline_frame("ETHUSDT", T0 + 3 * 60_000))
+        wait_until(lambda: [k for k in store.of(Kline) if k.confirm and k.start == ms_to_utc(T0 + 3 * 60_000)],
+                   timeout=20, what="the parked bar delivered")
+        failed = [e for e in events() if e["event"] == "ws.seam_heal_failed"]
+        assert len(failed) == 1 and failed[0]["fetched"] == 0 and "unreachable" in failed[0]["error"]
+        assert len(writer.of(ClosedBar)) == 2  # the two WS bars; the hole is named in the log
+    finally:
+        ref.stop(block=True, timeout=5)
+
+
+def test_a_long_outage_is_fetched_page_by_page(app):
+    gateway = Gateway()
+    ref, sock, store, writer = start_with_gateway(app, gateway)
+    try:
+        sock.on_frame(kline_frame("ETHUSDT", T0))
+        sock.on_frame(kline_frame("ETHUSDT", T0 + 2500 * 60_000))  # 2499 bars missing: three pages
+        wait_until(lambda: len(writer.of(ClosedBar)) == 2501, timeout=20, what="every missing bar")
+        assert len(gateway.calls) == 3
+        closed = [m.closed_bar() if isinstance(m, Kline) else m for m in store.told
+                  if isinstance(m, ClosedBar) or (isinstance(m, Kline) and m.confirm)]
+        assert [b.open_ms for b in closed] == [T0 + i * 60_000 for i in range(2501)]
+    finally:
+        ref.stop(block=True, timeout=5)
