@@ -319,7 +319,7 @@ class PositionPnl:
         return cls(
             symbol=position.symbol,
             size=size,
-            side=position.side.value if position.side is not None else None,
+            side=str(position.side) if position.side is not None else None,
             entry_price=entry,
             mark_price=mark,
             leverage=lev,
