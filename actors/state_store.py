@@ -108,6 +108,7 @@ class LiveState:
         self.positions_seeded = False
         self.seam_healed = False
         self.reseeds = 0
+        self.pulses = 0  # private frames that are not account data: pongs, acks
 
     # --- bookkeeping ---------------------------------------------------------
 
@@ -225,6 +226,7 @@ class LiveState:
         return True
 
     def on_private_pulse(self, _msg: PrivatePulse) -> None:
+        self.pulses += 1
         self._private_alive()
 
     def on_reseed(self, msg: AccountReseed) -> dict[str, int]:
@@ -302,7 +304,7 @@ class LiveState:
         priv_age = self._age(PRIVATE, now)
         priv_stale = priv_age is None or priv_age > self._private_stale_after_s
         streams[PRIVATE] = StreamHealth(connected=priv_up, age_s=priv_age, stale=priv_stale,
-                                        frames=sum(self.frames.get(t, 0) for t in PRIVATE_TOPICS),
+                                        frames=self.pulses + sum(self.frames.get(t, 0) for t in PRIVATE_TOPICS),
                                         rejected=sum(self.rejected.get(t, 0) for t in PRIVATE_TOPICS))
         if not priv_up:
             why = self.socket_reason.get(PRIVATE)
