@@ -167,11 +167,23 @@ class ConnectFailed(RuntimeError):
     pass
 
 
+def ping_interval_s(private_stale_after_s: float) -> int:
+    """pybit's ping period for the private socket: at least three pongs per staleness window.
+
+    Bybit's private topics are silent on a quiet account, so the pongs are
+    what keeps a live socket fresh; pybit's default of 20 s fits the default
+    window of 60 s, a shorter window needs faster pings.
+    """
+    return max(2, min(20, int(private_stale_after_s / 3)))
+
+
 def make_socket(ctx: ActorContext, **hooks: Any) -> Any:
     from infra.bybit.private_socket import PrivateSocket
 
-    return PrivateSocket(ctx.urls, ctx.config.credentials, auth_expire_s=ctx.config.node.private_ws.auth_expire_s,
-                         **hooks)
+    node = ctx.config.node
+    ping = ping_interval_s(float(node.supervisor.private_stale_after_s))
+    return PrivateSocket(ctx.urls, ctx.config.credentials, auth_expire_s=node.private_ws.auth_expire_s,
+                         ping_interval=ping, ping_timeout=min(10, ping // 2), **hooks)
 
 
 class WsPrivate(WsActor):

@@ -1,0 +1,117 @@
+"""Live state against the simulator: the private seam heals over REST, silence is seen as staleness."""
+
+from __future__ import annotations
+
+import time
+from contextlib import closing
+from decimal import Decimal
+
+import pytest
+
+from actors.base import Directory, Role
+from actors.supervisor import Supervisor
+from actors.tree import default_children
+from infra.bybit.gateway import Gateway
+from infra.config import load_config
+from infra.sim import WallClock
+from messages.control import Ping
+from messages.queries import GetHealth, GetSnapshot
+from tests.helpers import wait_until
+from tests.integration.conftest import SIM_KEY, SIM_SECRET
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _config(write_config, extra: str = ""):
+    return load_config(write_config(
+        "symbols:\n  BTCUSDT:\n    intervals: ['1']\n"
+        f"sim:\n  api_key: {SIM_KEY}\n  api_secret: {SIM_SECRET}\n" + extra
+    ))
+
+
+def _start(app, sim):
+    directory = Directory()
+    gateway = Gateway.from_config(app, sim.urls)
+    supervisor = Supervisor.start(app, directory, default_children(), urls=sim.urls, gateway=gateway)
+    supervisor.ask(Ping(), timeout=30)
+    return directory, supervisor, gateway
+
+
+def _ask(directory, message):
+    return directory.get(Role.STATE_STORE).ask(message, timeout=5)
+
+
+def test_an_order_filled_while_the_private_socket_is_down_is_in_state_after_the_reseed(sim, sim_http, write_config,
+                                                                                       events):
+    # A 3 s back-off holds the socket down long enough to fill an order with nobody listening.
+    app = _config(write_config, "private_ws:\n  reconnect_backoff_s: 3\n")
+    directory, supervisor, gateway = _start(app, sim)
+    try:
+        wait_until(lambda: _ask(directory, GetHealth()).private_seam_healed, timeout=15, what="first reseed")
+        assert sim.faults.drop_sockets(channel="private") == 1
+        wait_until(lambda: not _ask(directory, GetHealth()).streams["private"].connected, timeout=5,
+                   what="private socket seen down")
+        assert sim.call(lambda ex: ex.connections(("private",))) == []  # really nobody listening
+        sim_http.place_order(category="linear", symbol="BTCUSDT", side="Buy", orderType="Market", qty="0.01",
+                             orderLinkId="filled-in-the-dark")
+        assert sim.call(lambda ex: ex.connections(("private",))) == []  # its pushes went nowhere
+        snap = wait_until(
+            lambda: (s := _ask(directory, GetSnapshot())) and any(
+                e.order_link_id == "filled-in-the-dark" for e in s.recent_executions) and s,
+            timeout=20, what="the missed fill, reseeded")
+        pos = snap.positions[("BTCUSDT", 0)]
+        assert pos.size == Decimal("0.01") and str(pos.side) == "Buy"
+        health = _ask(directory, GetHealth())
+        assert health.private_seam_healed and health.streams["private"].connected
+        reseeds = [e for e in events() if e["event"] == "state.reseeded"]
+        assert len(reseeds) == 2 and reseeds[-1]["new_fills"] == 1  # the fill came by REST, not the stream
+        names = [e["event"] for e in events()]
+        assert names.index("ws.disconnected") < len(names) - 1 - names[::-1].index("ws.connected")
+    finally:
+        supervisor.stop(block=True, timeout=15)
+        gateway.close()
+
+
+def test_silence_makes_the_public_streams_stale_within_the_window(sim_factory, write_config):
+    sim = sim_factory(clock=WallClock())
+    app = _config(write_config, "supervisor:\n  check_interval_s: 0.1\n  public_stale_after_s: 2\n"
+                                "  private_stale_after_s: 9\n")
+    directory, supervisor, gateway = _start(app, sim)
+    try:
+        wait_until(lambda: _ask(directory, GetHealth()).ready, timeout=20, what="ready")
+        silenced = time.monotonic()
+        sim.faults.go_silent(channel="public")
+        health = wait_until(lambda: (h := _ask(directory, GetHealth())) and not h.ready and h, timeout=10,
+                            what="not ready")
+        took = time.monotonic() - silenced
+        assert health.stale_streams and set(health.stale_streams) <= {"tickers.BTCUSDT", "kline.1.BTCUSDT"}
+        assert 1.0 < took < 2 + 1.0  # the 2 s window, less the last frame's head start, plus a tick
+        # Klines push less often than tickers: theirs is the window plus one push period.
+        health = wait_until(lambda: (h := _ask(directory, GetHealth())) and len(h.stale_streams) == 2 and h,
+                            timeout=5, what="both streams stale")
+        took = time.monotonic() - silenced
+        assert took < 2 + 2.0
+        assert len(sim.call(lambda ex: ex.connections(("public",)))) == 1  # still open, saying nothing
+        sim.faults.end_silence(channel="public")
+    finally:
+        supervisor.stop(block=True, timeout=15)
+        gateway.close()
+
+
+def test_a_quiet_account_stays_fresh_but_a_silent_private_socket_goes_stale(sim_factory, write_config):
+    sim = sim_factory(clock=WallClock())
+    # A 6 s window: pybit pings every 2 s, and each pong keeps the quiet socket fresh.
+    app = _config(write_config, "supervisor:\n  check_interval_s: 0.1\n  private_stale_after_s: 6\n")
+    directory, supervisor, gateway = _start(app, sim)
+    try:
+        wait_until(lambda: _ask(directory, GetHealth()).ready, timeout=20, what="ready")
+        wait_until(lambda: _ask(directory, GetHealth()).streams["private"].frames >= 3, timeout=15,
+                   what="pongs on a quiet account")
+        assert _ask(directory, GetHealth()).ready
+        sim.faults.go_silent(channel="private")
+        health = wait_until(lambda: (h := _ask(directory, GetHealth())) and "private" in h.stale_streams and h,
+                            timeout=15, what="private stale")
+        assert not health.ready
+    finally:
+        supervisor.stop(block=True, timeout=15)
+        gateway.close()
