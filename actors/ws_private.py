@@ -216,7 +216,9 @@ class WsPrivate(WsActor):
             raise RuntimeError("WsPrivate needs the venue's URLs and API credentials")
         self._connect()  # at start a failure raises: the start fails
         super().on_start()
-        self._reseed(self._number)
+        # The REST reseed runs as the first message, not inside on_start: the Supervisor's
+        # readiness probe must not wait for (or time out on) the venue's REST answers.
+        self.actor_ref.tell(Reseed(number=self._number))
 
     def on_stop(self) -> None:
         self._stopping = True

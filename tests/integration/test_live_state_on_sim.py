@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from contextlib import closing
+from datetime import datetime
 from decimal import Decimal
 
 import pytest
@@ -115,3 +116,50 @@ def test_a_quiet_account_stays_fresh_but_a_silent_private_socket_goes_stale(sim_
     finally:
         supervisor.stop(block=True, timeout=15)
         gateway.close()
+
+
+def test_a_refused_private_auth_fails_the_start_with_the_venues_reason(sim, write_config, events):
+    app = load_config(write_config(
+        "symbols:\n  BTCUSDT:\n    intervals: ['1']\n"
+        f"sim:\n  api_key: not-{SIM_KEY}\n  api_secret: {SIM_SECRET}\n"
+    ))
+    supervisor = Supervisor.start(app, Directory(), default_children(), urls=sim.urls)
+    with pytest.raises(Exception):
+        supervisor.ask(Ping(), timeout=30)
+    failed = [e for e in events() if e["event"] == "ws.auth_failed"]
+    assert len(failed) == 1 and failed[0]["reason"] == "Invalid apikey"
+    assert any(e["event"] == "supervisor.start_failed" and e["child"] == "ws_private" for e in events())
+
+
+def test_a_late_auth_answer_is_waited_for(sim, write_config, events):
+    sim.faults.delay_private_auth(1.5)
+    app = _config(write_config)
+    directory, supervisor, gateway = _start(app, sim)
+    try:
+        wait_until(lambda: _ask(directory, GetHealth()).private_seam_healed, timeout=15, what="reseed")
+        names = [e["event"] for e in events()]
+        # The private socket counts as connected only after the (late) auth answer and the acks.
+        connected = next(e for e in events() if e["event"] == "ws.connected" and e.get("role") == "ws_private")
+        opened = next(e for e in events() if e["event"] == "sim.ws.connected" and e["channel"] == "private")
+        gap = (datetime.fromisoformat(connected["ts"]) - datetime.fromisoformat(opened["ts"])).total_seconds()
+        assert gap >= 1.5 and "ws.auth_failed" not in names
+    finally:
+        supervisor.stop(block=True, timeout=15)
+        gateway.close()
+
+
+def test_market_reader_falls_back_to_one_rest_read_on_the_simulator(sim, write_config):
+    from actors.base import ActorContext
+    from actors.state_store import StateStore
+    from infra.market_reader import LiveMarketReader
+
+    app = _config(write_config)
+    directory = Directory()
+    directory.register(Role.STATE_STORE, StateStore.start(ActorContext(config=app, directory=directory)))
+    with closing(Gateway.from_config(app, sim.urls)) as gateway:
+        reader = LiveMarketReader.from_config(app.node, lambda: directory.get(Role.STATE_STORE), gateway)
+        quote = reader.quote("BTCUSDT")  # the StateStore holds no ticker: REST
+        rest = gateway.get_ticker("BTCUSDT")  # the manual clock holds the market still
+        assert quote.source == "rest" and quote.last_price == rest.last_price and quote.funding_rate is not None
+        again = reader.quote("BTCUSDT")
+        assert again.source == "rest" and again.age_s >= quote.age_s  # served from the cache
