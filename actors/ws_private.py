@@ -118,8 +118,12 @@ class PrivateFrameRouter(FrameRouter):
         elif base == "dcp":
             self.on_dcp(frame)
         else:
-            self.counts["rejected"] += 1
-            self._log.warning("ws.frame_rejected", what="private frame", reasons=[f"unknown topic {topic!r}"])
+            self.on_garbage(f"unknown topic {topic!r}")
+
+    def on_garbage(self, what: str) -> None:
+        """A frame that is not JSON, not an object, or of no topic we know: counted, logged, dropped."""
+        self.counts["rejected"] += 1
+        self._log.warning("ws.frame_rejected", what="private frame", reasons=[what])
 
     def _on_op(self, op: Any, frame: Frame) -> None:
         self._directory.tell(Role.STATE_STORE, self._pulse)
@@ -249,26 +253,25 @@ class WsPrivate(WsActor):
             except pykka.ActorDeadError:
                 pass
 
-        def on_garbage(what: str) -> None:
-            router.counts["rejected"] += 1
-            router._log.warning("ws.frame_rejected", what="private frame", reasons=[what])
-
         url = self._ctx.urls.ws_private if self._ctx.urls else None
         try:
-            self._ws = self._open(self._ctx, on_frame=router.on_frame, on_down=on_down, on_garbage=on_garbage)
+            self._ws = self._open(self._ctx, on_frame=router.on_frame, on_down=on_down, on_garbage=router.on_garbage)
         except Exception as exc:  # noqa: BLE001 - pybit raises plain websocket errors
             self._ws = None
             self._log.error("ws.connect_failed", url=url, error=repr(exc))
             raise ConnectFailed(f"private socket did not connect: {exc!r}") from exc
-        if not link.wait(lambda lk: lk.auth_ok is not None, self._auth_timeout_s):
+        link.wait(lambda lk: lk.auth_ok is not None, self._auth_timeout_s)
+        if link.auth_ok is None:
             self._drop_socket()
+            if link.down_reason is not None:
+                self._log.error("ws.connect_failed", url=url, error=f"lost before the auth answer: {link.down_reason}")
+                raise ConnectFailed(f"lost before the auth answer: {link.down_reason}")
             self._log.error("ws.auth_failed", url=url, reason=f"no auth answer within {self._auth_timeout_s}s")
             raise ConnectFailed("no auth answer")
         if not link.auth_ok:
             self._drop_socket()
-            reason = link.down_reason if link.auth_ok is None else link.auth_reason
-            self._log.error("ws.auth_failed", url=url, reason=reason or "refused without a reason")
-            raise ConnectFailed(f"auth refused: {reason}")
+            self._log.error("ws.auth_failed", url=url, reason=link.auth_reason or "refused without a reason")
+            raise ConnectFailed(f"auth refused: {link.auth_reason}")
         # Only now, authenticated: the account topics (one request) and DCP (its own).
         sent = self._ws.send_op("subscribe", list(ACCOUNT_TOPICS)) and self._ws.send_op("subscribe", [DCP_TOPIC])
         if not sent or not link.wait(lambda lk: len(lk.acks) >= 2, self._auth_timeout_s):

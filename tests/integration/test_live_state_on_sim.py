@@ -163,3 +163,23 @@ def test_market_reader_falls_back_to_one_rest_read_on_the_simulator(sim, write_c
         assert quote.source == "rest" and quote.last_price == rest.last_price and quote.funding_rate is not None
         again = reader.quote("BTCUSDT")
         assert again.source == "rest" and again.age_s >= quote.age_s  # served from the cache
+
+
+def test_garbage_on_the_private_socket_is_counted_and_the_socket_lives(sim, sim_http, write_config, events):
+    app = _config(write_config)
+    directory, supervisor, gateway = _start(app, sim)
+    try:
+        wait_until(lambda: _ask(directory, GetHealth()).private_seam_healed, timeout=15, what="reseed")
+        for kind in ("not_json", "truncated", "unknown_topic", "bad_pong"):
+            assert sim.faults.malformed_frames(channel="private", kind=kind) == 1
+        sim_http.place_order(category="linear", symbol="BTCUSDT", side="Buy", orderType="Market", qty="0.01",
+                             orderLinkId="after-the-garbage")
+        wait_until(lambda: any(e.order_link_id == "after-the-garbage"
+                               for e in _ask(directory, GetSnapshot()).recent_executions),
+                   timeout=10, what="the fill, streamed on the same socket")
+        assert "ws.disconnected" not in [e["event"] for e in events()]
+        rejected = [e for e in events() if e["event"] == "ws.frame_rejected" and e.get("role") == "ws_private"]
+        assert len(rejected) >= 3  # not JSON (twice) and the unknown topic; the odd pong is a pong
+    finally:
+        supervisor.stop(block=True, timeout=15)
+        gateway.close()
