@@ -171,6 +171,10 @@ class ConnectFailed(RuntimeError):
     pass
 
 
+class SubscribeRefused(RuntimeError):
+    pass
+
+
 def ping_interval_s(private_stale_after_s: float) -> int:
     """pybit's ping period for the private socket: at least three pongs per staleness window.
 
@@ -272,23 +276,39 @@ class WsPrivate(WsActor):
             self._drop_socket()
             self._log.error("ws.auth_failed", url=url, reason=link.auth_reason or "refused without a reason")
             raise ConnectFailed(f"auth refused: {link.auth_reason}")
-        # Only now, authenticated: the account topics (one request) and DCP (its own).
-        sent = self._ws.send_op("subscribe", list(ACCOUNT_TOPICS)) and self._ws.send_op("subscribe", [DCP_TOPIC])
-        if not sent or not link.wait(lambda lk: len(lk.acks) >= 2, self._auth_timeout_s):
-            self._drop_socket()
-            self._log.error("ws.subscribe_failed", url=url, reason=link.down_reason or "no subscribe ack in time")
-            raise ConnectFailed("subscribe not acknowledged")
-        failed = [r for ok, r in link.acks if not ok]
-        if failed:
-            self._drop_socket()
-            self._log.error("ws.subscribe_failed", url=url, reason="; ".join(failed))
-            raise ConnectFailed(f"subscribe refused: {failed}")
+        # Only now, authenticated: the account topics (one request), acked, then DCP (its own
+        # request: private acks need not echo a req_id, so one request is in flight at a time).
+        self._subscribe(link, list(ACCOUNT_TOPICS), url)
+        topics: tuple[str, ...] = ACCOUNT_TOPICS
+        try:
+            self._subscribe(link, [DCP_TOPIC], url)
+            topics = (*ACCOUNT_TOPICS, DCP_TOPIC)
+        except SubscribeRefused as exc:
+            # DCP is granted per account; without it the account topics still work. The gateway's
+            # start-up check says loudly whether disconnect-cancel-all is armed.
+            self._log.warning("ws.dcp_subscribe_failed", url=url, reason=str(exc))
         self._up = True
         self._failures = 0
-        topics = (*ACCOUNT_TOPICS, DCP_TOPIC)
         self._log.info("ws.connected", url=url, topics=list(topics), connection=n)
         self._ctx.directory.tell(Role.STATE_STORE, SocketStatus(socket="private", generation=self._ctx.generation,
                                                                  connected=True, topics=topics))
+
+    def _subscribe(self, link: Link, topics: list[str], url: str | None) -> None:
+        """Send one subscribe and wait for its ack. Lost or unanswered: ConnectFailed; refused: SubscribeRefused."""
+        before = len(link.acks)
+        sent = self._ws.send_op("subscribe", topics)
+        if not sent or not link.wait(lambda lk: len(lk.acks) > before, self._auth_timeout_s) or link.down_reason:
+            self._drop_socket()
+            reason = link.down_reason or ("socket closed" if not sent else "no subscribe ack in time")
+            self._log.error("ws.subscribe_failed", url=url, topics=topics, reason=reason)
+            raise ConnectFailed(f"subscribe {topics} not acknowledged: {reason}")
+        ok, reason = link.acks[before]
+        if not ok:
+            if topics == [DCP_TOPIC]:
+                raise SubscribeRefused(reason or "refused without a reason")
+            self._drop_socket()
+            self._log.error("ws.subscribe_failed", url=url, topics=topics, reason=reason)
+            raise ConnectFailed(f"subscribe {topics} refused: {reason}")
 
     def _drop_socket(self) -> None:
         if self._ws is not None:

@@ -46,9 +46,14 @@ class FakeSocket:
     def auth(self, ok=True, reason=""):
         self.on_frame({"success": ok, "ret_msg": reason, "op": "auth", "conn_id": "c"})
 
+    def ack(self, ok=True, reason=""):
+        self.on_frame({"success": ok, "ret_msg": reason, "op": "subscribe", "conn_id": "c"})
+
     def ack_all(self):
-        for _ in self.ops:
-            self.on_frame({"success": True, "ret_msg": "", "op": "subscribe", "conn_id": "c"})
+        """Answer each subscribe as it is sent (one is in flight at a time)."""
+        for i in range(2):
+            wait_until(lambda: len(self.ops) > i, what=f"subscribe {i}")
+            self.ack()
 
 
 class FakeGateway:
@@ -137,10 +142,12 @@ def test_subscribes_only_after_the_auth_answer_then_reseeds(rig):
     threading.Event().wait(0.2)  # time enough for a wrong implementation to subscribe
     assert sock.ops == [] and gateway.calls == []
     sock.auth(ok=True)
-    wait_until(lambda: len(sock.ops) == 2, what="subscribe requests")
+    wait_until(lambda: len(sock.ops) == 1, what="account subscribe")
+    sock.ack()
+    wait_until(lambda: len(sock.ops) == 2, what="dcp subscribe")
     assert sock.ops == [("subscribe", list(ACCOUNT_TOPICS)), ("subscribe", [DCP_TOPIC])]
     assert gateway.calls == []  # the reseed waits for the acks too
-    sock.ack_all()
+    sock.ack()
     reseed = wait_until(lambda: next((m for m in store.kinds() if isinstance(m, AccountReseed)), None), what="reseed")
     statuses = [m for m in store.kinds() if isinstance(m, SocketStatus)]
     assert [s.connected for s in statuses] == [True]
@@ -154,7 +161,6 @@ def test_a_lost_socket_is_reopened_authenticated_and_reseeded(rig):
     start()
     first = _connect(sockets, 0)
     first.auth()
-    wait_until(lambda: len(first.ops) == 2)
     first.ack_all()
     wait_until(lambda: any(isinstance(m, AccountReseed) for m in store.kinds()), what="first reseed")
     gateway.executions = [Execution.from_ws(sample("4.12-private-execution-2.json"))[0]]
@@ -165,7 +171,6 @@ def test_a_lost_socket_is_reopened_authenticated_and_reseeded(rig):
     threading.Event().wait(0.2)  # time enough for a wrong implementation to subscribe
     assert second.ops == []  # again: nothing before the auth answer
     second.auth()
-    wait_until(lambda: len(second.ops) == 2)
     second.ack_all()
     wait_until(lambda: sum(isinstance(m, AccountReseed) for m in store.kinds()) == 2, what="second reseed")
     seq = [("status", m.connected) if isinstance(m, SocketStatus) else ("reseed", len(m.executions))
@@ -188,3 +193,29 @@ def test_refused_auth_fails_the_start_with_the_venues_reason(rig, events):
     assert failed and failed[0]["reason"] == "Invalid apikey"
     with pytest.raises(pykka.ActorDeadError):
         ref.tell(GetSnapshot())
+
+
+def test_an_account_without_dcp_still_gets_its_account_topics(rig, events):
+    start, sockets, store, gateway = rig
+    ref = start()
+    sock = _connect(sockets, 0)
+    sock.auth()
+    wait_until(lambda: len(sock.ops) == 1)
+    sock.ack()
+    wait_until(lambda: len(sock.ops) == 2)
+    sock.ack(ok=False, reason="permission denied")
+    status = wait_until(lambda: next((m for m in store.kinds() if isinstance(m, SocketStatus)), None))
+    assert status.connected and status.topics == ACCOUNT_TOPICS and ref.is_alive()
+    assert [e["reason"] for e in events() if e["event"] == "ws.dcp_subscribe_failed"] == ["permission denied"]
+
+
+def test_refused_account_topics_close_the_socket_and_fail_the_start(rig, events):
+    start, sockets, store, gateway = rig
+    ref = start()
+    sock = _connect(sockets, 0)
+    sock.auth()
+    wait_until(lambda: len(sock.ops) == 1)
+    sock.ack(ok=False, reason="Request not authorized")
+    wait_until(lambda: not ref.is_alive(), what="actor stopped")
+    assert sock.closed and len(sock.ops) == 1 and gateway.calls == []
+    assert [e["reason"] for e in events() if e["event"] == "ws.subscribe_failed"] == ["Request not authorized"]
