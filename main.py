@@ -182,7 +182,7 @@ def run_node(app, args) -> int:
 def _run_supervised(app, args, log, stop, started) -> int:
     import pykka
 
-    from actors.base import Directory, Role
+    from actors.base import Directory
     from actors.supervisor import Supervisor
     from actors.tree import default_children
     from infra.bybit.gateway import Gateway
@@ -211,7 +211,7 @@ def _run_supervised(app, args, log, stop, started) -> int:
             startup_ms=round((time.monotonic() - started) * 1000, 1),
         )
 
-        publisher = _status_publisher(node, directory, Role)
+        publisher = _status_publisher(node, directory)
         log.info("node.stopping", reason=_wait_publishing(stop, args.duration, publisher))
         stopping = time.monotonic()
         code = _stop(supervisor, node, log)
@@ -220,7 +220,8 @@ def _run_supervised(app, args, log, stop, started) -> int:
     return code
 
 
-def _status_publisher(node, directory, Role):
+def _status_publisher(node, directory):
+    from actors.base import Role
     from infra.status import StatusPublisher
 
     return StatusPublisher(
