@@ -109,6 +109,7 @@ class LiveState:
         self.seam_healed = False
         self.reseeds = 0
         self.pulses = 0  # private frames that are not account data: pongs, acks
+        self._generation: dict[str, int] = {}  # socket -> newest actor generation heard from
 
     # --- bookkeeping ---------------------------------------------------------
 
@@ -229,8 +230,19 @@ class LiveState:
         self.pulses += 1
         self._private_alive()
 
-    def on_reseed(self, msg: AccountReseed) -> dict[str, int]:
+    def _current(self, socket: str, generation: int) -> bool:
+        """False for a message of a replaced (older) socket actor: it must not undo its successor's state."""
+        latest = self._generation.get(socket, -1)
+        if generation < latest:
+            self._drop(f"{socket}_old_generation")
+            return False
+        self._generation[socket] = generation
+        return True
+
+    def on_reseed(self, msg: AccountReseed) -> dict[str, int] | None:
         """Fold a REST reseed in; a streamed update newer than the REST read wins."""
+        if not self._current(PRIVATE, msg.generation):
+            return None
         self._apply_wallet(msg.wallet)
         self.wallet_seeded = True
         positions_kept = 0
@@ -268,6 +280,8 @@ class LiveState:
     # --- sockets -------------------------------------------------------------
 
     def on_socket_status(self, msg: SocketStatus) -> None:
+        if not self._current(msg.socket, msg.generation):
+            return
         self.socket_up[msg.socket] = msg.connected
         self.socket_reason[msg.socket] = msg.reason
         if msg.socket == "public":
@@ -483,6 +497,8 @@ class StateStore(NodeActor):
 
     def _on_reseed(self, msg: AccountReseed) -> None:
         counts = self._state.on_reseed(msg)
+        if counts is None:
+            return
         self._log.info("state.reseeded", positions=len(msg.positions), open_orders=len(msg.open_orders),
                        executions=len(msg.executions), seam_healed=self._state.seam_healed, **counts)
         self._check()

@@ -98,7 +98,8 @@ class PrivateFrameRouter(FrameRouter):
 
     def on_frame(self, frame: Frame) -> None:
         """pybit's `callback_function`: every frame of the connection, raw."""
-        if self.retired:
+        # The directory knows when the Supervisor retired this generation, even if its actor is stuck.
+        if self.retired or self._directory.is_retired(Role.WS_PRIVATE, self.generation):
             self.counts["late"] += 1
             return
         op = frame.get("op")
@@ -236,6 +237,8 @@ class WsPrivate(WsActor):
         if self._ws is not None:
             self._ws.close()
             self._ws = None
+        if self._up:
+            self._status(False, "stopped")
         NodeActor.on_stop(self)
 
     # --- connection ----------------------------------------------------------------
@@ -264,6 +267,8 @@ class WsPrivate(WsActor):
             self._ws = None
             self._log.error("ws.connect_failed", url=url, error=repr(exc))
             raise ConnectFailed(f"private socket did not connect: {exc!r}") from exc
+        # If the Supervisor replaces this actor while it is stuck, it still closes this socket.
+        self._ctx.directory.on_retire(Role.WS_PRIVATE, self._ctx.generation, self._ws.close)
         link.wait(lambda lk: lk.auth_ok is not None, self._auth_timeout_s)
         if link.auth_ok is None:
             self._drop_socket()
@@ -290,8 +295,7 @@ class WsPrivate(WsActor):
         self._up = True
         self._failures = 0
         self._log.info("ws.connected", url=url, topics=list(topics), connection=n)
-        self._ctx.directory.tell(Role.STATE_STORE, SocketStatus(socket="private", generation=self._ctx.generation,
-                                                                 connected=True, topics=topics))
+        self._status(True, "", topics)
 
     def _subscribe(self, link: Link, topics: list[str], url: str | None) -> None:
         """Send one subscribe and wait for its ack. Lost or unanswered: ConnectFailed; refused: SubscribeRefused."""
@@ -310,6 +314,10 @@ class WsPrivate(WsActor):
             self._log.error("ws.subscribe_failed", url=url, topics=topics, reason=reason)
             raise ConnectFailed(f"subscribe {topics} refused: {reason}")
 
+    def _status(self, connected: bool, reason: str, topics: tuple[str, ...] = ()) -> None:
+        self._ctx.directory.tell(Role.STATE_STORE, SocketStatus(socket="private", generation=self._ctx.generation,
+                                                                 connected=connected, topics=topics, reason=reason))
+
     def _drop_socket(self) -> None:
         if self._ws is not None:
             self._ws.close()
@@ -322,8 +330,7 @@ class WsPrivate(WsActor):
         self._router.retired = True
         self._drop_socket()
         self._log.warning("ws.disconnected", reason=msg.reason, connection=msg.number)
-        self._ctx.directory.tell(Role.STATE_STORE, SocketStatus(socket="private", generation=self._ctx.generation,
-                                                                 connected=False, reason=msg.reason))
+        self._status(False, msg.reason)
         self._retry_later(Reconnect(number=msg.number))
 
     def _on_reconnect(self, msg: Reconnect) -> None:
@@ -332,8 +339,7 @@ class WsPrivate(WsActor):
         try:
             self._connect()
         except ConnectFailed as exc:
-            self._ctx.directory.tell(Role.STATE_STORE, SocketStatus(
-                socket="private", generation=self._ctx.generation, connected=False, reason=str(exc)))
+            self._status(False, str(exc))
             self._retry_later(Reconnect(number=self._number))
             return
         self._reseed(self._number)
@@ -381,7 +387,8 @@ class WsPrivate(WsActor):
         start = (last_exec - timedelta(milliseconds=_EXEC_OVERLAP_MS)) if last_exec else requested_at - self._first_lookback
         executions = tuple(gateway.get_executions(start_ms=utc_to_ms(start), end_ms=utc_to_ms(self._now())))
         return AccountReseed(wallet=wallet, positions=positions, open_orders=orders, executions=executions,
-                             symbols_checked=tuple(symbols), requested_at=requested_at)
+                             symbols_checked=tuple(symbols), requested_at=requested_at,
+                             generation=self._ctx.generation)
 
     # --- timers --------------------------------------------------------------------
 

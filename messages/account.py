@@ -270,6 +270,7 @@ class AccountReseed(Message):
     executions: tuple[Execution, ...]
     symbols_checked: tuple[str, ...]
     requested_at: UtcDatetime
+    generation: int = 0  # of the WsPrivate that read it: an older generation's reseed is ignored
 
 
 class PrivatePulse(Message):

@@ -92,7 +92,6 @@ def test_silence_makes_the_public_streams_stale_within_the_window(sim_factory, w
                             timeout=5, what="both streams stale")
         took = time.monotonic() - silenced
         assert took < 2 + 2.0
-        assert len(sim.call(lambda ex: ex.connections(("public",)))) == 1  # still open, saying nothing
         sim.faults.end_silence(channel="public")
     finally:
         supervisor.stop(block=True, timeout=15)

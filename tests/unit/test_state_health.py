@@ -204,3 +204,16 @@ def test_actor_ticks_on_its_own_and_tells_panic_when_ready_flips(write_config):
     wait_until(lambda: panic.told and not panic.told[-1].ready, timeout=5, what="ReadinessChanged(ready=False)")
     assert [m.ready for m in panic.told] == [True, False]
     assert set(panic.told[-1].stale_streams) == {"tickers.BTCUSDT", "kline.5.BTCUSDT"}
+
+
+def test_a_replaced_socket_actor_cannot_undo_its_successor():
+    clock = Clock()
+    state = ready_state(clock)  # generation 0 connected and reseeded
+    state.on_socket_status(SocketStatus(socket="private", generation=1, connected=True))
+    assert not state.health().private_seam_healed
+    state.on_reseed(reseed())  # generation 0's late reseed heals nothing
+    state.on_socket_status(SocketStatus(socket="private", generation=0, connected=False, reason="stopped"))
+    h = state.health()
+    assert not h.private_seam_healed and h.streams["private"].connected
+    state.on_reseed(reseed(generation=1))
+    assert state.health().ready
