@@ -223,6 +223,9 @@ class WsPrivate(WsActor):
     def on_start(self) -> None:
         if self._ctx.urls is None or self._ctx.config.credentials is None:
             raise RuntimeError("WsPrivate needs the venue's URLs and API credentials")
+        # If the Supervisor replaces this actor while it is stuck, its socket is still closed
+        # (on the Supervisor's throwaway thread) and no new one is opened afterwards.
+        self._ctx.directory.on_retire(Role.WS_PRIVATE, self._ctx.generation, self._retired_from_outside)
         self._connect()  # at start a failure raises: the start fails
         super().on_start()
         # The REST reseed runs as the first message, not inside on_start: the Supervisor's
@@ -240,6 +243,12 @@ class WsPrivate(WsActor):
         if self._up:
             self._status(False, "stopped")
         NodeActor.on_stop(self)
+
+    def _retired_from_outside(self) -> None:
+        self._stopping = True
+        ws = self._ws
+        if ws is not None:
+            ws.close()
 
     # --- connection ----------------------------------------------------------------
 
@@ -267,8 +276,6 @@ class WsPrivate(WsActor):
             self._ws = None
             self._log.error("ws.connect_failed", url=url, error=repr(exc))
             raise ConnectFailed(f"private socket did not connect: {exc!r}") from exc
-        # If the Supervisor replaces this actor while it is stuck, it still closes this socket.
-        self._ctx.directory.on_retire(Role.WS_PRIVATE, self._ctx.generation, self._ws.close)
         link.wait(lambda lk: lk.auth_ok is not None, self._auth_timeout_s)
         if link.auth_ok is None:
             self._drop_socket()

@@ -126,6 +126,7 @@ def rig(write_config):
         ctx = ActorContext(config=app, directory=directory, urls=URLS, gateway=gateway, generation=2)
         return WsPrivate.start(ctx, socket_factory=factory)
 
+    start.directory = directory
     return start, sockets, store, gateway
 
 
@@ -219,3 +220,18 @@ def test_refused_account_topics_close_the_socket_and_fail_the_start(rig, events)
     wait_until(lambda: not ref.is_alive(), what="actor stopped")
     assert sock.closed and len(sock.ops) == 1 and gateway.calls == []
     assert [e["reason"] for e in events() if e["event"] == "ws.subscribe_failed"] == ["Request not authorized"]
+
+
+def test_a_retired_generation_closes_its_socket_and_drops_late_frames(rig):
+    start, sockets, store, gateway = rig
+    start()
+    sock = _connect(sockets, 0)
+    sock.auth()
+    sock.ack_all()
+    wait_until(lambda: any(isinstance(m, AccountReseed) for m in store.kinds()), what="reseed")
+    for hook in start.directory.retire(Role.WS_PRIVATE, 2):  # what the Supervisor does when it replaces a stuck actor
+        hook()
+    assert sock.closed
+    before = len(store.told)
+    sock.on_frame(sample("4.12-private-execution-2.json"))
+    assert len(store.told) == before
