@@ -389,7 +389,9 @@ class ReadinessWatch:
 
     def __init__(self, log: Any):
         self._log = log
-        self.ready = False
+        # None: nothing said yet. The first check is always told, so a restarted StateStore
+        # closes the gate Panic may still hold open from its predecessor.
+        self.ready: bool | None = None
         self._stale: set[str] = set()
 
     def check(self, report: HealthReport) -> ReadinessChanged | None:
@@ -403,10 +405,11 @@ class ReadinessWatch:
         self._stale = now_stale
         if report.ready == self.ready:
             return None
+        first = self.ready is None
         self.ready = report.ready
         if report.ready:
             self._log.info("state.ready")
-        else:
+        elif not first:  # not ready at start is the normal beginning, not news
             self._log.warning("state.not_ready", reasons=list(report.reasons))
         return ReadinessChanged(ready=report.ready, reasons=report.reasons, stale_streams=report.stale_streams)
 
@@ -472,6 +475,7 @@ class StateStore(NodeActor):
         }
 
     def on_start(self) -> None:
+        self._check()
         self._ticker.start()
         super().on_start()
 
