@@ -44,8 +44,8 @@ def _ask(directory, message):
 
 def test_an_order_filled_while_the_private_socket_is_down_is_in_state_after_the_reseed(sim, sim_http, write_config,
                                                                                        events):
-    # A 3 s back-off holds the socket down long enough to fill an order with nobody listening.
-    app = _config(write_config, "private_ws:\n  reconnect_backoff_s: 3\n")
+    # A 5 s back-off holds the socket down long enough to fill an order with nobody listening.
+    app = _config(write_config, "private_ws:\n  reconnect_backoff_s: 5\n")
     directory, supervisor, gateway = _start(app, sim)
     try:
         wait_until(lambda: _ask(directory, GetHealth()).private_seam_healed, timeout=15, what="first reseed")
@@ -86,12 +86,13 @@ def test_silence_makes_the_public_streams_stale_within_the_window(sim_factory, w
                             what="not ready")
         took = time.monotonic() - silenced
         assert health.stale_streams and set(health.stale_streams) <= {"tickers.BTCUSDT", "kline.1.BTCUSDT"}
-        assert 1.0 < took < 2 + 1.0  # the 2 s window, less the last frame's head start, plus a tick
+        # Not before the 2 s window (less the last frame's head start); soon after it (a tick, a loaded host).
+        assert 1.0 < took < 2 + 2.5
         # Klines push less often than tickers: theirs is the window plus one push period.
         health = wait_until(lambda: (h := _ask(directory, GetHealth())) and len(h.stale_streams) == 2 and h,
                             timeout=5, what="both streams stale")
         took = time.monotonic() - silenced
-        assert took < 2 + 2.0
+        assert took < 2 + 4.0
         sim.faults.end_silence(channel="public")
     finally:
         supervisor.stop(block=True, timeout=15)
