@@ -183,3 +183,43 @@ def test_garbage_on_the_private_socket_is_counted_and_the_socket_lives(sim, sim_
     finally:
         supervisor.stop(block=True, timeout=15)
         gateway.close()
+
+
+def test_a_funding_payment_is_kept_as_funding_never_as_a_fill(sim, sim_http, write_config, events):
+    from infra.sim.market import FUNDING_MS
+
+    app = _config(write_config)
+    directory, supervisor, gateway = _start(app, sim)
+    try:
+        wait_until(lambda: _ask(directory, GetHealth()).private_seam_healed, timeout=15, what="reseed")
+        sim_http.place_order(category="linear", symbol="BTCUSDT", side="Buy", orderType="Market", qty="0.01",
+                             orderLinkId="pays-funding")
+        wait_until(lambda: _ask(directory, GetSnapshot()).recent_executions, timeout=10, what="the fill")
+        now = sim.clock.now_ms()
+        sim.clock.advance(((now // FUNDING_MS + 1) * FUNDING_MS - now) / 1000 + 1)  # past the next funding time
+        snap = wait_until(lambda: (s := _ask(directory, GetSnapshot())) and s.other_executions and s, timeout=20,
+                          what="the funding execution")
+        (funding,) = snap.other_executions
+        assert funding.exec_type == "Funding" and funding.symbol == "BTCUSDT" and not funding.is_trade
+        assert [e.order_link_id for e in snap.recent_executions] == ["pays-funding"]
+        assert [e["exec_type"] for e in events() if e["event"] == "state.account_execution"] == ["Funding"]
+    finally:
+        supervisor.stop(block=True, timeout=15)
+        gateway.close()
+
+
+def test_an_execution_pushed_twice_is_one_fill(sim, sim_http, write_config):
+    app = _config(write_config)
+    directory, supervisor, gateway = _start(app, sim)
+    try:
+        wait_until(lambda: _ask(directory, GetHealth()).private_seam_healed, timeout=15, what="reseed")
+        sim.faults.duplicate_next_execution(1)
+        sim_http.place_order(category="linear", symbol="BTCUSDT", side="Buy", orderType="Market", qty="0.01",
+                             orderLinkId="pushed-twice")
+        wait_until(lambda: _ask(directory, GetHealth()).streams["execution"].frames >= 2, timeout=10,
+                   what="both copies of the execution push")
+        snap = _ask(directory, GetSnapshot())
+        assert [e.order_link_id for e in snap.recent_executions] == ["pushed-twice"]
+    finally:
+        supervisor.stop(block=True, timeout=15)
+        gateway.close()
