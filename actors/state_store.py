@@ -35,7 +35,6 @@ from types import MappingProxyType
 from typing import Any, Callable, Iterable
 
 from actors.base import NodeActor, Role
-from infra.logging import get_logger
 from messages.account import AccountReseed, Execution, Order, Position, PrivatePulse, Wallet
 from messages.control import ReadinessChanged, SocketStatus
 from messages.market import ClosedBar, Kline, Ticker

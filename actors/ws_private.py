@@ -39,7 +39,6 @@ import pykka
 from actors.base import ActorContext, Directory, NodeActor, Role
 from actors.frame_router import Frame, FrameRouter, Parsed
 from actors.ws_base import WsActor
-from infra.logging import get_logger
 from messages.account import AccountReseed, Execution, Order, Position, PrivatePulse, Wallet
 from messages.control import SocketStatus
 from messages.queries import GetSnapshot
