@@ -223,3 +223,21 @@ def test_an_execution_pushed_twice_is_one_fill(sim, sim_http, write_config):
     finally:
         supervisor.stop(block=True, timeout=15)
         gateway.close()
+
+
+def test_refused_reconnects_are_retried_until_the_venue_takes_them(sim, write_config, events):
+    app = _config(write_config, "private_ws:\n  reconnect_backoff_s: 0.2\n  reconnect_backoff_max_s: 0.5\n")
+    directory, supervisor, gateway = _start(app, sim)
+    try:
+        wait_until(lambda: _ask(directory, GetHealth()).private_seam_healed, timeout=15, what="first reseed")
+        sim.faults.refuse_connections(2.0)
+        sim.faults.drop_sockets(channel="private")
+        wait_until(lambda: sum(e["event"] == "ws.connect_failed" for e in events()) >= 2, timeout=10,
+                   what="refused attempts")
+        assert not _ask(directory, GetHealth()).ready
+        wait_until(lambda: (h := _ask(directory, GetHealth())).private_seam_healed and h.streams["private"].connected,
+                   timeout=15, what="reconnected and reseeded")
+        assert sum(e["event"] == "state.reseeded" for e in events()) == 2
+    finally:
+        supervisor.stop(block=True, timeout=15)
+        gateway.close()
