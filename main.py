@@ -4,6 +4,7 @@
     python main.py [--config FILE] preflight [--read-only] [--i-mean-live]
     python main.py [--config FILE] sync [--symbol S] [--interval I] [--days N | --start T [--end T]]
     python main.py [--config FILE] gaps | heal
+    python main.py [--config FILE] status [--json]
 
 Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage,
 130 forced exit on a second Ctrl-C.
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     from infra.store.cli import add_history_commands
 
     add_history_commands(sub)
+    _add_status_parser(sub)
     return parser
 
 
@@ -134,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         "sync": history_cli.sync_command,
         "gaps": history_cli.gaps_command,
         "heal": history_cli.heal_command,
+        "status": status_command,
     }
     try:
         return commands[args.command](app, args)
@@ -191,7 +194,8 @@ def _run_supervised(app, args, log, stop, started) -> int:
         safety = _startup_safety(app, gateway, urls, log)
         if safety is None:
             return EXIT_FAILURE
-        supervisor = Supervisor.start(app, Directory(), default_children(), urls=urls, gateway=gateway)
+        directory = Directory()
+        supervisor = Supervisor.start(app, directory, default_children(), urls=urls, gateway=gateway)
         start_timeout = float(node.supervisor.ask_timeout_s) * (len(default_children()) + 1)
         try:
             roles = supervisor.ask(Ping(), timeout=start_timeout) and supervisor.proxy().running_roles().get(timeout=5)
@@ -207,11 +211,66 @@ def _run_supervised(app, args, log, stop, started) -> int:
             startup_ms=round((time.monotonic() - started) * 1000, 1),
         )
 
-        log.info("node.stopping", reason=stop.wait(args.duration))
+        publisher = _status_publisher(node, directory)
+        log.info("node.stopping", reason=_wait_publishing(stop, args.duration, publisher))
         stopping = time.monotonic()
         code = _stop(supervisor, node, log)
+        publisher.remove()
     log.info("node.stopped", exit_code=code, shutdown_ms=round((time.monotonic() - stopping) * 1000, 1))
     return code
+
+
+def _status_publisher(node, directory):
+    from actors.base import Role
+    from infra.status import StatusPublisher
+
+    return StatusPublisher(
+        node.data_dir, node.venue.value,
+        state_store=lambda: directory.get(Role.STATE_STORE),
+        panic=lambda: directory.get(Role.PANIC),
+        db_writer=lambda: directory.get(Role.DB_WRITER),
+    )
+
+
+def _wait_publishing(stop, duration, publisher) -> str:
+    """Wait for a stop signal (or `duration`), rewriting the status file about every second."""
+    from infra.status import INTERVAL_S
+
+    deadline = None if duration is None else time.monotonic() + duration
+    while True:
+        publisher.publish()
+        left = INTERVAL_S if deadline is None else min(INTERVAL_S, deadline - time.monotonic())
+        if left <= 0:
+            return "duration"
+        reason = stop.wait(left)
+        if reason != "duration":
+            return reason
+
+
+def _add_status_parser(sub) -> None:
+    status = sub.add_parser(
+        "status",
+        help="show the running node's state: trading state, ready, streams, positions, orders, wallet",
+        description=(
+            "Print what the node running on this data directory and venue publishes every second: venue, "
+            "trading state, ready (and why not), per-stream age/stale/frames, positions with unrealised PnL, "
+            "open orders, wallet equity, DbWriter queue and last flush. Exit 1 when no node is running."
+        ),
+    )
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+
+
+def status_command(app, args) -> int:
+    from infra.status import STALE_AFTER_S, StatusUnavailable, read_live_status, render
+
+    node = app.node
+    try:
+        status = read_live_status(node.data_dir, node.venue.value)
+    except StatusUnavailable as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_FAILURE
+    print(json.dumps(status, indent=2) if args.json else render(status))
+    return EXIT_OK if status["status_age_s"] <= STALE_AFTER_S else EXIT_FAILURE
 
 
 def _startup_safety(app, gateway, urls, log):
