@@ -20,7 +20,7 @@ from infra.store import HistoryStore
 from infra.store.ranges import BarRange
 from messages.commands import Subscribe, Unsubscribe
 from messages.control import Ping
-from messages.queries import GetSnapshot
+from messages.queries import GetHealth, GetSnapshot
 from tests.helpers import wait_until
 from tests.integration.conftest import SIM_KEY, SIM_SECRET
 
@@ -251,3 +251,18 @@ def test_a_replaced_ws_public_carries_the_runtime_desired_set(venue, node):
                what="a new WsPublic generation")
     assert reconnected_with(venue, first, desired)
     wait_until(lambda: len(public_conns(venue)) == 1, timeout=10, what="the old socket closed")
+
+
+def test_a_lost_public_socket_shows_as_disconnected_in_health_until_it_is_back(venue, node):
+    _, directory, _ = node
+    health = lambda: directory.get(Role.STATE_STORE).ask(GetHealth(), timeout=5)  # noqa: E731
+    wait_until(lambda: health().streams.get("tickers.BTCUSDT") and health().streams["tickers.BTCUSDT"].connected,
+               timeout=10, what="public streams connected")
+    [(conn, topics)] = public_conns(venue)
+    venue.faults.refuse_connections(2.0)
+    venue.faults.drop_sockets("public")
+    down = wait_until(lambda: not (h := health()).streams["tickers.BTCUSDT"].connected and h, timeout=5,
+                      what="the outage seen in health")
+    assert not down.ready and all(not down.streams[t].connected for t in topics)
+    reconnected_with(venue, conn, topics)
+    wait_until(lambda: all(health().streams[t].connected for t in topics), timeout=10, what="connected again")
