@@ -1,7 +1,11 @@
 """What the public market topics and the REST tickers say: tickers, ticker deltas, klines.
 
 Tickers are pushed as Bybit does: a snapshot on subscribe, then deltas that
-carry only the fields that changed, each with the next `cs`. Klines are
+carry only the fields that changed, each with the next `cs`. A connection
+gets a topic's deltas only once it was sent that topic's snapshot, on every
+connection and every (re)subscription: a delta before its snapshot ended
+pybit's stream (REFERENCE.md 5.2). The `delta_before_snapshot` fault switch
+does it on purpose. Klines are
 pushed as snapshots of the running bar, and once more with confirm=true when
 the bar closes.
 """
