@@ -173,6 +173,8 @@ class WsPublic(WsActor):
         self._dead_checks = 0
         self._watchdog_stop = threading.Event()
         self._check_every = float(ctx.config.node.supervisor.check_interval_s)
+        self._stats_every = float(ctx.config.node.log.metrics_interval_s)
+        self._stats_at = time.monotonic()
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {
@@ -269,6 +271,10 @@ class WsPublic(WsActor):
     def _on_check(self, _msg: CheckSocket) -> None:
         if self._router.retired:
             return  # replaced: this generation opens no new socket
+        if time.monotonic() - self._stats_at >= self._stats_every:
+            self._stats_at = time.monotonic()
+            # The router's counts: frames it refused never reach the StateStore's health.
+            self._log.info("ws.public_stats", connected=self._connected, **dict(self._router.counts))
         ws = self._ws
         if ws is not None and (ws.is_connected() or ws.reconnecting):
             self._dead_checks = 0

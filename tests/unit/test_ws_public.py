@@ -399,3 +399,15 @@ def test_a_long_outage_is_fetched_page_by_page(app):
         assert [b.open_ms for b in closed] == [T0 + i * 60_000 for i in range(2501)]
     finally:
         ref.stop(block=True, timeout=5)
+
+
+def test_router_counts_are_logged_periodically(write_config, events):
+    app = load_config(write_config("log:\n  metrics_interval_s: 1\n"))
+    ref, sock, _, _ = start_with_gateway(app, Gateway())
+    try:
+        sock.on_frame({"topic": "tickers.NOSUCHUSDT", "type": "snapshot", "data": {}, "ts": T0})
+        stats = wait_until(lambda: [e for e in events() if e["event"] == "ws.public_stats" and e["rejected"] == 1],
+                           timeout=10, what="a stats line")
+        assert stats[-1]["connected"] is True and stats[-1]["frames"] == 1
+    finally:
+        ref.stop(block=True, timeout=5)
