@@ -115,12 +115,27 @@ def _iso(t: datetime | None) -> str:
     return "-" if t is None else t.strftime("%Y-%m-%d %H:%M")
 
 
-def _busy(exc: Exception) -> int:
+def store_failed(exc: Exception) -> int:
+    """One paragraph for a store that could not be used: busy (store.busy) or not a history (store.unreadable)."""
     from infra.logging import get_logger
+    from infra.store import StoreBusy
 
-    get_logger("infra.store.cli").error("store.busy", error=str(exc))
+    log = get_logger("infra.store.cli")
+    if isinstance(exc, StoreBusy):
+        log.error("store.busy", error=str(exc), file_only=True)
+    else:
+        log.error("store.unreadable", error=str(exc), file_only=True)
     print(f"error: {exc}", file=sys.stderr)
     return EXIT_FAILURE
+
+
+
+def _checked(app: Any, store: Any) -> None:
+    """Refuse a damaged file before any session (a session migrates, so it would write)."""
+    from infra.store.verify import verify_store
+
+    verify_store(store.path, lock_timeout_s=store.lock_timeout_s, owner=store.lock.owner,
+                 catch_up_days=app.node.db_writer.catch_up_days)
 
 
 # --- gaps --------------------------------------------------------------------
@@ -141,6 +156,7 @@ def gaps_command(app: Any, args: argparse.Namespace) -> int:
     keep = _selected(args)
     rows, details = [], []
     try:
+        _checked(app, store)
         with store.session() as s:
             for info in s.series():
                 if not keep(info.symbol, info.interval) or info.first_open is None or info.last_open is None:
@@ -150,7 +166,7 @@ def gaps_command(app: Any, args: argparse.Namespace) -> int:
                 holes = s.venue_holes(info.symbol, info.interval)
                 rows.append((info, s.count(info.symbol, info.interval), gaps, holes))
     except StoreError as exc:
-        return _busy(exc)
+        return store_failed(exc)
     table = Table(title=f"history in {store.path}")
     for col in ("symbol", "interval", "bars", "first", "last", "gaps", "missing bars", "venue holes",
                 "hole bars", "last sync", "last heal"):
@@ -223,8 +239,7 @@ def _progress_reporter(total_series: int):
 
 
 def sync_command(app: Any, args: argparse.Namespace, source_factory: Callable[[Any], Any] | None = None) -> int:
-    from infra.store import HistoryStore, StoreBusy
-    from infra.store.sync import HistorySync, SyncFailed
+    from infra.store import HistoryStore, StoreError
 
     now = datetime.now(timezone.utc)
     end = args.end or now
@@ -239,6 +254,18 @@ def sync_command(app: Any, args: argparse.Namespace, source_factory: Callable[[A
         return EXIT_USAGE
     store = HistoryStore.for_node(app.node, owner="main.py sync")
     failed: list[str] = []
+    try:
+        _checked(app, store)
+        return _sync_pairs(app, store, pairs, start, end, failed, source_factory)
+    except StoreError as exc:
+        return store_failed(exc)
+
+
+def _sync_pairs(app: Any, store: Any, pairs: list[tuple[str, str]], start: datetime, end: datetime,
+                failed: list[str], source_factory: Callable[[Any], Any] | None) -> int:
+    from infra.store import StoreBusy
+    from infra.store.sync import HistorySync, SyncFailed
+
     with (source_factory or venue_source)(app) as (source, now_ms):
         with _progress_reporter(len(pairs)) as on_progress:
             sync = HistorySync(store, source, now_ms=now_ms, progress=on_progress)
@@ -249,7 +276,7 @@ def sync_command(app: Any, args: argparse.Namespace, source_factory: Callable[[A
                     failed.append(f"{symbol} {interval}: {exc.report.error}")
                     continue
                 except StoreBusy as exc:
-                    return _busy(exc)
+                    return store_failed(exc)
                 _summary(symbol, interval, report)
     for line in failed:
         print(f"error: sync {line}", file=sys.stderr)
@@ -275,12 +302,13 @@ def heal_command(app: Any, args: argparse.Namespace, source_factory: Callable[[A
         console.print(f"no history yet: {store.path} does not exist (run `python main.py sync`)")
         return EXIT_OK
     try:
+        _checked(app, store)
         with (source_factory or venue_source)(app) as (source, now_ms):
             with _progress_reporter(0) as on_progress:
                 reports = heal(store, HistorySync(store, source, now_ms=now_ms, progress=on_progress),
                                only=_selected(args))
     except StoreError as exc:
-        return _busy(exc)
+        return store_failed(exc)
     table = Table(title=f"heal of {store.path}")
     for col in ("symbol", "interval", "bars before", "bars after", "gaps before", "gaps after", "missing before",
                 "missing after", "duplicates", "venue holes", "result"):
