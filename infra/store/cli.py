@@ -132,7 +132,10 @@ def store_failed(exc: Exception) -> int:
 
 def _checked(app: Any, store: Any) -> None:
     """Refuse a damaged file before any session (a session migrates, so it would write)."""
+    from infra.store.lock import on_wait
     from infra.store.verify import verify_store
+
+    on_wait(lambda text: print(text, file=sys.stderr, flush=True))  # once per wait, before the long silence
 
     verify_store(store.path, lock_timeout_s=store.lock_timeout_s, owner=store.lock.owner,
                  catch_up_days=app.node.db_writer.catch_up_days)

@@ -9,16 +9,19 @@ session creates it).
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 
 import duckdb
 
-from infra.store.errors import SchemaTooNew, StoreUnreadable
+from infra.store.errors import SchemaTooNew, StoreBusy, StoreUnreadable
 from infra.store.lock import StoreLock
 from infra.store.schema import LATEST_VERSION, MIGRATIONS
 
 # What every version this program knows has: a file without them is not our history.
 _TABLES = ("store_meta", "ohlcv", "series", "venue_holes")
+_DUCKDB_LOCK_RE = re.compile(r"Conflicting lock is held in (?P<prog>.+?) \(PID (?P<pid>\d+)\)")
 
 
 def verify_store(path: Path, *, lock_timeout_s: float = 30.0, owner: str | None = None,
@@ -36,17 +39,9 @@ def verify_store(path: Path, *, lock_timeout_s: float = 30.0, owner: str | None 
     if path.stat().st_size == 0:
         raise StoreUnreadable(path, "it is empty (0 bytes)", catch_up_days)
     lock = StoreLock(path, owner=owner)
+    started = time.monotonic()
     with lock.hold(lock_timeout_s):
-        try:
-            conn = duckdb.connect(str(path), read_only=True)
-        except duckdb.IOException as exc:
-            if "lock" in str(exc).lower():
-                from infra.store.errors import StoreBusy
-
-                raise StoreBusy(path, "a process that opened the file without the node's lock", 0.0) from None
-            raise StoreUnreadable(path, _first_line(exc), catch_up_days) from None
-        except duckdb.Error as exc:
-            raise StoreUnreadable(path, _first_line(exc), catch_up_days) from None
+        conn = lock.while_foreign(lambda: _open_read_only(path, catch_up_days), lock_timeout_s, started)
         try:
             tables = {r[0] for r in conn.execute(
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
@@ -70,6 +65,20 @@ def verify_store(path: Path, *, lock_timeout_s: float = 30.0, owner: str | None 
         finally:
             conn.close()
     return True
+
+
+def _open_read_only(path: Path, catch_up_days: int | None) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(str(path), read_only=True)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            match = _DUCKDB_LOCK_RE.search(str(exc))
+            holder = (f"pid {match['pid']} ({match['prog']}), which opened the file without the node's lock"
+                      if match else "a process that opened the file without the node's lock")
+            raise StoreBusy(path, holder, 0.0) from None
+        raise StoreUnreadable(path, _first_line(exc), catch_up_days) from None
+    except duckdb.Error as exc:
+        raise StoreUnreadable(path, _first_line(exc), catch_up_days) from None
 
 
 def _first_line(exc: BaseException) -> str:
