@@ -13,6 +13,7 @@ otherwise. Exit codes: 0 done, 1 failed (busy file, venue errors, gaps left).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -107,12 +108,18 @@ def _console(stderr: bool = False):
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
-    # Off a terminal rich assumes 80 columns and squeezes the table; a pipe or a log file can take more.
-    return Console(file=stream, soft_wrap=True, width=None if stream.isatty() else 160)
+    # Off a terminal rich assumes 80 columns and squeezes the table; a pipe or a log file can take more,
+    # unless COLUMNS says how wide the reader is (rich reads it when width is None).
+    fits = stream.isatty() or os.environ.get("COLUMNS", "").isdigit()
+    return Console(file=stream, width=None if fits else 160)
 
 
 def _iso(t: datetime | None) -> str:
     return "-" if t is None else t.strftime("%Y-%m-%d %H:%M")
+
+
+def _short(t: datetime | None) -> str:
+    return "-" if t is None else t.strftime("%y-%m-%d %H:%M")
 
 
 def store_failed(exc: Exception) -> int:
@@ -170,18 +177,21 @@ def gaps_command(app: Any, args: argparse.Namespace) -> int:
                 rows.append((info, s.count(info.symbol, info.interval), gaps, holes))
     except StoreError as exc:
         return store_failed(exc)
-    table = Table(title=f"history in {store.path}")
-    for col in ("symbol", "interval", "bars", "first", "last", "gaps", "missing bars", "venue holes",
-                "hole bars", "last sync", "last heal"):
-        table.add_column(col, justify="right" if col in ("bars", "gaps", "missing bars", "venue holes",
-                                                         "hole bars") else "left")
+    # Seven columns without vertical rules, two-line cells for the times: fits 80 columns.
+    from rich import box
+
+    table = Table(title=f"history in {store.path}", box=box.SIMPLE_HEAD,
+                  caption="gaps, venue holes: ranges (bars); times UTC, yy-mm-dd")
+    for col, justify in (("symbol", "left"), ("int.", "left"), ("bars", "right"), ("first/last bar", "left"),
+                         ("gaps", "right"), ("holes", "right"), ("sync/heal", "left")):
+        table.add_column(col, justify=justify, overflow="fold", no_wrap=col in ("symbol", "int."))
     total_gaps = 0
     for info, bars, gaps, holes in rows:
         missing = sum(g.bars(info.interval) for g in gaps)
         total_gaps += len(gaps)
-        table.add_row(info.symbol, info.interval, str(bars), _iso(info.first_open), _iso(info.last_open),
-                      str(len(gaps)), str(missing), str(len(holes)), str(sum(h.bars(info.interval) for h in holes)),
-                      _iso(info.last_sync_at), _iso(info.last_heal_at))
+        table.add_row(info.symbol, info.interval, str(bars), f"{_short(info.first_open)}\n{_short(info.last_open)}",
+                      f"{len(gaps)} ({missing})", f"{len(holes)} ({sum(h.bars(info.interval) for h in holes)})",
+                      f"{_short(info.last_sync_at)}\n{_short(info.last_heal_at)}")
         for kind, ranges in (("gap", gaps), ("venue hole", holes)):
             for r in ranges[: args.limit]:
                 details.append(f"  {info.symbol} {info.interval} {kind}: {r.describe()} ({r.bars(info.interval)} bars)")
