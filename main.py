@@ -307,7 +307,7 @@ def _startup_safety(app, gateway, urls, log):
     disconnect-cancel-all when the account has it. A venue that cannot be
     reached refuses the start: the node never runs on unknown account state.
     """
-    from infra.bybit.account_safety import prepare_account
+    from infra.bybit.account_safety import prepare_account, unlisted_symbols
     from infra.bybit.errors import ExchangeError
     from infra.bybit.preflight import PreflightRefused, require_preflight
     from infra.config import TradingMode
@@ -316,6 +316,12 @@ def _startup_safety(app, gateway, urls, log):
     try:
         clock = gateway.server_time()  # reachable at all? (retried on the query lane)
         log.info("node.venue_reachable", rest_url=urls.rest, skew_ms=clock.skew_ms, round_trip_ms=clock.round_trip_ms)
+        unlisted = unlisted_symbols(gateway, node.symbols)
+        if unlisted:
+            log.error("node.symbols_unlisted", problems=unlisted, file_only=True)
+            print("error: the node did not start: " + "; ".join(unlisted) + ". Fix `symbols` in the config "
+                  "(or BYBIT_NODE_SYMBOLS).", file=sys.stderr)
+            return None
         if node.trading_mode is TradingMode.LIVE:
             try:
                 require_preflight(gateway, app)
