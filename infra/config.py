@@ -305,7 +305,7 @@ def load_config(path: str | os.PathLike[str] = "config.yaml") -> AppConfig:
                 continue  # "at least 1 item" only because its items were refused: said already
             problems.append((_labelled(field, err.get("loc", ()), env), _reason(err)))
     if node is not None:
-        problems += _mode_matches_venue(node) + _live_confirmation(node)
+        problems += [(_labelled(f, f.split("."), env), r) for f, r in _mode_matches_venue(node) + _live_confirmation(node)]
     credentials = None
     if node is not None:
         credentials, cred_problems = _credentials(node, env)

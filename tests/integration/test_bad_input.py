@@ -63,6 +63,16 @@ def _log_file_is_a_directory(root: Path) -> None:
     (root / "data" / "logs" / "node.jsonl").mkdir(parents=True)
 
 
+def _lock_file_is_a_directory(root: Path) -> None:
+    from infra.store import HistoryStore
+
+    store = HistoryStore(root / "data" / "sim.duckdb")
+    store.write_bars([])  # a valid, empty history
+    store.close()
+    (root / "data" / "sim.duckdb.lock").unlink()
+    (root / "data" / "sim.duckdb.lock").mkdir()  # what a stray mkdir or a broken restore leaves
+
+
 CORRUPT = ("is not a readable history file", "data/sim.duckdb", "Move it aside", "sync --days N")
 
 CASES = [
@@ -111,6 +121,10 @@ CASES = [
     Case("unlisted-symbol-preflight", ("preflight", "--read-only"), 1,
          ("FOOUSDT is not listed by the venue", "REFUSED"),
          env={"BYBIT_NODE_SYMBOLS": '{"FOOUSDT": {"intervals": ["1"]}}'}),
+    Case("lock-unopenable-gaps", ("gaps",), 1, ("failed: Is a directory", "sim.duckdb.lock"),
+         setup=_lock_file_is_a_directory, may_write=LOGS),
+    Case("lock-unopenable-run", ("run", "--duration", "30"), 1, ("failed: Is a directory",),
+         setup=_lock_file_is_a_directory, may_write=(*LOGS, *NODE_LOCK)),
     # --- fine, and creating nothing it was not asked for --------------------------------------
     Case("gaps-no-data-dir", ("gaps",), 0, ("no history yet",)),
     Case("preflight-read-only-default", ("preflight", "--read-only"), 0,
