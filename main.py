@@ -146,11 +146,7 @@ def _configured_command(args) -> int:
         return EXIT_FAILURE
     try:
         return _dispatch(app, args)
-    except KeyboardInterrupt:
-        raise
-    except BaseException as exc:  # noqa: BLE001 - the one place that turns a failure into an exit code
-        if isinstance(exc, SystemExit):
-            raise
+    except Exception as exc:  # noqa: BLE001 - the one place that turns a failure into an exit code
         return _failed(args.command, exc, get_logger("node"), node.log_path if log_path else None)
     finally:
         shutdown_logging()

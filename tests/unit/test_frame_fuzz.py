@@ -17,7 +17,7 @@ The routers and the state are driven only through their public callbacks
 (`on_kline`, `on_ticker`, `on_order`, ...), the routers' `counts` and the
 state's `snapshot()`, so the test survives changes inside them.
 
-Fixed seed, `FUZZ_EXAMPLES` examples (default 300, each a sequence of 25-45
+Fixed seed, `FUZZ_EXAMPLES` examples (default 300, each a sequence of 34-50
 frames). A longer run: `FUZZ_EXAMPLES=20000 .venv/bin/python -m pytest
 tests/unit/test_frame_fuzz.py` (about 60x the frames, minutes).
 """
@@ -316,7 +316,7 @@ def test_generated_frames_are_parsed_or_rejected_never_raised():
     @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=False, phases=PHASES,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                      HealthCheck.large_base_example])
-    @given(st.lists(FRAMES, min_size=25, max_size=45))
+    @given(st.lists(FRAMES, min_size=34, max_size=50))
     def run(frames):
         _feed(frames, fed)
 
