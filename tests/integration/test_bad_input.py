@@ -246,3 +246,10 @@ def test_ctrl_c_during_sync_exits_130_and_leaves_a_readable_file(tmp_path):
     again = run_main(tmp_path, ("--config", str(REPO / "config.yaml"), "gaps"), {})
     assert again.returncode == 0, again.stderr
     assert "BTCUSDT" in again.stdout
+
+
+def test_the_standalone_simulator_refuses_an_unlisted_symbol(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "infra.sim", "--api-key", "k", "--api-secret", "s",
+                           "--symbols", "BTCUSDT,ETHUSTD"], cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "ETHUSTD is not listed by the simulator" in done.stderr and "did you mean ETHUSDT" in done.stderr
