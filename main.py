@@ -182,7 +182,9 @@ def _failed(command: str, exc: BaseException, log, log_path) -> int:
 
     from infra.store import StoreError
 
-    if isinstance(exc, duckdb.InterruptException):  # Ctrl-C met inside a DuckDB statement
+    interrupted = isinstance(exc, duckdb.InterruptException) or (
+        isinstance(exc, RuntimeError) and "interrupted" in str(exc).lower())  # some DuckDB paths say only this
+    if interrupted:  # Ctrl-C met inside a DuckDB statement
         print(_interrupted_message(command), file=sys.stderr)
         return EXIT_FORCED
     if isinstance(exc, StoreError):
