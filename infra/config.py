@@ -28,7 +28,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from messages.types import Interval
 
@@ -292,16 +292,26 @@ class ConfigError(Exception):
         super().__init__(f"{source}: " + "; ".join(f"{f}: {r}" for f, r in problems))
 
     def render(self) -> str:
-        lines = [f"configuration error in {self.source}:"]
+        from_env = any(field.startswith("$") for field, _ in self.problems)
+        where = f"{self.source} and the environment" if from_env else self.source
+        lines = [f"configuration error in {where}:"]
         lines += [f"  - {field}: {reason}" for field, reason in self.problems]
         return "\n".join(lines)
 
 
 def load_config(path: str | os.PathLike[str] = "config.yaml") -> AppConfig:
-    """Read, override from os.environ and validate; raise ConfigError naming every bad field."""
+    """Read, override from os.environ and validate; raise ConfigError naming every bad field.
+
+    A field set in the environment is reported under its variable
+    (`$BYBIT_NODE_RISK__MAX_LEVERAGE`), one from the file under its dotted
+    name. `BYBIT_NODE_SYMBOLS` replaces the file's `symbols` as a whole: the
+    node follows exactly the symbols the variable lists.
+    """
     env = os.environ
     source = str(path)
     raw = _read_yaml(Path(path))
+    if _env_name(env, "symbols") is not None:
+        raw = {k: v for k, v in raw.items() if k != "symbols"}
     problems = _secrets_in_yaml(raw) + _unknown_env_overrides(env)
     # Fields already explained above must not be reported again as pydantic's "unknown setting".
     explained = {f.lstrip("$").removeprefix(ENV_PREFIX).lower().replace(ENV_NESTED, ".") for f, _ in problems} | {
@@ -310,14 +320,21 @@ def load_config(path: str | os.PathLike[str] = "config.yaml") -> AppConfig:
     node: NodeConfig | None = None
     try:
         node = NodeConfig(**raw)
+    except SettingsError as exc:
+        problems.append(_unparsable_env(exc, env))
     except ValidationError as exc:
-        for err in exc.errors():
+        errors = exc.errors()
+        failed_locs = [tuple(err.get("loc", ())) for err in errors]
+        for err in errors:
             field = _field_name(err)
             if err.get("type") == "extra_forbidden" and field.lower() in explained:
                 continue
-            problems.append((field, _reason(err)))
+            loc = tuple(err.get("loc", ()))
+            if err.get("type") == "too_short" and any(len(o) > len(loc) and o[: len(loc)] == loc for o in failed_locs):
+                continue  # "at least 1 item" only because its items were refused: said already
+            problems.append((_labelled(field, err.get("loc", ()), env), _reason(err)))
     if node is not None:
-        problems += _mode_matches_venue(node) + _live_confirmation(node)
+        problems += [(_labelled(f, f.split("."), env), r) for f, r in _mode_matches_venue(node) + _live_confirmation(node)]
     credentials = None
     if node is not None:
         credentials, cred_problems = _credentials(node, env)
@@ -326,6 +343,33 @@ def load_config(path: str | os.PathLike[str] = "config.yaml") -> AppConfig:
         raise ConfigError(source, problems)
     assert node is not None
     return AppConfig(node=node, credentials=credentials, source=source)
+
+
+def _env_name(env: Mapping[str, str], *loc: Any) -> str | None:
+    """The variable that sets the field at `loc` (or one of its parents), if the environment has one."""
+    names = {n.upper(): n for n in env}
+    parts = [str(p).upper() for p in loc]
+    for depth in range(len(parts), 0, -1):
+        name = ENV_PREFIX + ENV_NESTED.join(parts[:depth])
+        if name in names:
+            return names[name]
+    return None
+
+
+def _labelled(field: str, loc: Any, env: Mapping[str, str]) -> str:
+    name = _env_name(env, *loc)
+    return f"${name} ({field})" if name else field
+
+
+def _unparsable_env(exc: SettingsError, env: Mapping[str, str]) -> tuple[str, str]:
+    """pydantic-settings raises (not collects) when a variable of a nested field is not JSON."""
+    match = re.search(r'field "([^"]+)"', str(exc))
+    field = match.group(1) if match else "?"
+    name = _env_name(env, field) or f"{ENV_PREFIX}{field.upper()}"
+    cause = exc.__cause__ or exc.__context__
+    why = f": {cause}" if cause is not None else ""
+    return (f"${name}", f"not valid JSON{why}; e.g. {name}='{{\"BTCUSDT\": {{\"intervals\": [\"1\"]}}}}'"
+            if field == "symbols" else f"not valid JSON{why}")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -343,7 +387,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(str(path), [(where, f"not valid YAML: {problem}")]) from None
     if data is None:
-        return {}
+        # Not a silent run on built-in defaults, which differ from the shipped config.yaml.
+        raise ConfigError(str(path), [(
+            "<file>", "the file is empty (no settings); copy the repository's config.yaml and edit it, "
+            "or point --config at a file with at least one setting"
+        )])
     if not isinstance(data, dict):
         raise ConfigError(str(path), [("<file>", "the top level must be a mapping of settings")])
     return data
