@@ -191,8 +191,8 @@ def _run_supervised(app, args, log, stop, started) -> int:
         safety = _startup_safety(app, gateway, urls, log)
         if safety is None:
             return EXIT_FAILURE
-        supervisor = Supervisor.start(app, Directory(), default_children(), urls=urls, gateway=gateway)
-        start_timeout = float(node.supervisor.ask_timeout_s) * (len(default_children()) + 1)
+        supervisor = Supervisor.start(app, Directory(), default_children(node), urls=urls, gateway=gateway)
+        start_timeout = float(node.supervisor.ask_timeout_s) * (len(default_children(node)) + 1)
         try:
             roles = supervisor.ask(Ping(), timeout=start_timeout) and supervisor.proxy().running_roles().get(timeout=5)
         except (pykka.ActorDeadError, pykka.Timeout) as exc:

@@ -92,3 +92,10 @@ class RiskStatus(Message):
     latched: bool
     reason: str = ""
     ts: UtcDatetime = Field(default_factory=now_utc)
+
+
+class Tick(Message):
+    """A timer's nudge to an actor (Pykka has no timers): `name` says which periodic job is due."""
+
+    name: str
+    ts: UtcDatetime = Field(default_factory=now_utc)
