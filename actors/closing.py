@@ -95,7 +95,7 @@ class Closer:
         fields = {"symbol": symbol, "reason": reason, "signal_id": signal_id}
         retrying = Retrying(
             stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.deadline_s),
-            wait=wait_exponential_jitter(initial=policy.backoff_initial_s, max=policy.backoff_max_s,
+            wait=wait_exponential_jitter(multiplier=policy.backoff_initial_s, max=policy.backoff_max_s,
                                          jitter=policy.backoff_initial_s),
             retry=retry_if_exception(_retryable),
             sleep=self._sleep,
