@@ -4,6 +4,8 @@
     python main.py [--config FILE] preflight [--read-only] [--i-mean-live]
     python main.py [--config FILE] sync [--symbol S] [--interval I] [--days N | --start T [--end T]]
     python main.py [--config FILE] gaps | heal
+    python main.py [--config FILE] signal SYMBOL long|short|flat [--usd N]
+    python main.py [--config FILE] panic
 
 Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage,
 130 forced exit on a second Ctrl-C.
@@ -80,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     from infra.store.cli import add_history_commands
 
     add_history_commands(sub)
+    from actors.control import add_control_commands
+
+    add_control_commands(sub)
     return parser
 
 
@@ -126,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(
         level=node.log.level, console=node.log.console, file_path=node.log_path, secrets=app.secret_values()
     )
+    from actors import control as control_cli
     from infra.store import cli as history_cli
 
     commands: dict[str, Callable[..., int]] = {
@@ -134,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         "sync": history_cli.sync_command,
         "gaps": history_cli.gaps_command,
         "heal": history_cli.heal_command,
+        "signal": control_cli.signal_command,
+        "panic": control_cli.panic_command,
     }
     try:
         return commands[args.command](app, args)
@@ -191,7 +199,8 @@ def _run_supervised(app, args, log, stop, started) -> int:
         safety = _startup_safety(app, gateway, urls, log)
         if safety is None:
             return EXIT_FAILURE
-        supervisor = Supervisor.start(app, Directory(), default_children(node), urls=urls, gateway=gateway)
+        directory = Directory()
+        supervisor = Supervisor.start(app, directory, default_children(node), urls=urls, gateway=gateway)
         start_timeout = float(node.supervisor.ask_timeout_s) * (len(default_children(node)) + 1)
         try:
             roles = supervisor.ask(Ping(), timeout=start_timeout) and supervisor.proxy().running_roles().get(timeout=5)
@@ -207,11 +216,23 @@ def _run_supervised(app, args, log, stop, started) -> int:
             startup_ms=round((time.monotonic() - started) * 1000, 1),
         )
 
+        control = _start_control(app, directory)
         log.info("node.stopping", reason=stop.wait(args.duration))
         stopping = time.monotonic()
+        control.stop()
         code = _stop(supervisor, node, log)
     log.info("node.stopped", exit_code=code, shutdown_ms=round((time.monotonic() - stopping) * 1000, 1))
     return code
+
+
+def _start_control(app, directory):
+    """`signal` / `panic` from another process: a watched directory under <data_dir>/run/, never a socket."""
+    from actors.control import node_handler
+    from infra.control import ControlWatcher
+
+    node = app.node
+    handler = node_handler(directory, node)
+    return ControlWatcher(node.data_dir, node.venue.value, handler, poll_s=node.panic.control_poll_ms / 1000).start()
 
 
 def _startup_safety(app, gateway, urls, log):
