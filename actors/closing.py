@@ -83,11 +83,16 @@ class Closer:
     # --- one position --------------------------------------------------------------------
 
     def close_position(self, symbol: str, reason: str, signal_id: str | None = None, *,
-                       link_seed: str | None = None) -> CloseResult:
+                       link_seed: str | None = None, known: Position | None = None,
+                       fetch_price: bool = True) -> CloseResult:
         """Close `symbol`'s whole position. Never raises: failures come back as FAILED results.
 
         `signal_id` (or `link_seed`) makes the orderLinkIds deterministic per attempt,
         so the same request sent twice finds its own order instead of placing a second.
+        `known`: a position just read by the caller, used for the first attempt only
+        (a stale size just leaves a remainder that the next attempt re-reads).
+        `fetch_price`: read the close order back for its fill price (a panic skips it:
+        time to flat matters more than the figure).
         """
         seed = signal_id or link_seed or new_order_link_id("c")
         policy = self._policy
@@ -109,16 +114,20 @@ class Closer:
             for attempt in retrying:
                 with attempt:
                     attempt_no += 1
-                    return self._close_once(symbol, signal_id, order_link_id(seed, symbol, attempt_no, prefix="c"))
+                    first = known if attempt_no == 1 else None
+                    link = order_link_id(seed, symbol, attempt_no, prefix="c")
+                    return self._close_once(symbol, signal_id, link, first, fetch_price)
         except Exception as exc:  # noqa: BLE001 - every failure is a FAILED result, never an escaping error
             log.error("close.failed", **fields, attempts=attempt_no, error=_describe(exc),
                       protection="take-profit/stop-loss left in place")
             return CloseResult(symbol=symbol, outcome=CloseOutcome.FAILED, signal_id=signal_id, error=_describe(exc))
         raise AssertionError("unreachable: tenacity either returns or re-raises")
 
-    def _close_once(self, symbol: str, signal_id: str | None, link: str) -> CloseResult:
-        # A strict symbol read: an empty answer raises (DATA-019), it never reads as "flat".
-        position: Position = self._gw.get_position(symbol)
+    def _close_once(self, symbol: str, signal_id: str | None, link: str, position: Position | None,
+                    fetch_price: bool) -> CloseResult:
+        if position is None:
+            # A strict symbol read: an empty answer raises (DATA-019), it never reads as "flat".
+            position = self._gw.get_position(symbol)
         if not position.is_open:
             log.info("close.already_flat", symbol=symbol, signal_id=signal_id)
             return CloseResult(symbol=symbol, outcome=CloseOutcome.ALREADY_FLAT, signal_id=signal_id)
@@ -133,23 +142,22 @@ class Closer:
         # Refused or unknown: raises, the stops stay, and the next attempt re-reads the position first
         # (a "reduce-only, position is zero" refusal then reads as flat).
         ack = self._gw.create_order(request)
-        order = self._await_fill(symbol, ack.order_id, ack.order)
-        filled = order.cum_exec_qty or Decimal(0)
-        if order.order_status is not OrderStatus.FILLED or filled < position.size:
-            # Accepted but not a full close: the stops stay, the remainder is tried again.
-            raise CloseIncomplete(
-                f"{symbol} close {order.order_id} ended {order.order_status.value} with {filled} of {position.size}"
-            )
+        self._await_flat(symbol, ack.order_id, position.size)
+        # The position is flat: only now may its conditional orders go.
         cancelled, cancel_error = self._cancel_conditionals(symbol)
-        avg = order.avg_price if order.avg_price is not None else self._avg_from_executions(symbol, order)
-        log.info("close.done", symbol=symbol, signal_id=signal_id, order_id=order.order_id, order_link_id=link,
+        order = self._order_after(symbol, ack.order_id) if fetch_price else None
+        filled = (order.cum_exec_qty if order is not None else None) or position.size
+        avg = None
+        if order is not None:
+            avg = order.avg_price if order.avg_price is not None else self._avg_from_executions(symbol, order)
+        log.info("close.done", symbol=symbol, signal_id=signal_id, order_id=ack.order_id, order_link_id=link,
                  side=request.side.value, closed_qty=str(filled), avg_price=str(avg) if avg is not None else None,
                  conditionals_cancelled=cancelled)
         return CloseResult(
             symbol=symbol,
             outcome=CloseOutcome.CLOSED,
             signal_id=signal_id,
-            order_id=order.order_id,
+            order_id=ack.order_id,
             order_link_id=link,
             closed_qty=filled,
             avg_price=avg,
@@ -157,19 +165,32 @@ class Closer:
             error=cancel_error,
         )
 
-    def _await_fill(self, symbol: str, order_id: str, known: Order | None) -> Order:
-        """The close order once it reached a final state (a market IOC does so at once), within the fill timeout."""
+    def _await_flat(self, symbol: str, order_id: str, size: Decimal) -> None:
+        """Return once a strict read shows the position flat; CloseIncomplete if the close ended
+        short of that (a partial IOC fill) or the fill timeout passed. The position is the
+        authority: flat is flat, whichever order made it so."""
         deadline = self._clock() + self._policy.fill_timeout_s
-        order, pause = known, 0.02
+        pause = 0.02
         while True:
-            if order is not None and order.order_status in _TERMINAL:
-                return order
-            if self._clock() >= deadline:
-                raise CloseIncomplete(f"{symbol} close {order_id} not final within {self._policy.fill_timeout_s} s")
-            if order is not None:
-                self._sleep(pause)
-                pause = min(pause * 2, 0.5)
+            position = self._gw.get_position(symbol)
+            if not position.is_open:
+                return
             order = self._gw.get_order(symbol, order_id=order_id)
+            if order is not None and order.order_status in _TERMINAL and order.order_status is not OrderStatus.FILLED:
+                raise CloseIncomplete(f"{symbol} close {order_id} ended {order.order_status.value}: "
+                                      f"{position.size} of {size} still open")
+            if self._clock() >= deadline:
+                raise CloseIncomplete(f"{symbol} still {position.size} open {self._policy.fill_timeout_s} s "
+                                      f"after close {order_id}")
+            self._sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+    def _order_after(self, symbol: str, order_id: str) -> Order | None:
+        try:
+            return self._gw.get_order(symbol, order_id=order_id)
+        except ExchangeError as exc:
+            log.warning("close.price_unknown", symbol=symbol, order_id=order_id, error=_describe(exc))
+            return None
 
     def _avg_from_executions(self, symbol: str, order: Order) -> Decimal | None:
         """avgPrice came back empty (DATA-021): the real price is in the order's executions, never a quote."""
@@ -223,7 +244,9 @@ class Flattener:
         errors: list[str] = []
         closed: list[CloseResult] = []
         cancelled = 0
-        dcp = self._tighten_dcp(errors)
+        # DCP is tightened beside the closes, not before them: the closes are what makes the account safe.
+        dcp_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="panic-dcp")
+        dcp_future = dcp_pool.submit(self._tighten_dcp, errors)
         flat, time_to_flat = False, None
         open_positions: list[str] = []
         open_orders: list[str] = []
@@ -244,6 +267,8 @@ class Flattener:
             if complete and not positions and orders == []:
                 flat, time_to_flat = True, round(self._clock() - started, 3)
                 break
+        dcp = dcp_future.result()
+        dcp_pool.shutdown()
         report = PanicReport(
             reason=reason,
             started_at=started_at,
@@ -278,21 +303,26 @@ class Flattener:
 
         The settle-coin list finds symbols we do not follow, but an empty list
         there may be a dropped answer (DATA-019), so every symbol is also read
-        strictly one by one. Complete means every read succeeded.
+        strictly one by one (all reads at once). Complete means every read succeeded.
         """
+        symbols = self._symbols
+        with ThreadPoolExecutor(max_workers=max(1, min(self._max_workers, len(symbols) + 1)),
+                                thread_name_prefix="panic-read") as pool:
+            listed = pool.submit(self._gw.get_open_positions)
+            strict = {s: pool.submit(self._gw.get_position, s) for s in symbols}
         found: dict[str, Position] = {}
         complete = True
         try:
-            for p in self._gw.get_open_positions():
+            for p in listed.result():
                 found[p.symbol] = p
                 if p.symbol not in self._symbols:
-                    self._symbols += (p.symbol,)
-        except Exception as exc:  # noqa: BLE001 - recorded; the strict reads below still run
+                    self._symbols += (p.symbol,)  # read strictly from the next round on
+        except Exception as exc:  # noqa: BLE001 - recorded; the strict reads still count
             errors.append(f"position list: {_describe(exc)}")
             complete = False
-        for symbol in self._symbols:
+        for symbol, future in strict.items():
             try:
-                p = self._gw.get_position(symbol)
+                p = future.result()
             except Exception as exc:  # noqa: BLE001
                 errors.append(f"position {symbol}: {_describe(exc)}")
                 complete = False
@@ -315,7 +345,8 @@ class Flattener:
             return []
         workers = max(1, min(self._max_workers, len(positions)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="panic-close") as pool:
-            futures = [pool.submit(self._closer.close_position, p.symbol, f"panic: {reason}", None, link_seed=seed)
+            futures = [pool.submit(self._closer.close_position, p.symbol, f"panic: {reason}", None, link_seed=seed,
+                                   known=p, fetch_price=False)
                        for p in positions]
             return [f.result() for f in futures]
 
