@@ -97,7 +97,7 @@ def add_control_commands(sub: Any) -> None:
     )
     sig.add_argument("symbol", help="e.g. BTCUSDT")
     sig.add_argument("direction", choices=[d.value for d in Direction])
-    sig.add_argument("--usd", type=_positive_decimal, metavar="N", help="size in USDT notional (long/short)")
+    sig.add_argument("--usd", type=_positive_decimal, metavar="N", help="size in USDT notional (long/short; default: risk.default_order_usd)")
     sub.add_parser(
         "panic",
         help="halt trading, close every position (close before cancel), verify flat",
@@ -122,9 +122,6 @@ def signal_command(app: Any, args: Any) -> int:
     from infra.presence import running_pid
 
     node = app.node
-    if args.direction != "flat" and args.usd is None:
-        print("error: a long or short signal needs --usd N (its size in USDT)", file=sys.stderr)
-        return EXIT_USAGE
     if args.direction == "flat" and args.usd is not None:
         print("error: a flat signal takes no --usd", file=sys.stderr)
         return EXIT_USAGE

@@ -125,8 +125,9 @@ class MaCross:
             tp, sl = up.quantize(exp), down.quantize(exp)
         else:
             tp, sl = (last_close * (1 - self._tp)).quantize(exp), (last_close * (1 + self._sl)).quantize(exp)
-        return Signal(signal_id=signal_id, symbol=symbol, direction=action, usd=self._usd, take_profit=tp,
-                      stop_loss=sl, reason=reason)
+        # `price`: the close it decided on, so the Executor refuses it if the market ran away since.
+        return Signal(signal_id=signal_id, symbol=symbol, direction=action, usd=self._usd, price=last_close,
+                      take_profit=tp, stop_loss=sl, reason=reason)
 
 
 class ExampleStrategy(NodeActor):

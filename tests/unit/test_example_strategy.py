@@ -56,6 +56,7 @@ def test_cold_until_slow_bars_then_follows_the_regime_once():
     sig = ma.decide("BTCUSDT", None)
     assert isinstance(sig, Signal) and sig.direction is Direction.LONG and sig.usd == Decimal("100")
     assert sig.stop_loss == Decimal("101.5") and sig.take_profit == Decimal("103.0")  # 0.5 % / 1 % of the close
+    assert sig.price == Decimal("102.0")  # the close it decided on: the Executor checks the market against it
     assert ma.decide("BTCUSDT", None) is None  # one decision per closed bar
 
 
