@@ -2,7 +2,8 @@
 
 * Trading state (`actors.trading_state.TradingGate`): starts HALTED, ACTIVE
   once the StateStore says ready and Risk says seeded, REDUCING while data
-  is stale, HALTED on a panic or a tripped latch. Each change is told to
+  is stale, HALTED on a panic or a tripped latch, no higher than the
+  Supervisor's escalation while it lasts. Each change is told to
   the Executor and Risk and logged as `trading.state_changed`.
 * `ClosePosition` (asked by the Executor): reduce-only close first, that
   symbol's conditional orders cancelled only after it filled (DATA-018).
@@ -19,6 +20,8 @@ would kill the actor that must close positions).
 
 from __future__ import annotations
 
+import threading
+import weakref
 from typing import Any, Callable
 
 import pykka
@@ -30,11 +33,17 @@ from actors.timer import PeriodicTell
 from actors.trading_state import TradingGate
 from infra.bybit.rate_limit import Lane
 from messages.commands import ClosePosition, CloseOutcome, CloseResult, Panic as PanicCommand, PanicReport
-from messages.control import ReadinessChanged, RiskStatus, Tick, TradingStateChanged
-from messages.queries import GetSnapshot, GetTradingState, StateSnapshot
+from messages.control import ReadinessChanged, RiskStatus, SupervisorEscalated, Tick, TradingStateChanged
+from messages.queries import GetHealth, GetSnapshot, GetTradingState, HealthReport, StateSnapshot
 from messages.types import now_utc
 
 RECONCILE = "reconcile"
+RESYNC = "resync"
+
+# A panic halts the node for the rest of the process, also across a restart of this
+# actor by the Supervisor: remembered per node (its Directory), not in the actor.
+_PANICKED: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+_PANICKED_LOCK = threading.Lock()
 
 
 class Panic(NodeActor):
@@ -63,11 +72,16 @@ class Panic(NodeActor):
             self._reconciler = Reconciler(gateway)
         self._timer: PeriodicTell | None = None
         self._reconciled_once = False
+        with _PANICKED_LOCK:
+            earlier = _PANICKED.get(ctx.directory)
+        if earlier is not None:
+            self._gate.on_panic(earlier)
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {
             ReadinessChanged: self._on_readiness,
             RiskStatus: self._on_risk,
+            SupervisorEscalated: lambda msg: self._announce(self._gate.on_escalation(msg)),
             PanicCommand: self._on_panic,
             ClosePosition: self._on_close,
             GetTradingState: lambda _: self._gate.view(),
@@ -77,6 +91,9 @@ class Panic(NodeActor):
     def on_start(self) -> None:
         super().on_start()
         self._log.info("trading.state_initial", state=self._gate.state.value, reason=self._gate.reason)
+        # A replacement Panic (after a restart) learns readiness from the StateStore instead of
+        # waiting for the next flip; Risk re-tells its status to every new Panic by itself.
+        self.actor_ref.tell(Tick(name=RESYNC))
         if self._gateway_missing("start"):
             return
         interval = float(self._cfg.reconcile_interval_s)
@@ -122,6 +139,8 @@ class Panic(NodeActor):
         return self._closer.close_position(msg.symbol, msg.reason, msg.signal_id)
 
     def _on_panic(self, msg: PanicCommand) -> PanicReport:
+        with _PANICKED_LOCK:
+            _PANICKED.setdefault(self._ctx.directory, msg.reason)
         self._announce(self._gate.on_panic(msg.reason))
         if self._flattener is None:
             self._gateway_missing("panic")
@@ -137,6 +156,19 @@ class Panic(NodeActor):
     def _on_tick(self, msg: Tick) -> None:
         if msg.name == RECONCILE:
             self._reconcile()
+        elif msg.name == RESYNC:
+            self._resync_readiness()
+
+    def _resync_readiness(self) -> None:
+        ref = self._ctx.directory.get(Role.STATE_STORE)
+        if ref is None:
+            return
+        try:
+            health = ref.ask(GetHealth(), timeout=float(self._cfg.snapshot_timeout_s))
+        except (pykka.ActorDeadError, pykka.Timeout):
+            return
+        if isinstance(health, HealthReport) and health.ready:
+            self._on_readiness(ReadinessChanged(ready=True))
 
     def _reconcile(self) -> None:
         if self._reconciler is None:

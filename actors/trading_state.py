@@ -5,13 +5,18 @@
     ACTIVE    ready and Risk seeded, no latch, no panic
     REDUCING  data went stale after having been ready (closes only)
 
+On top, while the Supervisor's escalation is active (restarts past their
+limit) trading goes no higher than the state it names (REDUCING or HALTED).
+
 Plain class, no threads: the Panic actor feeds it messages and tells
 whoever trades about each change it returns.
 """
 
 from __future__ import annotations
 
-from messages.control import ReadinessChanged, RiskStatus, TradingState, TradingStateChanged
+from messages.control import ReadinessChanged, RiskStatus, SupervisorEscalated, TradingState, TradingStateChanged
+
+_RANK = {TradingState.HALTED: 0, TradingState.REDUCING: 1, TradingState.ACTIVE: 2}
 
 
 class TradingGate:
@@ -26,6 +31,7 @@ class TradingGate:
         self._risk_reason = "risk not seeded yet"
         self._latched = False
         self._panic: str | None = None
+        self._escalation: SupervisorEscalated | None = None
 
     def view(self) -> TradingStateChanged:
         """The current state in the shape of its last change (the answer to GetTradingState)."""
@@ -43,6 +49,10 @@ class TradingGate:
         self._risk_reason = msg.reason
         return self._recompute()
 
+    def on_escalation(self, msg: SupervisorEscalated) -> TradingStateChanged | None:
+        self._escalation = msg if msg.active else None
+        return self._recompute()
+
     def on_panic(self, reason: str) -> TradingStateChanged | None:
         if self._panic is None:
             self._panic = reason
@@ -53,6 +63,13 @@ class TradingGate:
         return self._panic is not None
 
     def _target(self) -> tuple[TradingState, str]:
+        state, reason = self._own_target()
+        cap = self._escalation
+        if cap is not None and _RANK[cap.state] < _RANK[state]:
+            return cap.state, f"supervisor escalation: {cap.reason}"
+        return state, reason
+
+    def _own_target(self) -> tuple[TradingState, str]:
         if self._panic is not None:
             return TradingState.HALTED, f"panic: {self._panic}"
         if self._latched:

@@ -29,11 +29,17 @@ _ACTORS = {
 # Children that run only when the configuration asks for them.
 _OPTIONAL = {Role.EXAMPLE_STRATEGY: strategy_enabled}
 
+# A new StateStore is empty: the sockets that feed it reconnect, re-announce their
+# topics and reseed it, so they are restarted right after it.
+_DEPENDENTS = {Role.STATE_STORE: (Role.WS_PRIVATE, Role.WS_PUBLIC)}
+# Replaced when the StateStore reports their streams stale (open but silent, DATA-011).
+_SOCKETS = {Role.WS_PUBLIC: "public", Role.WS_PRIVATE: "private"}
+
 
 def default_children(node: Any = None) -> list[ChildSpec]:
     """Every child in START_ORDER; optional ones only when `node` (a NodeConfig) enables them."""
     return [
-        ChildSpec(role=role, start=_ACTORS[role].start)
+        ChildSpec(role=role, start=_ACTORS[role].start, dependents=_DEPENDENTS.get(role, ()), socket=_SOCKETS.get(role))
         for role in START_ORDER
         if role not in _OPTIONAL or (node is not None and _OPTIONAL[role](node))
     ]

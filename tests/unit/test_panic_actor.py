@@ -145,3 +145,45 @@ def test_actor_without_a_gateway_fails_closes_loudly(write_config, events):
     assert result.outcome is CloseOutcome.FAILED and "no gateway" in result.error
     report = ref.ask(PanicCommand(reason="x"), timeout=5)
     assert not report.flat and ref.is_alive()
+
+
+@pytest.mark.parametrize("cap", [R, H])
+def test_supervisor_escalation_caps_the_state_while_it_lasts(cap):
+    from messages.control import SupervisorEscalated
+
+    gate = TradingGate()
+    gate.on_risk(risk(True))
+    gate.on_readiness(ready(True))
+    change = gate.on_escalation(SupervisorEscalated(active=True, state=cap, reason="ws_public stale: limit"))
+    assert change.state is cap and "supervisor escalation" in change.reason
+    assert gate.on_readiness(ready(True)) is None and gate.state is cap  # fresh data does not lift it
+    assert gate.on_escalation(SupervisorEscalated(active=False, state=cap, reason="calm")).state is A
+
+
+def test_a_panic_outlives_a_restart_of_the_panic_actor(write_config):
+    app = load_config(write_config("panic:\n  reconcile_interval_s: 0\n"))
+    ctx = ActorContext(config=app, directory=Directory(), gateway=FakeGateway())
+    ref = Panic.start(ctx)
+    ref.ask(PanicCommand(reason="operator"), timeout=30)
+    ref.stop(block=True, timeout=5)
+    replacement = Panic.start(ctx)  # what the Supervisor does after a failure
+    replacement.tell(ready(True))
+    replacement.tell(risk(True))
+    view = replacement.ask(GetTradingState(), timeout=5)
+    assert view.state is H and "panic: operator" in view.reason
+
+
+def test_a_replacement_panic_learns_readiness_from_the_state_store(write_config):
+    from messages.queries import GetHealth, HealthReport
+
+    class Store(pykka.ThreadingActor):
+        def on_receive(self, message):
+            if isinstance(message, GetHealth):
+                return HealthReport(ready=True, reasons=(), streams={}, wallet_seeded=True, positions_seeded=True)
+
+    app = load_config(write_config("panic:\n  reconcile_interval_s: 0\n"))
+    directory = Directory()
+    directory.register(Role.STATE_STORE, Store.start())
+    ref = Panic.start(ActorContext(config=app, directory=directory, gateway=FakeGateway()))
+    ref.tell(risk(True))
+    wait_until(lambda: ref.ask(GetTradingState(), timeout=5).state is A, what="ACTIVE without a readiness flip")
