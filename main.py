@@ -216,23 +216,28 @@ def _run_supervised(app, args, log, stop, started) -> int:
             startup_ms=round((time.monotonic() - started) * 1000, 1),
         )
 
-        control = _start_control(app, directory)
+        control = _start_control(app, directory, log)
         log.info("node.stopping", reason=stop.wait(args.duration))
         stopping = time.monotonic()
-        control.stop()
+        if control is not None:
+            control.stop()
         code = _stop(supervisor, node, log)
     log.info("node.stopped", exit_code=code, shutdown_ms=round((time.monotonic() - stopping) * 1000, 1))
     return code
 
 
-def _start_control(app, directory):
+def _start_control(app, directory, log):
     """`signal` / `panic` from another process: a watched directory under <data_dir>/run/, never a socket."""
     from actors.control import node_handler
     from infra.control import ControlWatcher
 
     node = app.node
     handler = node_handler(directory, node)
-    return ControlWatcher(node.data_dir, node.venue.value, handler, poll_s=node.panic.control_poll_ms / 1000).start()
+    try:
+        return ControlWatcher(node.data_dir, node.venue.value, handler, poll_s=node.panic.control_poll_ms / 1000).start()
+    except OSError as exc:  # the node still runs; only the command line cannot reach it
+        log.error("control.unavailable", error=str(exc), consequence="`signal` and `panic` cannot reach this node")
+        return None
 
 
 def _startup_safety(app, gateway, urls, log):

@@ -17,6 +17,7 @@ unless `strategy.enabled`, and even then only on `strategy.venues`
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from decimal import Decimal
 from typing import Any, Callable, Iterable
@@ -36,6 +37,7 @@ from messages.types import Side, now_utc, utc_to_ms
 INTERVAL = "1"
 _MINUTE_MS = 60_000
 POLL = "strategy"
+STORE_RETRY_S = 5.0
 
 
 def strategy_enabled(node: Any) -> bool:
@@ -145,6 +147,7 @@ class ExampleStrategy(NodeActor):
         self._ask_timeout = float(node.supervisor.ask_timeout_s)
         self._timer: PeriodicTell | None = None
         self._warm_logged: set[str] = set()
+        self._next_store_try = 0.0
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {Tick: self._on_tick}
@@ -173,7 +176,9 @@ class ExampleStrategy(NodeActor):
 
     def _poll(self) -> None:
         cold = [s for s in self._symbols if not self._logic.is_warm(s)]
-        if cold:
+        if cold and time.monotonic() >= self._next_store_try:
+            # The history file is shared with the DbWriter: look at most every few seconds.
+            self._next_store_try = time.monotonic() + STORE_RETRY_S
             self._warm_from_store(cold)
         snapshot = self._ask(Role.STATE_STORE, GetSnapshot())
         if not isinstance(snapshot, StateSnapshot):
