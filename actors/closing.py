@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
 from tenacity.wait import wait_exponential_jitter
 
-from infra.bybit.errors import ExchangeError, OrderRefused
+from infra.bybit.errors import ExchangeError, OrderRefused, Rejected
 from infra.bybit.models import OrderRequest, OrderType, new_order_link_id, order_link_id
 from infra.logging import get_logger
 from messages.account import Order, OrderStatus, Position
@@ -35,6 +35,7 @@ log = get_logger("panic")
 
 # Smallest disconnect-cancel-all window Bybit takes: on a panic, orders die 3 s after the link does.
 DCP_MIN_WINDOW_S = 3
+_NOT_OPEN = frozenset({110001, 110008})  # cancel of an order that already ended
 _TERMINAL = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.PARTIALLY_FILLED_CANCELED,
                        OrderStatus.REJECTED, OrderStatus.DEACTIVATED})
 
@@ -203,14 +204,29 @@ class Closer:
         return sum((e.exec_qty * e.exec_price for e in fills), Decimal(0)) / qty if qty else None
 
     def _cancel_conditionals(self, symbol: str) -> tuple[int, str | None]:
-        """After the full close: that symbol's conditional orders (TP/SL, stops). The position is flat, so
-        a failure here leaves only harmless reduce-only leftovers; it is reported, not retried forever."""
+        """After the full close: that symbol's conditional orders (TP/SL, trailing stops, stops), named
+        one by one from the open-order list, so what "conditional" means never depends on a venue
+        filter. The position is flat, so a failure here leaves only harmless reduce-only leftovers:
+        it is reported, not retried forever. One that ended meanwhile (110001) is not an error."""
         try:
-            acks = self._gw.cancel_all(symbol, order_filter="StopOrder")
+            conditionals = [o for o in self._gw.get_open_orders(symbol) if o.is_conditional]
         except ExchangeError as exc:
             log.warning("close.cancel_failed", symbol=symbol, error=_describe(exc))
-            return 0, f"conditional orders not cancelled: {_describe(exc)}"
-        return len(acks), None
+            return 0, f"conditional orders not listed: {_describe(exc)}"
+        cancelled, failures = 0, []
+        for order in conditionals:
+            try:
+                self._gw.cancel_order(symbol, order_id=order.order_id)
+                cancelled += 1
+            except Rejected as exc:
+                if exc.ret_code not in _NOT_OPEN:
+                    failures.append(f"{order.order_id}: {_describe(exc)}")
+            except ExchangeError as exc:
+                failures.append(f"{order.order_id}: {_describe(exc)}")
+        if failures:
+            log.warning("close.cancel_failed", symbol=symbol, error="; ".join(failures))
+            return cancelled, f"conditional orders not cancelled: {'; '.join(failures)}"
+        return cancelled, None
 
     # --- moving a stop ---------------------------------------------------------------------
 

@@ -29,11 +29,11 @@ def test_close_is_placed_before_any_conditional_is_cancelled(events):
     assert result.outcome is CloseOutcome.CLOSED and result.reduce_only
     assert result.closed_qty == Decimal("0.5") and result.avg_price == Decimal("101")
     names = gw.names()
-    assert names.index("create_order") < names.index("cancel_all")
+    assert names.index("create_order") < names.index("cancel_order")
     create = next(c for c in gw.calls if c[0] == "create_order")
     assert create[1:] == ("BTCUSDT", "Sell", "0.5", True)  # reduce-only, the opposite side, the whole size
-    assert ("cancel_all", "BTCUSDT", "StopOrder") in gw.calls
-    assert gw.stops("BTCUSDT") == []
+    assert ("cancel_order", "BTCUSDT", "BTC-stop-entry") in gw.calls  # the stop entry left after flat
+    assert gw.stops("BTCUSDT") == [] and result.conditionals_cancelled == 1
     assert any(e["event"] == "close.done" and e["symbol"] == "BTCUSDT" for e in events())
 
 
@@ -74,7 +74,8 @@ def test_a_partial_fill_keeps_the_stops_and_closes_the_rest_on_retry():
     creates = [c for c in gw.calls if c[0] == "create_order"]
     assert [c[3] for c in creates] == ["1.0", "0.6"]  # the remainder, re-read from the position
     assert seen_stops_after_partial[0] == 2  # after the partial fill both stops were still there
-    assert gw.names().index("cancel_all") > max(i for i, c in enumerate(gw.calls) if c[0] == "create_order")
+    # The conditionals were looked up (to be cancelled) only after the last, completing close.
+    assert gw.names().index("get_open_orders") > max(i for i, c in enumerate(gw.calls) if c[0] == "create_order")
 
 
 def test_already_flat_places_nothing():
@@ -122,8 +123,10 @@ def test_panic_closes_first_then_cancels_then_verifies_flat(events):
     assert ("arm_dcp", 3) in gw.calls
     for sym in ("BTCUSDT", "ETHUSDT", "SOLUSDT"):
         creates = [i for i, c in enumerate(gw.calls) if c[0] == "create_order" and c[1] == sym]
-        cancels = [i for i, c in enumerate(gw.calls) if c[0] == "cancel_all" and c[1] == sym]
-        assert creates and cancels and max(creates) < min(cancels), sym
+        lists = [i for i, c in enumerate(gw.calls) if c[0] == "get_open_orders" and c[1] == sym]
+        cancels = [i for i, c in enumerate(gw.calls) if c[0] in ("cancel_all", "cancel_order") and c[1] == sym]
+        assert creates and lists and max(creates) < min(lists), sym  # conditionals looked up after the close
+        assert all(max(creates) < i for i in cancels), sym
     reports = [e for e in events() if e["event"] == "panic.report"]
     assert len(reports) == 1 and reports[0]["flat"] is True and len(reports[0]["closed"]) == 3
 
@@ -155,17 +158,16 @@ def test_panic_finds_positions_an_empty_position_list_hides():
 def test_panic_closes_what_an_in_flight_entry_left_behind():
     gw = FakeGateway()
     gw.open("BTCUSDT", "Buy", "1")
-    original = gw.cancel_all
+    original = gw.get_open_orders
     late = {"done": False}
 
-    def cancel_all(symbol, *, order_filter=None):
-        acks = original(symbol, order_filter=order_filter)
-        if not late["done"]:  # an entry that was in flight fills after the first close
+    def get_open_orders(symbol=None, *, order_filter=None):
+        if not late["done"]:  # an entry that was in flight fills right after the first close
             late["done"] = True
             gw.open("BTCUSDT", "Buy", "0.3", with_stops=False)
-        return acks
+        return original(symbol, order_filter=order_filter)
 
-    gw.cancel_all = cancel_all
+    gw.get_open_orders = get_open_orders
     report = flattener(gw, ("BTCUSDT",)).run("test")
     assert report.flat and report.rounds == 2
     assert [str(c.closed_qty) for c in report.closed] == ["1", "0.3"]
