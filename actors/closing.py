@@ -172,12 +172,18 @@ class Closer:
         authority: flat is flat, whichever order made it so."""
         deadline = self._clock() + self._policy.fill_timeout_s
         pause = 0.02
+        filled_seen = 0
         while True:
             position = self._gw.get_position(symbol)
             if not position.is_open:
                 return
             order = self._gw.get_order(symbol, order_id=order_id)
-            if order is not None and order.order_status in _TERMINAL and order.order_status is not OrderStatus.FILLED:
+            if order is not None and order.order_status is OrderStatus.FILLED:
+                # Filled, yet a position is open: an entry in flight added to it. One more look
+                # (the two views may be a moment apart), then the remainder is a new close.
+                filled_seen += 1
+            if order is not None and (order.order_status in _TERMINAL and order.order_status is not OrderStatus.FILLED
+                                      or filled_seen > 1):
                 raise CloseIncomplete(f"{symbol} close {order_id} ended {order.order_status.value}: "
                                       f"{position.size} of {size} still open")
             if self._clock() >= deadline:
