@@ -241,3 +241,24 @@ def test_disagreements_are_events():
     kinds = sorted(m["kind"] for m in result.mismatches)
     assert kinds == ["order_only_in_stream", "order_only_on_venue", "position_size"]
     assert result.cancelled == []
+
+
+def test_a_filled_close_with_a_position_still_open_closes_the_remainder_without_waiting():
+    gw = FakeGateway()
+    gw.open("BTCUSDT", "Buy", "1.0")
+    original = gw.create_order
+    first = {"done": False}
+
+    def create(req):
+        ack = original(req)
+        if not first["done"]:  # an entry in flight fills right after our (complete) close
+            first["done"] = True
+            gw.open("BTCUSDT", "Buy", "0.2", with_stops=False)
+        return ack
+
+    gw.create_order = create
+    result = closer(gw).close_position("BTCUSDT", "test")
+    assert result.outcome is CloseOutcome.CLOSED and result.closed_qty == Decimal("0.2")
+    assert [c[3] for c in gw.calls if c[0] == "create_order"] == ["1.0", "0.2"]
+    # Two looks at the filled order, not a spin until the fill timeout.
+    assert sum(1 for c in gw.calls if c[0] == "get_position") <= 5
