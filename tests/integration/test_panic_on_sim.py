@@ -126,3 +126,19 @@ def test_an_empty_position_list_cancels_nothing(venue, events):
     assert stops_of(gateway, "BTCUSDT") == {"TakeProfit", "StopLoss"}
     assert not [e for e in sim.order_log() if e["event"] in ("Cancelled", "Deactivated")]
     assert [e for e in events() if e["event"] == "reconcile.orphan_kept"]
+
+
+def test_a_stop_moves_in_place_and_the_position_is_never_without_it(venue):
+    sim, gateway = venue
+    open_with_stops(gateway, "BTCUSDT", Side.BUY)
+    before = {o.stop_order_type: o for o in gateway.get_open_orders("BTCUSDT") if o.is_conditional}
+    closer = Closer(gateway.on_lane(Lane.PANIC), POLICY)
+    assert closer.move_stop("BTCUSDT", stop_loss=Decimal("58500"))
+    after = {o.stop_order_type: o for o in gateway.get_open_orders("BTCUSDT") if o.is_conditional}
+    assert after["StopLoss"].order_id == before["StopLoss"].order_id  # amended, not replaced
+    assert after["StopLoss"].trigger_price == Decimal("58500")
+    assert gateway.get_position("BTCUSDT").stop_loss == Decimal("58500")
+    log = sim.order_log()
+    assert not [e for e in log if e["event"] in ("Cancelled", "Deactivated")]
+    assert [e["stop_order_type"] for e in log if e["event"] == "created" and e["stop_order_type"]] == [
+        "TakeProfit", "StopLoss"]
