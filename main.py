@@ -6,6 +6,7 @@
     python main.py [--config FILE] gaps | heal
     python main.py [--config FILE] signal SYMBOL long|short|flat [--usd N]
     python main.py [--config FILE] panic
+    python main.py [--config FILE] status [--json]
 
 Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage,
 130 forced exit on a second Ctrl-C.
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     from actors.control import add_control_commands
 
     add_control_commands(sub)
+    _add_status_parser(sub)
     return parser
 
 
@@ -142,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         "heal": history_cli.heal_command,
         "signal": control_cli.signal_command,
         "panic": control_cli.panic_command,
+        "status": status_command,
     }
     try:
         return commands[args.command](app, args)
@@ -217,11 +220,13 @@ def _run_supervised(app, args, log, stop, started) -> int:
         )
 
         control = _start_control(app, directory, log)
-        log.info("node.stopping", reason=stop.wait(args.duration))
+        publisher = _status_publisher(node, directory)
+        log.info("node.stopping", reason=_wait_publishing(stop, args.duration, publisher))
         stopping = time.monotonic()
         if control is not None:
             control.stop()
         code = _stop(supervisor, node, log)
+        publisher.remove()
     log.info("node.stopped", exit_code=code, shutdown_ms=round((time.monotonic() - stopping) * 1000, 1))
     return code
 
@@ -238,6 +243,59 @@ def _start_control(app, directory, log):
     except OSError as exc:  # the node still runs; only the command line cannot reach it
         log.error("control.unavailable", error=str(exc), consequence="`signal` and `panic` cannot reach this node")
         return None
+
+
+def _status_publisher(node, directory):
+    from actors.base import Role
+    from infra.status import StatusPublisher
+
+    return StatusPublisher(
+        node.data_dir, node.venue.value,
+        state_store=lambda: directory.get(Role.STATE_STORE),
+        panic=lambda: directory.get(Role.PANIC),
+        db_writer=lambda: directory.get(Role.DB_WRITER),
+    )
+
+
+def _wait_publishing(stop, duration, publisher) -> str:
+    """Wait for a stop signal (or `duration`), rewriting the status file about every second."""
+    from infra.status import INTERVAL_S
+
+    deadline = None if duration is None else time.monotonic() + duration
+    while True:
+        publisher.publish()
+        left = INTERVAL_S if deadline is None else min(INTERVAL_S, deadline - time.monotonic())
+        if left <= 0:
+            return "duration"
+        reason = stop.wait(left)
+        if reason != "duration":
+            return reason
+
+
+def _add_status_parser(sub) -> None:
+    status = sub.add_parser(
+        "status",
+        help="show the running node's state: trading state, ready, streams, positions, orders, wallet",
+        description=(
+            "Print what the node running on this data directory and venue publishes every second: venue, "
+            "trading state, ready (and why not), per-stream age/stale/frames, positions with unrealised PnL, "
+            "open orders, wallet equity, DbWriter queue and last flush. Exit 1 when no node is running."
+        ),
+    )
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+
+
+def status_command(app, args) -> int:
+    from infra.status import STALE_AFTER_S, StatusUnavailable, read_live_status, render
+
+    node = app.node
+    try:
+        status = read_live_status(node.data_dir, node.venue.value)
+    except StatusUnavailable as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_FAILURE
+    print(json.dumps(status, indent=2) if args.json else render(status))
+    return EXIT_OK if status["status_age_s"] <= STALE_AFTER_S else EXIT_FAILURE
 
 
 def _startup_safety(app, gateway, urls, log):

@@ -219,6 +219,26 @@ class StrategyConfig(_Section):
         if fast is not None and v <= fast:
             raise ValueError(f"slow ({v}) must be longer than fast ({fast})")
         return v
+class PrivateWsConfig(_Section):
+    """The private socket: auth first, subscribe after its answer, reseed over REST after every (re)connect."""
+
+    # Longest wait for the `auth` answer (and then for the subscribe acks) on one connection.
+    auth_timeout_s: PositiveDecimal = Decimal("10")
+    # Validity of the auth signature; pybit's default of 1 s fails under clock skew (pybit#300).
+    auth_expire_s: int = Field(default=10, ge=1, le=60)
+    # Reconnects and failed reseeds back off from this, doubling, up to the max.
+    reconnect_backoff_s: PositiveDecimal = Decimal("0.5")
+    reconnect_backoff_max_s: PositiveDecimal = Decimal("30")
+    # With no execution seen yet, the first reseed reads executions this many hours back.
+    executions_lookback_h: PositiveDecimal = Field(default=Decimal("24"), le=24 * 30)
+
+
+class MarketDataConfig(_Section):
+    """Price reads for Risk and the Executor (DATA-023): the stream when fresh, else one REST call, cached."""
+
+    # A value older than its field's TTL is not used (stream or REST cache); REST is asked instead.
+    price_ttl_s: PositiveDecimal = Decimal("5")
+    funding_ttl_s: PositiveDecimal = Decimal("60")
 
 
 class ShutdownConfig(_Section):
@@ -264,6 +284,8 @@ class NodeConfig(BaseSettings):
     shutdown: ShutdownConfig = ShutdownConfig()
     panic: PanicConfig = PanicConfig()
     strategy: StrategyConfig = StrategyConfig()
+    private_ws: PrivateWsConfig = PrivateWsConfig()
+    market_data: MarketDataConfig = MarketDataConfig()
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):  # noqa: D102
