@@ -9,6 +9,7 @@ Durations are wall-clock seconds: they model the network, not the market.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -53,7 +54,9 @@ class _Window:
 
     def remaining_ms(self) -> int:
         left = self.until - time.monotonic()
-        return 1000 if left == float("inf") else max(0, int(left * 1000))
+        # Rounded up: a reset the venue announces is never earlier than the window's real end,
+        # or a client that waits exactly until it is refused once more.
+        return 1000 if left == float("inf") else max(0, math.ceil(left * 1000))
 
     def take(self, path: str | None = None) -> bool:
         if not self.active(path):
