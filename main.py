@@ -4,6 +4,8 @@
     python main.py [--config FILE] preflight [--read-only] [--i-mean-live]
     python main.py [--config FILE] sync [--symbol S] [--interval I] [--days N | --start T [--end T]]
     python main.py [--config FILE] gaps | heal
+    python main.py [--config FILE] signal SYMBOL long|short|flat [--usd N]
+    python main.py [--config FILE] panic
     python main.py [--config FILE] status [--json]
 
 Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage,
@@ -81,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     from infra.store.cli import add_history_commands
 
     add_history_commands(sub)
+    from actors.control import add_control_commands
+
+    add_control_commands(sub)
     _add_status_parser(sub)
     return parser
 
@@ -155,10 +160,11 @@ def _configured_command(args) -> int:
 
 
 def _reads_only(args) -> bool:
-    return args.command == "gaps" or (args.command == "preflight" and args.read_only)
+    return args.command in ("gaps", "status") or (args.command == "preflight" and args.read_only)
 
 
 def _dispatch(app, args) -> int:
+    from actors import control as control_cli
     from infra.store import cli as history_cli
 
     commands: dict[str, Callable[..., int]] = {
@@ -167,6 +173,8 @@ def _dispatch(app, args) -> int:
         "sync": history_cli.sync_command,
         "gaps": history_cli.gaps_command,
         "heal": history_cli.heal_command,
+        "signal": control_cli.signal_command,
+        "panic": control_cli.panic_command,
         "status": status_command,
     }
     return commands[args.command](app, args)
@@ -278,8 +286,8 @@ def _run_supervised(app, args, log, stop, started) -> int:
         if safety is None:
             return EXIT_FAILURE
         directory = Directory()
-        supervisor = Supervisor.start(app, directory, default_children(), urls=urls, gateway=gateway)
-        start_timeout = float(node.supervisor.ask_timeout_s) * (len(default_children()) + 1)
+        supervisor = Supervisor.start(app, directory, default_children(node), urls=urls, gateway=gateway)
+        start_timeout = float(node.supervisor.ask_timeout_s) * (len(default_children(node)) + 1)
         try:
             roles = supervisor.ask(Ping(), timeout=start_timeout) and supervisor.proxy().running_roles().get(timeout=5)
         except (pykka.ActorDeadError, pykka.Timeout) as exc:
@@ -294,13 +302,30 @@ def _run_supervised(app, args, log, stop, started) -> int:
             startup_ms=round((time.monotonic() - started) * 1000, 1),
         )
 
+        control = _start_control(app, directory, log)
         publisher = _status_publisher(node, directory)
         log.info("node.stopping", reason=_wait_publishing(stop, args.duration, publisher))
         stopping = time.monotonic()
+        if control is not None:
+            control.stop()
         code = _stop(supervisor, node, log)
         publisher.remove()
     log.info("node.stopped", exit_code=code, shutdown_ms=round((time.monotonic() - stopping) * 1000, 1))
     return code
+
+
+def _start_control(app, directory, log):
+    """`signal` / `panic` from another process: a watched directory under <data_dir>/run/, never a socket."""
+    from actors.control import node_handler
+    from infra.control import ControlWatcher
+
+    node = app.node
+    handler = node_handler(directory, node)
+    try:
+        return ControlWatcher(node.data_dir, node.venue.value, handler, poll_s=node.panic.control_poll_ms / 1000).start()
+    except OSError as exc:  # the node still runs; only the command line cannot reach it
+        log.error("control.unavailable", error=str(exc), consequence="`signal` and `panic` cannot reach this node")
+        return None
 
 
 def _status_publisher(node, directory):

@@ -29,6 +29,7 @@ class Role(StrEnum):
     RISK = "risk"
     PANIC = "panic"
     EXECUTOR = "executor"
+    EXAMPLE_STRATEGY = "example_strategy"
     WS_PRIVATE = "ws_private"
     WS_PUBLIC = "ws_public"
 
@@ -40,6 +41,7 @@ START_ORDER: tuple[Role, ...] = (
     Role.RISK,
     Role.PANIC,
     Role.EXECUTOR,
+    Role.EXAMPLE_STRATEGY,  # only when config enables it (actors.tree)
     Role.WS_PRIVATE,
     Role.WS_PUBLIC,
 )

@@ -182,6 +182,43 @@ class SimConfig(_Section):
     ip_ban_s: PositiveDecimal = Decimal("600")
 
 
+class PanicConfig(_Section):
+    """The Panic actor: how hard a close tries, how long a panic may take, how often to reconcile."""
+
+    close_attempts: int = Field(default=5, ge=1, le=20)
+    close_deadline_s: PositiveDecimal = Decimal("10")
+    fill_timeout_s: PositiveDecimal = Decimal("5")
+    deadline_s: PositiveDecimal = Decimal("30")
+    verify_rounds: int = Field(default=3, ge=1, le=10)
+    # Venue orders and positions against the live state; 0 switches the periodic pass off.
+    reconcile_interval_s: NonNegativeDecimal = Decimal("60")
+    snapshot_timeout_s: PositiveDecimal = Decimal("2")
+    # The control directory (<data_dir>/run/<venue>.control/) is polled this often.
+    control_poll_ms: int = Field(default=100, ge=10, le=5000)
+
+
+class StrategyConfig(_Section):
+    """THE EXAMPLE STRATEGY (a moving-average cross on closed 1-minute bars): a demonstration, not advice."""
+
+    enabled: bool = False
+    # It runs only on these venues even when enabled: an example never trades real money by accident.
+    venues: tuple[Venue, ...] = (Venue.SIM,)
+    # Empty: every configured symbol that follows the "1" interval.
+    symbols: tuple[str, ...] = ()
+    fast: int = Field(default=3, ge=1, le=500)
+    slow: int = Field(default=8, ge=2, le=1000)
+    order_usd: PositiveDecimal = Decimal("100")
+    take_profit_pct: PositiveDecimal = Field(default=Decimal("1.0"), le=50)
+    stop_loss_pct: PositiveDecimal = Field(default=Decimal("0.5"), le=50)
+    poll_interval_s: PositiveDecimal = Decimal("2")
+
+    @field_validator("slow")
+    @classmethod
+    def _slow_above_fast(cls, v: int, info: Any) -> int:
+        fast = info.data.get("fast")
+        if fast is not None and v <= fast:
+            raise ValueError(f"slow ({v}) must be longer than fast ({fast})")
+        return v
 class PrivateWsConfig(_Section):
     """The private socket: auth first, subscribe after its answer, reseed over REST after every (re)connect."""
 
@@ -245,6 +282,8 @@ class NodeConfig(BaseSettings):
     exchange: ExchangeConfig = ExchangeConfig()
     sim: SimConfig = SimConfig()
     shutdown: ShutdownConfig = ShutdownConfig()
+    panic: PanicConfig = PanicConfig()
+    strategy: StrategyConfig = StrategyConfig()
     private_ws: PrivateWsConfig = PrivateWsConfig()
     market_data: MarketDataConfig = MarketDataConfig()
 
@@ -334,7 +373,8 @@ def load_config(path: str | os.PathLike[str] = "config.yaml") -> AppConfig:
                 continue  # "at least 1 item" only because its items were refused: said already
             problems.append((_labelled(field, err.get("loc", ()), env), _reason(err)))
     if node is not None:
-        problems += [(_labelled(f, f.split("."), env), r) for f, r in _mode_matches_venue(node) + _live_confirmation(node)]
+        problems += [(_labelled(f, f.split("."), env), r)
+                     for f, r in _mode_matches_venue(node) + _live_confirmation(node) + _strategy_symbols(node)]
     credentials = None
     if node is not None:
         credentials, cred_problems = _credentials(node, env)
@@ -444,6 +484,14 @@ def mode_problems(venue: Venue, mode: TradingMode) -> list[tuple[str, str]]:
 
 def _mode_matches_venue(node: NodeConfig) -> list[tuple[str, str]]:
     return mode_problems(node.venue, node.trading_mode)
+
+
+def _strategy_symbols(node: NodeConfig) -> list[tuple[str, str]]:
+    """The example strategy trades on closed 1-minute bars: its symbols must follow that interval."""
+    if not node.strategy.enabled:
+        return []
+    bad = [s for s in node.strategy.symbols if s not in node.symbols or "1" not in node.symbols[s].intervals]
+    return [("strategy.symbols", f"{s} is not a configured symbol with interval \"1\"") for s in bad]
 
 
 def _live_confirmation(node: NodeConfig) -> list[tuple[str, str]]:

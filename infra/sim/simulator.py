@@ -243,6 +243,11 @@ class Simulator:
         self._ex.call(lambda: setattr(self._ex.account, "withdraw_permission", bool(enabled)))
         log.warning("sim.key.withdrawal_permission", enabled=bool(enabled))
 
+    def order_log(self) -> list[dict[str, Any]]:
+        """A copy of the venue's own order record: every order's creation and end, in order,
+        with its position's size at that moment (see `Account.order_log`)."""
+        return self._ex.call(lambda: [dict(e) for e in self._ex.account.order_log])
+
     def call(self, fn: Any) -> Any:
         """Run `fn(exchange)` on the simulator's loop (for inspection in tests)."""
         return self._ex.call(lambda: fn(self._ex))
