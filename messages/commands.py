@@ -53,7 +53,13 @@ class Signal(Message):
     signal_id: str
     symbol: Symbol
     direction: Direction
+    # Size: contracts (`qty`) or a USD notional (`usd`); neither means the
+    # configured `risk.default_order_usd`. Never both.
     qty: PositiveQty | None = None
+    usd: PositiveQty | None = None
+    # The price the strategy decided on: the order is refused if the market
+    # has moved more than `risk.max_price_deviation_pct` away from it.
+    price: OptPrice = None
     take_profit: OptPrice = None
     stop_loss: OptPrice = None
     reason: str = Field("", max_length=200)
@@ -71,9 +77,11 @@ class Signal(Message):
         if self.direction is Direction.FLAT:
             if self.take_profit is not None or self.stop_loss is not None:
                 raise ValueError("a flat signal carries no take-profit or stop-loss")
+            if self.qty is not None or self.usd is not None:
+                raise ValueError("a flat signal closes the whole position: it takes no qty or usd")
             return self
-        if self.qty is None:
-            raise ValueError(f"a {self.direction.value} signal needs a qty")
+        if self.qty is not None and self.usd is not None:
+            raise ValueError(f"a {self.direction.value} signal takes qty or usd, not both")
         tp, sl = self.take_profit, self.stop_loss
         if tp is not None and sl is not None:
             if self.direction is Direction.LONG and not sl < tp:
