@@ -76,6 +76,8 @@ class RiskStateStore:
         s.conn.execute(_TABLE)
 
     def load(self, day: date) -> RiskDay | None:
+        if not self._store.exists():
+            return None  # reading must not create the venue's file: nothing was ever stored
         with self._session() as s:
             self._ensure(s)
             rows = s.conn.execute(
