@@ -32,6 +32,7 @@ is an entry and passes every check, also when it comes from a FLAT signal.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -326,6 +327,16 @@ class _Seed(Message):
     attempt: int = 1
 
 
+@dataclass(frozen=True)
+class _SeedDone:
+    """The seed thread's outcome, told back to the actor's own mailbox."""
+
+    attempt: int
+    row: RiskDay | None
+    note: str
+    error: str | None
+
+
 class _Evaluate(Message):
     pass
 
@@ -352,12 +363,18 @@ class Risk(NodeActor):
         self._peak_saved_at = 0.0
         self._peak_dirty = False
         self._latch_unsaved: RiskDay | None = None
+        self._seeding = False
+        # The status Panic must know, and the Panic incarnation that got it: a Panic
+        # that starts after Risk (start order) or is restarted is told again.
+        self._status = RiskStatus(seeded=False, latched=False, reason="not seeded yet")
+        self._status_told_to: Any = None
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {
             RiskCheck: self._on_check,
             TradingStateChanged: self._on_trading_state,
             _Seed: self._on_seed,
+            _SeedDone: self._on_seed_done,
             _Evaluate: self._on_evaluate,
         }
 
@@ -400,16 +417,39 @@ class Risk(NodeActor):
         return decision
 
     def _on_seed(self, msg: _Seed) -> None:
-        try:
-            row, source_note = self._seed_row()
-        except Exception as exc:  # venue or file: either way, nothing is known
-            reason = f"{type(exc).__name__}: {exc}"
+        """The venue and the file are read on a helper thread: a slow venue must not keep this
+        mailbox (risk checks, the supervisor's readiness probe) waiting. Checks block until seeded."""
+        if self._seeding:
+            return
+        self._seeding = True
+        ref = self.actor_ref
+
+        def seed() -> None:
+            try:
+                row, note = self._seed_row()
+                done = _SeedDone(msg.attempt, row, note, None)
+            except Exception as exc:  # venue or file: either way, nothing is known
+                done = _SeedDone(msg.attempt, None, "", f"{type(exc).__name__}: {exc}")
+            try:
+                ref.tell(done)
+            except pykka.ActorDeadError:
+                pass
+
+        threading.Thread(target=seed, name="risk-seed", daemon=True).start()
+
+    def _on_seed_done(self, msg: _SeedDone) -> None:
+        self._seeding = False
+        if msg.row is None:
+            reason = msg.error or "unknown"
             self._engine.tracker.unseed(f"seed failed: {reason}")
             retry_s = min(self._SEED_RETRY_MAX_S, 2.0 ** (msg.attempt - 1))
             self._log.error("risk.seed_failed", attempt=msg.attempt, error=reason, retry_in_s=retry_s)
-            self._tell_panic(RiskStatus(seeded=False, latched=False, reason=f"seed failed: {reason}"))
+            self._announce(RiskStatus(seeded=False, latched=False, reason=f"seed failed: {reason}"))
             tell_later(self.actor_ref, _Seed(attempt=msg.attempt + 1), retry_s)
             return
+        row = msg.row
+        if self._engine.tracker.seeded and self._engine.tracker.day == row.day:
+            return  # a rollover seeded the day meanwhile: it is newer than this read
         self._engine.tracker.seed(row)
         self._log.info(
             "risk.seeded",
@@ -419,9 +459,9 @@ class Risk(NodeActor):
             peak_equity=_s(row.peak_equity),
             latched=row.latched,
             latch_reason=row.latch_reason,
-            note=source_note,
+            note=msg.note,
         )
-        self._tell_panic(RiskStatus(seeded=True, latched=row.latched, reason=row.latch_reason or "seeded"))
+        self._announce(RiskStatus(seeded=True, latched=row.latched, reason=row.latch_reason or "seeded"))
 
     def _seed_row(self) -> tuple[RiskDay, str]:
         now = self._clock()
@@ -451,6 +491,7 @@ class Risk(NodeActor):
             self._evaluating = False
 
     def _evaluate(self) -> None:
+        self._retell_status()
         if self._latch_unsaved is not None and self._persist(self._latch_unsaved, what="latch"):
             self._latch_unsaved = None
         store = self._ctx.directory.get(Role.STATE_STORE)
@@ -478,13 +519,13 @@ class Risk(NodeActor):
     def _rollover(self, action: Rollover) -> None:
         if action.row is None:
             self._log.error("risk.rollover_unseeded", reason=self._engine.tracker.unseeded_reason)
-            self._tell_panic(RiskStatus(seeded=False, latched=False, reason=self._engine.tracker.unseeded_reason))
+            self._announce(RiskStatus(seeded=False, latched=False, reason=self._engine.tracker.unseeded_reason))
             self.actor_ref.tell(_Seed())
             return
         self._persist(action.row, what="rollover")
         self._log.info("risk.day_rollover", day=action.row.day.isoformat(), anchor_balance=_s(action.row.anchor_balance),
                        latch_released=action.was_latched)
-        self._tell_panic(RiskStatus(seeded=True, latched=False, reason="new UTC day"))
+        self._announce(RiskStatus(seeded=True, latched=False, reason="new UTC day"))
 
     def _latch(self, trip: Trip) -> None:
         """Durable first, then announced. A file that will not take it does not stop the halt."""
@@ -492,7 +533,7 @@ class Risk(NodeActor):
         if not durable:
             self._latch_unsaved = trip.row
         self._log.error("risk.latch_tripped", reason=trip.reason, durable=durable, day=trip.row.day.isoformat())
-        self._tell_panic(RiskStatus(seeded=True, latched=True, reason=trip.reason))
+        self._announce(RiskStatus(seeded=True, latched=True, reason=trip.reason))
         self._tell_panic(Panic(reason=f"daily loss latch: {trip.reason}"))
 
     def _persist(self, row: RiskDay, *, what: str) -> bool:
@@ -502,6 +543,22 @@ class Risk(NodeActor):
             self._log.error("risk.persist_failed", what=what, day=row.day.isoformat(), error=repr(exc))
             return False
         return True
+
+    def _announce(self, status: RiskStatus) -> None:
+        self._status = status
+        self._status_told_to = None
+        self._retell_status()
+
+    def _retell_status(self) -> None:
+        """Tell the current status to the Panic now running, unless that one already has it."""
+        panic = self._ctx.directory.get(Role.PANIC)
+        if panic is None or panic is self._status_told_to:
+            return
+        try:
+            panic.tell(self._status)
+        except pykka.ActorDeadError:
+            return
+        self._status_told_to = panic
 
     def _tell_panic(self, msg: Any) -> None:
         if not self._ctx.directory.tell(Role.PANIC, msg):

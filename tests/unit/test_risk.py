@@ -264,8 +264,8 @@ def test_seed_from_the_venue_subtracts_todays_closed_pnl(tmp_path):
     panic = start_peers(directory, [wallet("10000", "9950")])
     ref = Risk.start(make_ctx(tmp_path, directory), gateway=SeedGateway(balance="9950", closed=("-30", "-20")),
                      clock=lambda: T0)
-    status = wait_until(lambda: panic.got(RiskStatus).get(), what="RiskStatus")[0]
-    assert status.seeded and not status.latched
+    status = wait_until(lambda: [s for s in panic.got(RiskStatus).get() if s.seeded], what="seeded RiskStatus")[0]
+    assert not status.latched
     row = risk_store(tmp_path).load(T0.date())
     assert row is not None and row.anchor_balance == Decimal("10000") and row.seed_source == "venue"
     # equity 9950 against an anchor of 10000: -50 today, within the limit.
@@ -278,13 +278,20 @@ def test_seed_failure_is_told_to_panic_and_blocks_entries(tmp_path, events):
     panic = start_peers(directory, [wallet()])
     gateway = SeedGateway(fail=True)
     ref = Risk.start(make_ctx(tmp_path, directory), gateway=gateway, clock=lambda: T0)
-    status = wait_until(lambda: panic.got(RiskStatus).get(), what="RiskStatus")[0]
+    status = wait_until(lambda: [s for s in panic.got(RiskStatus).get() if "seed failed" in s.reason],
+                        what="RiskStatus of the failed seed")[0]
     assert not status.seeded and "venue down" in status.reason
     decision = ref.ask(entry(), timeout=5)
     assert not decision.allowed and decision.check == "seed"
     blocked = [e for e in events() if e["event"] == "risk.blocked"]
     assert blocked and blocked[-1]["check"] == "seed" and blocked[-1]["signal_id"] == "sig-1"
     assert any(e["event"] == "risk.seed_failed" for e in events())
+    # A Panic that starts (or restarts) later is told the current status too.
+    late_panic = Peer.start()
+    directory.register(Role.PANIC, late_panic)
+    wait_until(lambda: [s for s in late_panic.proxy().got(RiskStatus).get() if "venue down" in s.reason],
+               what="status retold to a new Panic")
+    panic = late_panic.proxy()
     # It keeps trying; once the venue answers, it is seeded.
     gateway.fail = False
     wait_until(lambda: any(s.seeded for s in panic.got(RiskStatus).get()), timeout=10, what="seeded after retry")
@@ -308,7 +315,7 @@ def test_the_latch_is_durable_before_panic_hears_of_it_and_survives_a_restart(tm
     directory.register(Role.PANIC, panic_ref)
     panic = panic_ref.proxy()
     ref = Risk.start(make_ctx(tmp_path, directory), gateway=SeedGateway(), clock=lambda: T0)
-    wait_until(lambda: panic.got(RiskStatus).get(), what="seeded")
+    wait_until(lambda: [s for s in panic.got(RiskStatus).get() if s.seeded], what="seeded")
     snap_wallet[0] = wallet("9890")  # -110 today: past the 100 limit
     wait_until(lambda: panic.got(Panic).get(), what="Panic told")
     assert durable_when_told == [True]
@@ -322,7 +329,8 @@ def test_the_latch_is_durable_before_panic_hears_of_it_and_survives_a_restart(tm
     panic_ref2 = Peer.start()
     directory.register(Role.PANIC, panic_ref2)
     ref2 = Risk.start(make_ctx(tmp_path, directory), gateway=SeedGateway(), clock=lambda: T0)
-    status = wait_until(lambda: panic_ref2.proxy().got(RiskStatus).get(), what="status after restart")[0]
-    assert status.seeded and status.latched
+    status = wait_until(lambda: [s for s in panic_ref2.proxy().got(RiskStatus).get() if s.seeded],
+                        what="status after restart")[0]
+    assert status.latched
     decision = ref2.ask(entry(), timeout=5)
     assert not decision.allowed and decision.check == "daily_loss_latch"
