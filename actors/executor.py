@@ -107,6 +107,22 @@ def order_qty(signal: Signal, price: Decimal, inst: Instrument, default_usd: Dec
     return qty
 
 
+def protective_levels(signal: Signal, side: Side, price: Decimal, tp_pct: Decimal,
+                      sl_pct: Decimal) -> tuple[Decimal | None, Decimal | None]:
+    """The signal's TP/SL, or the configured distances from `price` for what it left out (0: none).
+
+    Every entry carries its stop into the venue in the create request itself,
+    so no position exists, not even for a moment, without it.
+    """
+    sign = Decimal(1) if side is Side.BUY else Decimal(-1)
+    tp, sl = signal.take_profit, signal.stop_loss
+    if tp is None and tp_pct > 0:
+        tp = price * (1 + sign * tp_pct / _HUNDRED)
+    if sl is None and sl_pct > 0:
+        sl = price * (1 - sign * sl_pct / _HUNDRED)
+    return tp, sl
+
+
 def price_deviation_pct(quote: Quote, signal_price: Decimal | None) -> tuple[Decimal, str]:
     """The largest of: market vs the signal's price, last vs mark. (0, "") when nothing to compare."""
     worst, against = _ZERO, ""
@@ -178,10 +194,6 @@ class _ConfirmFill(Message):
     attempt: int = 1
 
 
-class _WarmInstruments(Message):
-    pass
-
-
 @dataclass(frozen=True)
 class _CloseDone:
     signal_id: str
@@ -227,7 +239,6 @@ class Executor(NodeActor):
             TradingStateChanged: self._on_trading_state,
             _ConfirmFill: self._on_confirm_fill,
             _CloseDone: self._on_close_done,
-            _WarmInstruments: self._on_warm,
             GetExecution: lambda m: self._ledger.get(m.signal_id),
         }
 
@@ -239,7 +250,8 @@ class Executor(NodeActor):
         if self._gateway is None:
             self._log.error("executor.no_gateway", reason="no gateway in the actor context: every order will be blocked")
         else:
-            self.actor_ref.tell(_WarmInstruments())
+            # On a helper thread: a slow venue must not hold the mailbox past the readiness probe.
+            threading.Thread(target=self._warm, name="executor-warm", daemon=True).start()
 
     def on_stop(self) -> None:
         for timer in list(self._timers):
@@ -254,8 +266,8 @@ class Executor(NodeActor):
     def _on_trading_state(self, msg: TradingStateChanged) -> None:
         self._state = msg.state
 
-    def _on_warm(self, _msg: _WarmInstruments) -> None:
-        """Instrument rules off the hot path, so the first signal does not wait for them."""
+    def _warm(self) -> None:
+        """Instrument rules off the hot path, so the first signal does not wait for them (the cache is thread-safe)."""
         for symbol in self._node.symbols:
             try:
                 self._gateway.instrument(symbol)
@@ -365,10 +377,12 @@ class Executor(NodeActor):
             raise Blocked("price_deviation", f"price is {_s(deviation.quantize(Decimal('0.0001')))} % off the {against}",
                           limit_pct=_s(self._risk_cfg.max_price_deviation_pct), price=_s(price),
                           signal_price=_s(signal.price), mark_price=_s(quote.mark_price))
+        take_profit, stop_loss = protective_levels(signal, side, price, self._risk_cfg.default_take_profit_pct,
+                                                   self._risk_cfg.default_stop_loss_pct)
         link = derive_link_id(signal.signal_id, "entry", prefix="x")
         request = OrderRequest(
             symbol=signal.symbol, side=side, order_type=OrderType.MARKET, qty=qty, order_link_id=link,
-            reference_price=price, take_profit=signal.take_profit, stop_loss=signal.stop_loss,
+            reference_price=price, take_profit=take_profit, stop_loss=stop_loss,
         )
         base = ExecutionResult(
             signal_id=signal.signal_id, symbol=signal.symbol, direction=signal.direction.value,
@@ -568,6 +582,7 @@ __all__ = [
     "fill_from",
     "order_qty",
     "price_deviation_pct",
+    "protective_levels",
     "reference_price",
     "vwap",
 ]

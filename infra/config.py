@@ -101,6 +101,10 @@ class RiskConfig(_Section):
     max_funding_cost_usd: NonNegativeDecimal = Decimal("10")
     # Hours between two funding settlements (Bybit: 8 for most linear perpetuals).
     funding_interval_hours: PositiveDecimal = Field(default=Decimal("8"), le=24)
+    # Protective levels an entry gets when its signal names none (percent from the
+    # entry's reference price; 0: none). Sent in the create request itself.
+    default_stop_loss_pct: NonNegativeDecimal = Field(default=Decimal("2"), le=50)
+    default_take_profit_pct: NonNegativeDecimal = Field(default=Decimal("4"), le=500)
     # Order size when a signal names neither qty nor usd.
     default_order_usd: PositiveDecimal = Decimal("100")
     # A price older than this (stream, or the reader's REST fallback) blocks an entry.

@@ -242,3 +242,14 @@ def test_a_slow_fill_blocks_only_its_own_symbol_and_gives_up_with_an_error_event
     assert any(e["event"] == "order.fill_unconfirmed" and e["signal_id"] == "sig-slow" for e in events())
     # The symbol is free again afterwards.
     assert w.signal("sig-btc3", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
+
+
+def test_an_entry_without_tp_sl_gets_the_configured_ones_in_the_same_request(tmp_path):
+    w = World(tmp_path, default_stop_loss_pct=Decimal("2"), default_take_profit_pct=Decimal("4"))
+    w.signal("sig-l", qty=Decimal("0.01"))
+    w.signal("sig-s", symbol="ETHUSDT", direction="short", qty=Decimal("0.01"), stop_loss=Decimal("61000"))
+    long_req, short_req = w.gateway.created
+    assert (long_req.take_profit, long_req.stop_loss) == (Decimal("62400"), Decimal("58800"))
+    # The signal's own level wins; only the missing one is filled in.
+    assert (short_req.take_profit, short_req.stop_loss) == (Decimal("57600"), Decimal("61000"))
+    assert w.result("sig-l").stop_loss == Decimal("58800")
