@@ -405,6 +405,7 @@ class Executor(NodeActor):
             "order.placed", signal_id=signal.signal_id, order_link_id=link, order_id=ack.order_id, symbol=signal.symbol,
             side=side.value, qty=_s(ack.qty), reduce_only=ack.reduce_only, take_profit=_s(request.take_profit),
             stop_loss=_s(request.stop_loss), resolution=ack.resolution.value, pretrade_us=round(pretrade_us, 1),
+            reference_price=_s(price), quote_source=quote.source, quote_age_s=round(quote.age_s, 3),
         )
         result = replace(base, order_id=ack.order_id, qty=ack.qty, placed_at=placed_at)
         self._pending[link] = _Pending(signal, request, ack, placed_at, time.monotonic(), result)
