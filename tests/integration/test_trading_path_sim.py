@@ -50,13 +50,12 @@ class StateStoreReader:
                      funding_rate=ticker.funding_rate, next_funding_time=ticker.next_funding_time, source="ws", age_s=age)
 
 
-@pytest.fixture
-def node(sim, write_config, events):
+def start_node(sim, write_config, *, without: tuple[Role, ...] = (), risk: str = ""):
     sim.set_price("BTCUSDT", PRICE)
     app = load_config(write_config(
         "symbols:\n  BTCUSDT:\n    intervals: ['1']\n"
         "db_writer:\n  catch_up_days: 0\n"
-        "risk:\n  fill_stream_wait_s: 1\n  fill_timeout_s: 10\n"
+        f"risk:\n  fill_stream_wait_s: 1\n  fill_timeout_s: 10\n{risk}"
         f"sim:\n  api_key: {SIM_KEY}\n  api_secret: {SIM_SECRET}\n"
     ))
     gateway = Gateway.create(
@@ -70,7 +69,7 @@ def node(sim, write_config, events):
     children = [
         ChildSpec(role=s.role, start=(lambda ctx: Executor.start(ctx, reader=reader)) if s.role is Role.EXECUTOR
                   else s.start)
-        for s in default_children()
+        for s in default_children() if s.role not in without
     ]
     supervisor = Supervisor.start(app, directory, children, urls=sim.urls, gateway=gateway)
     supervisor.ask(Ping(), timeout=30)
@@ -82,9 +81,20 @@ def node(sim, write_config, events):
     for role in (Role.RISK, Role.EXECUTOR):
         directory.tell(role, TradingStateChanged(state=TradingState.ACTIVE, previous=TradingState.HALTED,
                                                  reason="test: seeded and ready"))
-    yield directory, gateway, reader, ActorContext(config=app, directory=directory, urls=sim.urls, gateway=gateway)
-    supervisor.stop(block=True, timeout=15)
-    gateway.close()
+    ctx = ActorContext(config=app, directory=directory, urls=sim.urls, gateway=gateway)
+
+    def stop() -> None:
+        supervisor.stop(block=True, timeout=15)
+        gateway.close()
+
+    return (directory, gateway, reader, ctx), stop
+
+
+@pytest.fixture
+def node(sim, write_config, events):
+    handles, stop = start_node(sim, write_config)
+    yield handles
+    stop()
 
 
 def send(directory: Directory, signal: Signal):
@@ -151,3 +161,25 @@ def test_a_create_that_timed_out_but_was_accepted_yields_exactly_one_order(sim, 
     assert len(orders_with_link(sim, link)) == 1
     assert gateway.get_position("BTCUSDT").size == Decimal("0.005")
     assert any(e["event"] == "gateway.order_duplicate" for e in events())
+
+
+def test_avg_price_zero_over_rest_takes_the_fill_price_from_the_venues_executions(sim, write_config, events):
+    """No private stream: the fill is confirmed over REST, where the order says avgPrice 0 (DATA-021)."""
+    (directory, gateway, _, _), stop = start_node(sim, write_config, without=(Role.WS_PRIVATE,))
+    try:
+        wait_seeded(directory, events)
+        sim.faults.zero_avg_price_next_market_order(queries=50)
+        send(directory, Signal(signal_id="it-zero-avg", symbol="BTCUSDT", direction="long", qty=Decimal("0.01")))
+        result = final(directory, "it-zero-avg")
+        assert result.outcome is ExecutionOutcome.FILLED, result
+        link = order_link_id("it-zero-avg", "entry", prefix="x")
+        venue = sim.call(lambda ex: [(Decimal(e.data["execPrice"]), Decimal(e.data["execQty"]))
+                                     for e in ex.account.executions if e.data.get("orderLinkId") == link])
+        assert venue, "the simulator recorded no execution"
+        expected = sum(p * q for p, q in venue) / sum(q for _, q in venue)
+        assert result.price_source == "executions"
+        assert result.avg_price == expected
+        order = gateway.get_order("BTCUSDT", order_link_id=link)
+        assert order.avg_price is None  # the venue still says 0: the price did not come from the order
+    finally:
+        stop()

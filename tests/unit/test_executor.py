@@ -253,3 +253,11 @@ def test_an_entry_without_tp_sl_gets_the_configured_ones_in_the_same_request(tmp
     # The signal's own level wins; only the missing one is filled in.
     assert (short_req.take_profit, short_req.stop_loss) == (Decimal("57600"), Decimal("61000"))
     assert w.result("sig-l").stop_loss == Decimal("58800")
+
+
+def test_a_gateway_that_refuses_trading_blocks_before_risk_is_asked(tmp_path):
+    w = World(tmp_path)
+    w.gateway.problems = ["venue mainnet needs trading_mode live"]
+    res = w.signal("sig-m", qty=Decimal("0.01"))
+    assert res.outcome is ExecutionOutcome.BLOCKED and res.check == "mode" and "mainnet" in res.reason
+    assert w.risk.got(RiskCheck).get() == [] and w.gateway.calls.get("create_order") is None
