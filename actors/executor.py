@@ -19,9 +19,10 @@ messages; after `fill_stream_wait_s` it also asks the venue (get_order,
 get_executions); after `fill_timeout_s` it gives up with an error event.
 Meanwhile a signal for another symbol goes through at once, one for the
 same symbol is blocked (`order_in_flight`): it would be judged against a
-position that is about to change. A FLAT signal is handed to Panic
-(`ClosePosition`, close before cancel, DATA-018) and its answer is waited
-for on a helper thread, not in the mailbox.
+position that is about to change; a FLAT is never held back by an entry.
+A FLAT signal is handed to Panic (`ClosePosition`, close before cancel,
+DATA-018) and its answer is waited for on a helper thread, not in the
+mailbox; a second FLAT for the symbol meanwhile is `close_in_flight`.
 
 The fill price comes from the venue's order (`avgPrice`) or, when that is
 0 or missing, from the executions; never from a quote (DATA-021). Every
@@ -227,7 +228,8 @@ class Executor(NodeActor):
         self._state = TradingState.HALTED
         self._ledger = SignalLedger()
         self._pending: dict[str, _Pending] = {}  # orderLinkId -> order awaiting its fill
-        self._busy_symbols: dict[str, str] = {}  # symbol -> signal id of the order/close in flight
+        self._busy_symbols: dict[str, str] = {}  # symbol -> signal id of the entry awaiting its fill
+        self._closing_symbols: dict[str, str] = {}  # symbol -> signal id of the close Panic is doing
         self._ask_s = float(self._risk_cfg.ask_timeout_s)
         self._stream_wait_s = float(self._risk_cfg.fill_stream_wait_s)
         self._fill_timeout_s = float(self._risk_cfg.fill_timeout_s)
@@ -313,8 +315,14 @@ class Executor(NodeActor):
         if self._state is TradingState.REDUCING and not closing:
             raise Blocked("trading_state", "trading is REDUCING: only closes")
         self._check_mode()
+        # An entry waits for whatever is in flight on its symbol (it would be judged against a
+        # position about to change); a close only for another close: getting out is never queued
+        # behind an entry's confirmation.
+        closing_now = self._closing_symbols.get(signal.symbol)
+        if closing_now is not None and closing_now != signal.signal_id:
+            raise Blocked("close_in_flight", f"signal {closing_now} is closing {signal.symbol}")
         busy = self._busy_symbols.get(signal.symbol)
-        if busy is not None and busy != signal.signal_id:
+        if not closing and busy is not None and busy != signal.signal_id:
             raise Blocked("order_in_flight", f"signal {busy} on {signal.symbol} is not finished yet")
         snapshot = self._snapshot()
         portfolio = PortfolioSnapshot.from_state(snapshot)
@@ -526,7 +534,7 @@ class Executor(NodeActor):
             raise Blocked("panic_unavailable", "Panic is not running") from None
         self._log.info("executor.close_requested", signal_id=signal.signal_id, symbol=signal.symbol,
                        position=_s(size), reduce_only=True)
-        self._busy_symbols[signal.symbol] = signal.signal_id
+        self._closing_symbols[signal.symbol] = signal.signal_id
         timeout = float(self._risk_cfg.close_timeout_s)
         ref = self.actor_ref
 
@@ -546,8 +554,8 @@ class Executor(NodeActor):
                                reason="close requested from Panic")
 
     def _on_close_done(self, msg: _CloseDone) -> None:
-        if self._busy_symbols.get(msg.symbol) == msg.signal_id:
-            del self._busy_symbols[msg.symbol]
+        if self._closing_symbols.get(msg.symbol) == msg.signal_id:
+            del self._closing_symbols[msg.symbol]
         previous = self._ledger.get(msg.signal_id)
         base = previous or ExecutionResult(signal_id=msg.signal_id, symbol=msg.symbol, direction="flat",
                                            outcome=ExecutionOutcome.PENDING, reduce_only=True)

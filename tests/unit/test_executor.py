@@ -39,6 +39,7 @@ class World:
         self.risk = risk_ref.proxy()
         self.directory.register(Role.RISK, risk_ref)
         self.close_result: CloseResult | None = None
+        self.panic_reply = None
         panic_ref = Peer.start(self._panic)
         self.panic = panic_ref.proxy()
         self.directory.register(Role.PANIC, panic_ref)
@@ -54,6 +55,8 @@ class World:
         return None
 
     def _panic(self, m):
+        if self.panic_reply is not None:
+            return self.panic_reply(m)
         if isinstance(m, ClosePosition):
             return self.close_result or CloseResult(symbol=m.symbol, outcome=CloseOutcome.CLOSED, signal_id=m.signal_id,
                                                     order_id="close-1", order_link_id="c-1", closed_qty=Decimal("0.01"),
@@ -261,3 +264,22 @@ def test_a_gateway_that_refuses_trading_blocks_before_risk_is_asked(tmp_path):
     res = w.signal("sig-m", qty=Decimal("0.01"))
     assert res.outcome is ExecutionOutcome.BLOCKED and res.check == "mode" and "mainnet" in res.reason
     assert w.risk.got(RiskCheck).get() == [] and w.gateway.calls.get("create_order") is None
+
+
+def test_a_flat_is_not_held_back_by_an_unconfirmed_entry_but_a_second_close_is(tmp_path):
+    w = World(tmp_path)
+    release = __import__("threading").Event()
+
+    def slow_close(m):
+        if isinstance(m, ClosePosition):
+            release.wait(5)
+            return CloseResult(symbol=m.symbol, outcome=CloseOutcome.CLOSED, signal_id=m.signal_id)
+        return None
+
+    w.panic_reply = slow_close
+    w.signal("sig-in", qty=Decimal("0.01"))  # no fill on the stream: stays in flight
+    w.state[0] = snapshot(wallet(), positions=(position("BTCUSDT", Side.BUY, "0.01"),))
+    assert w.signal("sig-out", direction="flat").outcome is ExecutionOutcome.PENDING
+    assert w.signal("sig-out2", direction="flat").check == "close_in_flight"
+    release.set()
+    assert w.final("sig-out").outcome is ExecutionOutcome.CLOSED
