@@ -28,6 +28,10 @@ seed or the limits say: getting out must never be blocked by the guard
 against getting in. In HALTED nothing passes here: the Panic actor owns
 every close on its own lane then. An order that would increase exposure
 is an entry and passes every check, also when it comes from a FLAT signal.
+
+Risk hears Panic's trading state itself (it starts HALTED, like the
+Executor) and judges by the stricter of its own view and the one in the
+request, so a state change in flight never opens the gate early.
 """
 
 from __future__ import annotations
@@ -164,6 +168,9 @@ class Rollover:
     was_latched: bool
 
 
+_STRICTNESS = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTED: 2}
+
+
 def utc_midnight(t: datetime) -> datetime:
     t = t.astimezone(UTC)
     return datetime(t.year, t.month, t.day, tzinfo=UTC)
@@ -190,6 +197,8 @@ class RiskEngine:
 
     def check(self, req: RiskCheck) -> RiskDecision:
         intent, pf = req.intent, req.portfolio
+        # Both hear Panic's trading state; while the two copies disagree the stricter one counts.
+        state = max(req.trading_state, self.trading_state, key=_STRICTNESS.__getitem__)
         pos = pf.position(intent.symbol)
         current = pos.signed_size if pos is not None else _ZERO
         grows = increases_exposure(current, intent.signed_qty)
@@ -198,18 +207,18 @@ class RiskEngine:
             "side": intent.side.value,
             "qty": _s(intent.qty),
             "position": _s(current),
-            "trading_state": req.trading_state.value,
+            "trading_state": state.value,
             "increases_exposure": str(grows).lower(),
         }
-        if req.trading_state is TradingState.HALTED:
+        if state is TradingState.HALTED:
             return _block("trading_state", "trading is HALTED: nothing is sent (Panic owns closes)", base)
         if not grows:
             # DATA-024: getting out is never blocked by the limits on getting in.
             return RiskDecision(True, None, "close: does not increase exposure", base)
         if req.is_close or intent.reduce_only:
             return _block("close_increases_exposure", "a close/reduce-only order that would increase exposure", base)
-        if req.trading_state is not TradingState.ACTIVE:
-            return _block("trading_state", f"trading is {req.trading_state.value}: only orders that reduce exposure", base)
+        if state is not TradingState.ACTIVE:
+            return _block("trading_state", f"trading is {state.value}: only orders that reduce exposure", base)
         return self._check_entry(req, base, current)
 
     def _check_entry(self, req: RiskCheck, base: dict[str, str], current: Decimal) -> RiskDecision:

@@ -14,7 +14,7 @@ from infra.config import AppConfig, NodeConfig, RiskConfig
 from infra.store import HistoryStore
 from infra.store.risk_state import RiskDay, RiskStateStore
 from messages.commands import Panic
-from messages.control import RiskStatus, TradingState
+from messages.control import RiskStatus, TradingState, TradingStateChanged
 from messages.queries import GetSnapshot
 from messages.trading import OrderIntent, PortfolioSnapshot, RiskCheck
 from messages.types import Side
@@ -45,6 +45,7 @@ def day_row(anchor: str = "10000", peak: str | None = "10000", latched: bool = F
 def seeded_engine(now: datetime = T0, **row) -> RiskEngine:
     engine = RiskEngine(LIMITS, clock=lambda: now)
     engine.tracker.seed(day_row(**row))
+    engine.trading_state = TradingState.ACTIVE
     return engine
 
 
@@ -88,6 +89,7 @@ def test_an_unseeded_tracker_has_no_pnl_to_read():
 
 def test_seed_failed_blocks_every_entry_even_when_the_figures_look_harmless():
     engine = RiskEngine(LIMITS, clock=lambda: T0)
+    engine.trading_state = TradingState.ACTIVE
     engine.tracker.unseed("seed failed: ConnectionError")
     decision = engine.check(entry())
     assert not decision.allowed and decision.check == "seed"
@@ -130,6 +132,7 @@ def test_each_limit_blocks_an_entry(kwargs, engine_row, check):
 def test_gross_exposure_is_every_position_after_the_order():
     engine = RiskEngine(LIMITS.model_copy(update={"max_open_positions": 3}), clock=lambda: T0)
     engine.tracker.seed(day_row())
+    engine.trading_state = TradingState.ACTIVE
     pf = portfolio(positions=[position("BTCUSDT", Side.BUY, "0.016", "60000"),
                               position("SOLUSDT", Side.SELL, "10", "60")])
     # 960 + 600 + 0.1 * 3000 = 1860 <= 2000; 960 + 600 + 0.2 * 3000 = 2160 > 2000
@@ -145,6 +148,17 @@ def test_funding_a_short_receives_is_no_cost():
 
 
 # --- trading state and the close rule (DATA-024) -----------------------------------------------------------
+
+
+def test_risk_starts_halted_and_the_stricter_of_the_two_views_counts():
+    engine = RiskEngine(LIMITS, clock=lambda: T0)
+    engine.tracker.seed(day_row())
+    # Panic has not told Risk anything yet: the Executor's ACTIVE does not open the gate.
+    assert engine.check(entry(state=TradingState.ACTIVE)).check == "trading_state"
+    engine.trading_state = TradingState.REDUCING
+    assert engine.check(entry(state=TradingState.ACTIVE)).check == "trading_state"
+    engine.trading_state = TradingState.ACTIVE
+    assert engine.check(entry(state=TradingState.ACTIVE)).allowed
 
 
 def test_halted_blocks_entries_and_closes():
@@ -202,6 +216,7 @@ def test_midnight_utc_rolls_the_anchor_and_releases_the_latch():
     now = [T0]
     engine = RiskEngine(LIMITS, clock=lambda: now[0])
     engine.tracker.seed(day_row(anchor="10000", latched=True))
+    engine.trading_state = TradingState.ACTIVE
     now[0] = datetime(2026, 12, 2, 0, 0, 1, tzinfo=timezone.utc)
     actions = engine.evaluate(portfolio("9850", balance="9860"))
     assert isinstance(actions[0], Rollover) and actions[0].was_latched
@@ -214,6 +229,7 @@ def test_midnight_without_a_wallet_unseeds():
     now = [T0]
     engine = RiskEngine(LIMITS, clock=lambda: now[0])
     engine.tracker.seed(day_row())
+    engine.trading_state = TradingState.ACTIVE
     now[0] = T0 + timedelta(days=1)
     actions = engine.evaluate(PortfolioSnapshot(None, None, None, ()))
     assert isinstance(actions[0], Rollover) and actions[0].row is None
@@ -255,6 +271,13 @@ def start_peers(directory: Directory, snap_wallet):
     return panic_ref.proxy()
 
 
+def start_risk(ctx: ActorContext, **kwargs):
+    """A Risk actor that Panic (played by the test) has told: trading is ACTIVE."""
+    ref = Risk.start(ctx, **kwargs)
+    ref.tell(TradingStateChanged(state=TradingState.ACTIVE, previous=TradingState.HALTED, reason="test"))
+    return ref
+
+
 def risk_store(tmp_path) -> RiskStateStore:
     return RiskStateStore(HistoryStore(tmp_path / "data" / "sim.duckdb", owner="test"))
 
@@ -262,7 +285,7 @@ def risk_store(tmp_path) -> RiskStateStore:
 def test_seed_from_the_venue_subtracts_todays_closed_pnl(tmp_path):
     directory = Directory()
     panic = start_peers(directory, [wallet("10000", "9950")])
-    ref = Risk.start(make_ctx(tmp_path, directory), gateway=SeedGateway(balance="9950", closed=("-30", "-20")),
+    ref = start_risk(make_ctx(tmp_path, directory), gateway=SeedGateway(balance="9950", closed=("-30", "-20")),
                      clock=lambda: T0)
     status = wait_until(lambda: [s for s in panic.got(RiskStatus).get() if s.seeded], what="seeded RiskStatus")[0]
     assert not status.latched
@@ -277,7 +300,7 @@ def test_seed_failure_is_told_to_panic_and_blocks_entries(tmp_path, events):
     directory = Directory()
     panic = start_peers(directory, [wallet()])
     gateway = SeedGateway(fail=True)
-    ref = Risk.start(make_ctx(tmp_path, directory), gateway=gateway, clock=lambda: T0)
+    ref = start_risk(make_ctx(tmp_path, directory), gateway=gateway, clock=lambda: T0)
     status = wait_until(lambda: [s for s in panic.got(RiskStatus).get() if "seed failed" in s.reason],
                         what="RiskStatus of the failed seed")[0]
     assert not status.seeded and "venue down" in status.reason
@@ -314,7 +337,7 @@ def test_the_latch_is_durable_before_panic_hears_of_it_and_survives_a_restart(tm
     panic_ref = Peer.start(on_panic_message)
     directory.register(Role.PANIC, panic_ref)
     panic = panic_ref.proxy()
-    ref = Risk.start(make_ctx(tmp_path, directory), gateway=SeedGateway(), clock=lambda: T0)
+    ref = start_risk(make_ctx(tmp_path, directory), gateway=SeedGateway(), clock=lambda: T0)
     wait_until(lambda: [s for s in panic.got(RiskStatus).get() if s.seeded], what="seeded")
     snap_wallet[0] = wallet("9890")  # -110 today: past the 100 limit
     wait_until(lambda: panic.got(Panic).get(), what="Panic told")
@@ -328,7 +351,7 @@ def test_the_latch_is_durable_before_panic_hears_of_it_and_survives_a_restart(tm
     snap_wallet[0] = wallet("10000")
     panic_ref2 = Peer.start()
     directory.register(Role.PANIC, panic_ref2)
-    ref2 = Risk.start(make_ctx(tmp_path, directory), gateway=SeedGateway(), clock=lambda: T0)
+    ref2 = start_risk(make_ctx(tmp_path, directory), gateway=SeedGateway(), clock=lambda: T0)
     status = wait_until(lambda: [s for s in panic_ref2.proxy().got(RiskStatus).get() if s.seeded],
                         what="status after restart")[0]
     assert status.latched
