@@ -234,6 +234,7 @@ class Executor(NodeActor):
         self._stream_wait_s = float(self._risk_cfg.fill_stream_wait_s)
         self._fill_timeout_s = float(self._risk_cfg.fill_timeout_s)
         self._timers: set[threading.Timer] = set()
+        self._warm_thread: threading.Thread | None = None
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {
@@ -253,11 +254,14 @@ class Executor(NodeActor):
             self._log.error("executor.no_gateway", reason="no gateway in the actor context: every order will be blocked")
         else:
             # On a helper thread: a slow venue must not hold the mailbox past the readiness probe.
-            threading.Thread(target=self._warm, name="executor-warm", daemon=True).start()
+            self._warm_thread = threading.Thread(target=self._warm, name="executor-warm", daemon=True)
+            self._warm_thread.start()
 
     def on_stop(self) -> None:
         for timer in list(self._timers):
             timer.cancel()
+        if self._warm_thread is not None:
+            self._warm_thread.join(timeout=1.0)  # no request of ours in flight while the process exits
         for p in self._pending.values():
             self._log.warning("order.fill_unconfirmed", signal_id=p.signal.signal_id, order_link_id=p.request.order_link_id,
                               order_id=p.ack.order_id, symbol=p.request.symbol, reason="executor stopping")

@@ -356,6 +356,7 @@ class Risk(NodeActor):
     role = Role.RISK
     _SEED_RETRY_MAX_S = 30.0
     _PEAK_PERSIST_EVERY_S = 30.0
+    _SEED_JOIN_S = 3.0
 
     def __init__(self, ctx: ActorContext, *, state: RiskStateStore | None = None, gateway: Any = None,
                  clock: Callable[[], datetime] = now_utc):
@@ -373,6 +374,7 @@ class Risk(NodeActor):
         self._peak_dirty = False
         self._latch_unsaved: RiskDay | None = None
         self._seeding = False
+        self._seed_thread: threading.Thread | None = None
         # The status Panic must know, and the Panic incarnation that got it: a Panic
         # that starts after Risk (start order) or is restarted is told again.
         self._status = RiskStatus(seeded=False, latched=False, reason="not seeded yet")
@@ -400,6 +402,9 @@ class Risk(NodeActor):
     def on_stop(self) -> None:
         if self._repeater is not None:
             self._repeater.stop()
+        if self._seed_thread is not None:
+            # A seed still inside DuckDB when the interpreter exits would abort the process.
+            self._seed_thread.join(timeout=self._SEED_JOIN_S)
         if self._peak_dirty and self._engine.tracker.seeded:
             self._persist(self._engine.tracker.row(), what="peak")
         super().on_stop()
@@ -444,7 +449,8 @@ class Risk(NodeActor):
             except pykka.ActorDeadError:
                 pass
 
-        threading.Thread(target=seed, name="risk-seed", daemon=True).start()
+        self._seed_thread = threading.Thread(target=seed, name="risk-seed", daemon=True)
+        self._seed_thread.start()
 
     def _on_seed_done(self, msg: _SeedDone) -> None:
         self._seeding = False
