@@ -35,7 +35,8 @@ class World:
         store = Peer.start(lambda m: self.state[0] if isinstance(m, GetSnapshot) else None)
         self.store = store.proxy()
         self.directory.register(Role.STATE_STORE, store)
-        risk_ref = Peer.start(self._risk)
+        self.risk_reply = None
+        risk_ref = Peer.start(self._risk_peer)
         self.risk = risk_ref.proxy()
         self.directory.register(Role.RISK, risk_ref)
         self.close_result: CloseResult | None = None
@@ -48,6 +49,9 @@ class World:
         ctx = ActorContext(config=AppConfig(node=node, credentials=None, source="test"), directory=self.directory)
         self.ref = Executor.start(ctx, reader=self.reader, gateway=self.gateway)
         self.set_state(TradingState.ACTIVE)
+
+    def _risk_peer(self, m):
+        return (self.risk_reply or self._risk)(m)
 
     def _risk(self, m):
         if isinstance(m, RiskCheck):
@@ -283,3 +287,44 @@ def test_a_flat_is_not_held_back_by_an_unconfirmed_entry_but_a_second_close_is(t
     assert w.signal("sig-out2", direction="flat").check == "close_in_flight"
     release.set()
     assert w.final("sig-out").outcome is ExecutionOutcome.CLOSED
+
+
+def test_a_repeat_while_the_first_is_still_confirming_places_nothing(tmp_path):
+    w = World(tmp_path)
+    first = w.signal("sig-p", qty=Decimal("0.01"))
+    again = w.signal("sig-p", qty=Decimal("0.01"))
+    assert first.outcome is again.outcome is ExecutionOutcome.PENDING
+    assert again.order_link_id == first.order_link_id and w.gateway.calls["create_order"] == 1
+
+
+def test_a_venue_rejection_is_a_result_and_a_repeat_does_not_resend(tmp_path, events):
+    from infra.bybit import Rejected
+
+    w = World(tmp_path)
+
+    def reject(req):
+        raise Rejected(110007, "ab not enough for new order")
+
+    w.gateway.on_create = reject
+    res = w.signal("sig-x", qty=Decimal("0.01"))
+    assert res.outcome is ExecutionOutcome.REJECTED and "not enough" in res.reason
+    assert w.signal("sig-x", qty=Decimal("0.01")).outcome is ExecutionOutcome.REJECTED
+    assert w.gateway.calls["create_order"] == 1
+    assert any(e["event"] == "order.rejected" and e["signal_id"] == "sig-x" for e in events())
+
+
+def test_a_risk_actor_that_does_not_answer_in_time_blocks(tmp_path):
+    w = World(tmp_path, ask_timeout_s=Decimal("0.2"))
+    slow = __import__("threading").Event()
+    w.allow = True
+    original = w._risk
+
+    def stuck(m):
+        if isinstance(m, RiskCheck):
+            slow.wait(1.0)
+        return original(m)
+
+    w.risk_reply = stuck
+    res = w.signal("sig-t", qty=Decimal("0.01"))
+    assert res.outcome is ExecutionOutcome.BLOCKED and res.check == "risk_unavailable"
+    assert w.gateway.calls.get("create_order") is None
