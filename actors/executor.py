@@ -170,6 +170,21 @@ def fill_from(order: Order | None, executions: Iterable[Execution]) -> Fill | No
     return None
 
 
+_EXEC_LOOKBACK = timedelta(minutes=1)
+
+
+def _executions_of(executions: tuple[Execution, ...], link: str, order_id: str, *, since: datetime) -> list[Execution]:
+    """This order's trade executions; newest first, stopping at the first one older than `since`
+    (the StateStore keeps thousands: a full scan per check would cost a millisecond)."""
+    out = []
+    for e in reversed(executions):
+        if e.exec_time < since:
+            break
+        if e.is_trade and (e.order_link_id == link or e.order_id == order_id):
+            out.append(e)
+    return out
+
+
 class SignalLedger:
     """The signal ids already handled, newest last, with their latest result (bounded)."""
 
@@ -464,8 +479,7 @@ class Executor(NodeActor):
         except Blocked:
             snapshot = None
         if snapshot is not None:
-            execs = [e for e in snapshot.recent_executions
-                     if e.is_trade and (e.order_link_id == link or e.order_id == order_id)]
+            execs = _executions_of(snapshot.recent_executions, link, order_id, since=p.placed_at - _EXEC_LOOKBACK)
             qty, avg = vwap(execs)
             if avg is not None and qty >= p.ack.qty:
                 return self._filled(p, Fill(qty, avg, "executions"), "stream")

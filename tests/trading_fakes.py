@@ -68,10 +68,11 @@ def snapshot(w: Wallet | None = None, positions: tuple[Position, ...] = (), exec
 
 
 def execution(link: str, order_id: str, qty: str, price: str, exec_id: str, symbol: str = "BTCUSDT",
-              side: Side = Side.BUY) -> Execution:
+              side: Side = Side.BUY, at: datetime | None = None) -> Execution:
+    """A trade execution, by default timed now (the Executor looks at recent ones only)."""
     return Execution(exec_id=exec_id, order_id=order_id, order_link_id=link, symbol=symbol, side=side,
                      exec_type="Trade", order_type="Market", exec_price=Decimal(price), exec_qty=Decimal(qty),
-                     exec_fee=Decimal("0.1"), exec_time=T0)
+                     exec_fee=Decimal("0.1"), exec_time=at or datetime.now(timezone.utc))
 
 
 def btc_instrument(symbol: str = "BTCUSDT") -> Instrument:

@@ -328,3 +328,18 @@ def test_a_risk_actor_that_does_not_answer_in_time_blocks(tmp_path):
     res = w.signal("sig-t", qty=Decimal("0.01"))
     assert res.outcome is ExecutionOutcome.BLOCKED and res.check == "risk_unavailable"
     assert w.gateway.calls.get("create_order") is None
+
+
+def test_only_recent_executions_of_the_order_count_newest_first():
+    from datetime import timedelta
+
+    from actors.executor import _executions_of
+
+    now = T0 + timedelta(hours=1)
+    execs = (
+        execution("l1", "o1", "5", "1", "old", at=now - timedelta(minutes=5)),  # before the look-back
+        execution("other", "o2", "1", "1", "x", at=now),
+        execution("l1", "o1", "0.01", "60000", "new", at=now),
+    )
+    got = _executions_of(execs, "l1", "o1", since=now - timedelta(minutes=1))
+    assert [e.exec_id for e in got] == ["new"]
