@@ -578,10 +578,10 @@ class Executor(NodeActor):
         base = previous or ExecutionResult(signal_id=msg.signal_id, symbol=msg.symbol, direction="flat",
                                            outcome=ExecutionOutcome.PENDING, reduce_only=True)
         r = msg.result
-        if r is None:
-            self._log.error("executor.close_failed", signal_id=msg.signal_id, symbol=msg.symbol, error=msg.error)
-            self._ledger.record(replace(base, outcome=ExecutionOutcome.FAILED, reason=msg.error or "no answer",
-                                        finished_at=self._clock()))
+        if not isinstance(r, CloseResult):  # no answer, a timeout, or not Panic's answer: never raise here (a tell)
+            error = msg.error or f"Panic answered {type(r).__name__}, not a CloseResult"
+            self._log.error("executor.close_failed", signal_id=msg.signal_id, symbol=msg.symbol, error=error)
+            self._ledger.record(replace(base, outcome=ExecutionOutcome.FAILED, reason=error, finished_at=self._clock()))
             return
         outcome = {
             CloseOutcome.CLOSED: ExecutionOutcome.CLOSED,

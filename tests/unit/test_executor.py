@@ -343,3 +343,14 @@ def test_only_recent_executions_of_the_order_count_newest_first():
     )
     got = _executions_of(execs, "l1", "o1", since=now - timedelta(minutes=1))
     assert [e.exec_id for e in got] == ["new"]
+
+
+def test_a_close_that_panic_does_not_answer_properly_is_a_failed_result_not_a_dead_executor(tmp_path, events):
+    w = World(tmp_path)
+    w.panic_reply = lambda m: None  # e.g. a Panic that does not handle ClosePosition
+    w.state[0] = snapshot(wallet(), positions=(position("BTCUSDT", Side.BUY, "0.01"),))
+    w.signal("sig-nc", direction="flat")
+    res = w.final("sig-nc")
+    assert res.outcome is ExecutionOutcome.FAILED and res.reduce_only is True
+    assert any(e["event"] == "executor.close_failed" for e in events())
+    assert w.ref.is_alive() and w.signal("sig-next", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
