@@ -23,5 +23,15 @@ _ACTORS = {
 }
 
 
+# A new StateStore is empty: the sockets that feed it reconnect, re-announce their
+# topics and reseed it, so they are restarted right after it.
+_DEPENDENTS = {Role.STATE_STORE: (Role.WS_PRIVATE, Role.WS_PUBLIC)}
+# Replaced when the StateStore reports their streams stale (open but silent, DATA-011).
+_SOCKETS = {Role.WS_PUBLIC: "public", Role.WS_PRIVATE: "private"}
+
+
 def default_children() -> list[ChildSpec]:
-    return [ChildSpec(role=role, start=_ACTORS[role].start) for role in START_ORDER]
+    return [
+        ChildSpec(role=role, start=_ACTORS[role].start, dependents=_DEPENDENTS.get(role, ()), socket=_SOCKETS.get(role))
+        for role in START_ORDER
+    ]

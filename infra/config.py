@@ -142,9 +142,14 @@ class SupervisorConfig(_Section):
     check_interval_s: PositiveDecimal = Decimal("1")
     public_stale_after_s: PositiveDecimal = Decimal("30")
     private_stale_after_s: PositiveDecimal = Decimal("60")
+    # A child that leaves a heartbeat Ping unanswered this long is stuck and replaced.
+    heartbeat_timeout_s: PositiveDecimal = Decimal("30")
     max_restarts: int = Field(default=5, ge=1)
     restart_window_s: PositiveDecimal = Decimal("60")
     restart_backoff_s: NonNegativeDecimal = Decimal("1")
+    restart_backoff_max_s: PositiveDecimal = Decimal("30")
+    # Past max_restarts within restart_window_s: trading goes no higher than this.
+    escalate_to: Literal["REDUCING", "HALTED"] = "REDUCING"
     ask_timeout_s: PositiveDecimal = Decimal("5")
 
 

@@ -82,15 +82,18 @@ def test_a_child_that_cannot_start_fails_the_whole_start(app):
     assert pykka.ActorRegistry.get_all() == []
 
 
-def test_a_failed_child_is_reported_and_unregistered(app):
+def test_a_failed_child_is_reported_and_replaced_by_a_new_generation(app):
     journal = Journal()
     directory = Directory()
     sup = Supervisor.start(app, directory, [recording(r, journal) for r in (Role.STATE_STORE, Role.RISK)])
     sup.ask(Ping(), timeout=5)
     risk = directory.get(Role.RISK)
     risk.tell(ValueError("boom"))  # a raising tell handler kills a Pykka actor
-    wait_until(lambda: directory.get(Role.RISK) is None and not risk.is_alive(), what="risk to be gone")
-    assert sup.proxy().running_roles().get(timeout=5) == ["state_store"]
+    wait_until(lambda: directory.get(Role.RISK) not in (None, risk), what="a new risk actor")
+    assert not risk.is_alive()
+    assert sup.proxy().generation(Role.RISK).get(timeout=5) == 1
+    assert directory.is_retired(Role.RISK, 0) and not directory.is_retired(Role.RISK, 1)
+    assert sup.proxy().running_roles().get(timeout=5) == ["state_store", "risk"]
     sup.stop(block=True, timeout=10)
-    assert ("stop", "risk") not in journal.entries  # on_stop does not run for a failed actor
-
+    assert journal.entries.count(("start", "risk")) == 2
+    assert journal.entries.count(("stop", "risk")) == 1  # on_stop does not run for the failed one
