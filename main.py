@@ -273,10 +273,11 @@ def _history_readable(app, log) -> bool:
 def _run_supervised(app, args, log, stop, started) -> int:
     import pykka
 
-    from actors.base import Directory
+    from actors.base import Directory, Role
     from actors.supervisor import Supervisor
     from actors.tree import default_children
     from infra.bybit.gateway import Gateway
+    from infra.market_reader import LiveMarketReader
     from infra.venue import open_venue
     from messages.control import Ping
 
@@ -286,7 +287,10 @@ def _run_supervised(app, args, log, stop, started) -> int:
         if safety is None:
             return EXIT_FAILURE
         directory = Directory()
-        supervisor = Supervisor.start(app, directory, default_children(node), urls=urls, gateway=gateway)
+        # One reader for Risk and the Executor: the StateStore first, REST (query lane) as fallback (DATA-023).
+        reader = LiveMarketReader.from_config(node, lambda: directory.get(Role.STATE_STORE), gateway)
+        supervisor = Supervisor.start(app, directory, default_children(node), urls=urls, gateway=gateway,
+                                      market_reader=reader)
         start_timeout = float(node.supervisor.ask_timeout_s) * (len(default_children(node)) + 1)
         try:
             roles = supervisor.ask(Ping(), timeout=start_timeout) and supervisor.proxy().running_roles().get(timeout=5)

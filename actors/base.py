@@ -117,6 +117,8 @@ class ActorContext:
     urls: VenueUrls | None = None
     # The node's one gateway (infra.bybit.Gateway): one rate limiter for every caller.
     gateway: Any = None
+    # infra.market_reader.MarketReader: prices for Risk and the Executor (stream first, REST fallback).
+    market_reader: Any = None
 
 
 class NodeActor(pykka.ThreadingActor):

@@ -27,6 +27,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
@@ -93,6 +94,40 @@ class RiskConfig(_Section):
     max_leverage: PositiveDecimal = Field(default=Decimal("5"), le=100)
     max_price_deviation_pct: PositiveDecimal = Field(default=Decimal("1.0"), le=50)
     min_balance_usd: NonNegativeDecimal = Decimal("50")
+    # Entries are blocked while equity is this far (percent) below today's peak equity.
+    max_drawdown_pct: PositiveDecimal = Field(default=Decimal("5"), le=100)
+    # Funding an entry would pay over this many hours must stay below max_funding_cost_usd.
+    funding_horizon_hours: PositiveDecimal = Field(default=Decimal("24"), le=720)
+    max_funding_cost_usd: NonNegativeDecimal = Decimal("10")
+    # Hours between two funding settlements (Bybit: 8 for most linear perpetuals).
+    funding_interval_hours: PositiveDecimal = Field(default=Decimal("8"), le=24)
+    # Protective levels an entry gets when its signal names none (percent from the
+    # entry's reference price; 0: none). Sent in the create request itself.
+    default_stop_loss_pct: NonNegativeDecimal = Field(default=Decimal("2"), le=50)
+    default_take_profit_pct: NonNegativeDecimal = Field(default=Decimal("4"), le=500)
+    # Order size when a signal names neither qty nor usd.
+    default_order_usd: PositiveDecimal = Decimal("100")
+    # A price older than this (stream, or the reader's REST fallback) blocks an entry.
+    max_quote_age_s: PositiveDecimal = Field(default=Decimal("5"), le=300)
+    # How often Risk re-reads equity (peak, daily loss latch) between signals.
+    evaluate_interval_s: PositiveDecimal = Field(default=Decimal("1"), le=60)
+    # Executor's asks to StateStore / Risk; Panic's close gets close_timeout_s.
+    ask_timeout_s: PositiveDecimal = Field(default=Decimal("2"), le=60)
+    close_timeout_s: PositiveDecimal = Field(default=Decimal("30"), le=300)
+    # Fill confirmation: wait this long for the private stream, then poll REST,
+    # and give up (error event, order left to reconciliation) after fill_timeout_s.
+    fill_stream_wait_s: PositiveDecimal = Field(default=Decimal("2"), le=60)
+    fill_timeout_s: PositiveDecimal = Field(default=Decimal("15"), le=600)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> "RiskConfig":
+        if self.max_position_usd > self.max_total_exposure_usd:
+            raise ValueError("max_position_usd cannot exceed max_total_exposure_usd")
+        if self.default_order_usd > self.max_position_usd:
+            raise ValueError("default_order_usd cannot exceed max_position_usd: every default order would be blocked")
+        if self.fill_stream_wait_s >= self.fill_timeout_s:
+            raise ValueError("fill_stream_wait_s must be shorter than fill_timeout_s")
+        return self
 
 
 class LogConfig(_Section):
