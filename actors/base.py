@@ -29,6 +29,7 @@ class Role(StrEnum):
     RISK = "risk"
     PANIC = "panic"
     EXECUTOR = "executor"
+    EXAMPLE_STRATEGY = "example_strategy"
     WS_PRIVATE = "ws_private"
     WS_PUBLIC = "ws_public"
 
@@ -40,6 +41,7 @@ START_ORDER: tuple[Role, ...] = (
     Role.RISK,
     Role.PANIC,
     Role.EXECUTOR,
+    Role.EXAMPLE_STRATEGY,  # only when config enables it (actors.tree)
     Role.WS_PRIVATE,
     Role.WS_PUBLIC,
 )
@@ -118,6 +120,8 @@ class ActorContext:
     # The public streams the node wants (messages.subscriptions.DesiredSubscriptions), held by
     # the Supervisor: a WsPublic started or restarted with it carries exactly that set.
     subscriptions: Any = None
+    # infra.market_reader.MarketReader: prices for Risk and the Executor (stream first, REST fallback).
+    market_reader: Any = None
 
 
 class NodeActor(pykka.ThreadingActor):

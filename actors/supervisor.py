@@ -105,11 +105,13 @@ class Supervisor(pykka.ThreadingActor):
         urls: VenueUrls | None = None,
         gateway: Any = None,
         clock: Callable[[], float] = time.monotonic,
+        market_reader: Any = None,
     ):
         super().__init__()
         self._config = config
         self._urls = urls
         self._gateway = gateway
+        self._market_reader = market_reader
         self._directory = directory
         self._specs = {spec.role: spec for spec in children}
         self._order = [spec.role for spec in children]
@@ -393,6 +395,7 @@ class Supervisor(pykka.ThreadingActor):
             urls=self._urls,
             gateway=self._gateway,
             subscriptions=self._desired,
+            market_reader=self._market_reader,
         )
         ref = spec.start(ctx)
         try:

@@ -36,7 +36,7 @@ from messages.types import (
 def _ws_items(frame: Mapping[str, Any], topic: str) -> tuple[str, list[Any], Any]:
     what = f"{topic} frame"
     got = require(frame, "topic", what)
-    if got.split(".")[0] != topic:
+    if not isinstance(got, str) or got.split(".")[0] != topic:
         raise MalformedPayload(what, [f"topic: expected {topic} (got {got!r})"])
     items = require(frame, "data", what)
     if not isinstance(items, list):

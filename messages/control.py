@@ -115,3 +115,10 @@ class SupervisorEscalated(Message):
     state: TradingState
     reason: str
     ts: UtcDatetime = Field(default_factory=now_utc)
+
+
+class Tick(Message):
+    """A timer's nudge to an actor (Pykka has no timers): `name` says which periodic job is due."""
+
+    name: str
+    ts: UtcDatetime = Field(default_factory=now_utc)

@@ -69,13 +69,16 @@ class Ticker(Message):
             # The hot path (thousands a second): a JSON object as pybit decoded it; same checks, no
             # generic Mapping tests (slow through typing's isinstance).
             kind = frame.get("type")
-            if kind == "delta" or kind == "snapshot":
+            if (kind == "delta" or kind == "snapshot") and frame.get("topic") == f"tickers.{data.get('symbol')}":
                 return _validate(cls, frame, data, is_snapshot=kind == "snapshot", ts=frame["ts"], seq=frame.get("cs"))
         what = f"ticker frame {frame.get('topic', '?') if isinstance(frame, Mapping) else '?'}"
         kind = require(frame, "type", what)
         if kind not in ("snapshot", "delta"):
             raise MalformedPayload(what, [f"type: expected 'snapshot' or 'delta' (got {kind!r})"])
         data = require(frame, "data", what)
+        topic = require(frame, "topic", what)
+        if not isinstance(data, Mapping) or topic != f"tickers.{data.get('symbol')}":  # another stream's frame
+            raise MalformedPayload(what, [f"topic: expected tickers.<data.symbol> (got {topic!r})"])
         return build(cls, what, data, is_snapshot=kind == "snapshot", ts=require(frame, "ts", what), seq=frame.get("cs"))
 
     @classmethod

@@ -67,3 +67,10 @@ def test_a_delta_merges_exactly_the_fields_it_carried():
     assert merged.bid1_price == Decimal("66666.50") and merged.funding_rate == 0  # 0 is a value
     assert merged.last_price == snap.last_price and merged.ask1_price == snap.ask1_price
     assert merged.seq == delta.seq and merged.ts == delta.ts and merged.is_snapshot
+
+
+def test_ticker_fast_path_refuses_another_streams_frame():
+    snap = sample("4.7-tickers-symbol-linear-1.json")
+    with pytest.raises(MalformedPayload) as err:
+        Ticker.from_bybit(dict(snap, topic="tickers.ETHUSDT"))
+    assert err.value.reasons[0].startswith("topic:")

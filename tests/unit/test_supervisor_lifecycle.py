@@ -50,11 +50,19 @@ def app(write_config):
     return load_config(write_config("supervisor:\n  ask_timeout_s: 2\nshutdown:\n  graceful_timeout_s: 5\n"))
 
 
-def test_default_tree_is_in_dependency_order():
-    assert [c.role for c in default_children()] == list(START_ORDER)
+def test_default_tree_is_in_dependency_order(write_config):
     assert START_ORDER == (
-        Role.STATE_STORE, Role.DB_WRITER, Role.RISK, Role.PANIC, Role.EXECUTOR, Role.WS_PRIVATE, Role.WS_PUBLIC,
+        Role.STATE_STORE, Role.DB_WRITER, Role.RISK, Role.PANIC, Role.EXECUTOR, Role.EXAMPLE_STRATEGY,
+        Role.WS_PRIVATE, Role.WS_PUBLIC,
     )
+    enabled = load_config(write_config("strategy:\n  enabled: true\n")).node
+    assert [c.role for c in default_children(enabled)] == list(START_ORDER)
+    # The example strategy is optional: off by default, and off on a venue it is not allowed on.
+    without = [r for r in START_ORDER if r is not Role.EXAMPLE_STRATEGY]
+    assert [c.role for c in default_children()] == without
+    assert [c.role for c in default_children(load_config(write_config("")).node)] == without
+    elsewhere = load_config(write_config("strategy:\n  enabled: true\n  venues: [testnet]\n")).node
+    assert [c.role for c in default_children(elsewhere)] == without
 
 
 def test_children_start_in_order_and_stop_in_reverse(app):
