@@ -15,7 +15,7 @@ receiver has handled FRAMES deltas; raw and node rounds alternate.
   StateStore has merged the frame, so a growing backlog shows as a lower
   rate. `ingest_msgs_per_s_ratio` = ingest / raw (target >= 0.7).
 * `ingest_p99_ms`: simulator frame `ts` -> StateStore merged, at LATENCY_RATE
-  frames/s, p99 over a round (target <= 20 ms); `raw_pybit_p99_ms` is the
+  frames/s per symbol, p99 over a round (target <= 20 ms); `raw_pybit_p99_ms` is the
   same from `ts` to the counting callback, and `ingest_p99_ms_ratio` is
   raw/ours (latency: higher is better). `ts` has millisecond resolution.
 """
@@ -46,10 +46,12 @@ from infra.logging import configure_logging
 from messages.market import Ticker
 from messages.subscriptions import DesiredSubscriptions, SymbolStreams
 
-SYMBOL = "BTCUSDT"
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
 FRAMES = 20_000
-FLOOD_RATE = 20_000  # per second: above what either receiver can take, so the receiver is timed
-LATENCY_RATE = 2_000
+# Per second per symbol (the switch's maximum), two symbols: 40,000 frames/s in all, above what
+# either receiver takes, so the receiver is timed, not the simulator.
+FLOOD_RATE = 20_000
+LATENCY_RATE = 1_000  # per symbol: 2,000 frames/s in all
 LATENCY_S = 3.0
 ROUNDS = 7
 SETTLE_S = 1.0
@@ -65,6 +67,7 @@ class Probe:
         self.target = 0
         self.n = 0
         self.latencies: list[float] | None = None
+        self._seen: set[str] = set()
 
     def arm(self, target: int, latencies: bool) -> None:
         self.n = 0
@@ -84,13 +87,18 @@ class Probe:
         if kind == "delta":
             self.delta(frame["ts"])
         elif kind == "snapshot" and str(frame.get("topic", "")).startswith("tickers."):
-            self.snapshot.set()
+            self._snapshot(str(frame["topic"]))
 
     def ticker(self, msg: Ticker) -> None:
         if msg.is_snapshot:
-            self.snapshot.set()
+            self._snapshot(f"tickers.{msg.symbol}")
         else:
             self.delta(msg.ts.timestamp() * 1000)
+
+    def _snapshot(self, topic: str) -> None:
+        self._seen.add(topic)
+        if len(self._seen) == len(SYMBOLS):
+            self.snapshot.set()
 
 
 class ProbedStateStore(StateStore):
@@ -123,7 +131,7 @@ class Venue:
         env = dict(os.environ, NO_PROXY="127.0.0.1,localhost")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "infra.sim", "--port", str(port), "--api-key", KEY, "--api-secret", SECRET,
-             "--symbols", SYMBOL],
+             "--symbols", ",".join(SYMBOLS)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         self.urls = simulator_urls(f"http://127.0.0.1:{port}")
@@ -178,10 +186,10 @@ def run() -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench_ingest_") as tmp:
         configure_logging(console="off", file_path=Path(tmp) / "bench.jsonl")
         cfg = Path(tmp) / "config.yaml"
-        cfg.write_text(f"data_dir: {Path(tmp) / 'data'}\nsymbols:\n  {SYMBOL}:\n    intervals: ['1']\n")
+        cfg.write_text(f"data_dir: {Path(tmp) / 'data'}\nsymbols:\n  {SYMBOLS[0]}:\n    intervals: ['1']\n")
         app = load_config(cfg)
         venue = Venue()
-        desired = DesiredSubscriptions(symbols={SYMBOL: SymbolStreams(tickers=True)})
+        desired = DesiredSubscriptions(symbols={s: SymbolStreams(tickers=True) for s in SYMBOLS})
         try:
 
             def raw_round(target: int, rate: int, latencies: bool) -> Callable[[], float]:
@@ -189,7 +197,7 @@ def run() -> dict[str, float]:
                     probe = Probe()
                     ws = make_public_ws(venue.urls, callback_function=probe.raw_frame)
                     try:
-                        ws.subscribe("tickers.{symbol}", callback=probe.raw_frame, symbol=SYMBOL)
+                        ws.subscribe("tickers.{symbol}", callback=probe.raw_frame, symbol=list(SYMBOLS))
                         if not probe.snapshot.wait(10):
                             raise RuntimeError("no ticker snapshot on the raw socket")
                         took = _flood(venue, probe, target, rate, latencies)
@@ -223,7 +231,7 @@ def run() -> dict[str, float]:
 
             speed = alternate(raw=raw_round(FRAMES, FLOOD_RATE, False), ours=node_round(FRAMES, FLOOD_RATE, False),
                               rounds=ROUNDS)
-            n_latency = int(LATENCY_RATE * LATENCY_S)
+            n_latency = int(LATENCY_RATE * len(SYMBOLS) * LATENCY_S)
             latency = alternate(raw=raw_round(n_latency, LATENCY_RATE, True),
                                 ours=node_round(n_latency, LATENCY_RATE, True), rounds=ROUNDS)
         finally:
