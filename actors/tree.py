@@ -43,3 +43,8 @@ def default_children(node: Any = None) -> list[ChildSpec]:
         for role in START_ORDER
         if role not in _OPTIONAL or (node is not None and _OPTIONAL[role](node))
     ]
+
+
+def actor_class(role: Role) -> type:
+    """The actor class that plays `role` (tests wrap it to inject faults)."""
+    return _ACTORS[role]

@@ -1,11 +1,4 @@
-"""The whole path on a default `run`: example signal -> risk.allowed -> order -> fill, within 150 s.
-
-NEEDS BOTH HALVES OF ISSUE 9: the Executor and Risk (built beside this
-branch). While `actors/executor.py` or `actors/risk.py` is still the
-placeholder that handles no message, this test is skipped with that reason;
-it runs by itself once both are merged. The integrator must check it runs
-(not skipped) after the merge.
-"""
+"""The whole path on a default `run`: example signal -> risk.allowed -> order -> fill, within 150 s."""
 
 from __future__ import annotations
 
@@ -16,19 +9,12 @@ import sys
 
 import pytest
 
-from actors.base import NodeActor
-from actors.executor import Executor
-from actors.risk import Risk
 from tests.conftest import REPO
 from tests.helpers import read_events, wait_until
-
-_PLACEHOLDERS = [cls.__name__ for cls in (Executor, Risk) if cls.handlers is NodeActor.handlers]
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.timeout(240),
-    pytest.mark.skipif(bool(_PLACEHOLDERS), reason=f"needs the real {' and '.join(_PLACEHOLDERS)} (issue 9, the "
-                                                  "other half): enabled by itself at merge"),
 ]
 
 
