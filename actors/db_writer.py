@@ -13,6 +13,10 @@ one columnar batch:
   `threading.Timer` that tells is the whole mechanism);
 * on request: `Flush` from anyone (an `ask` returns a `FlushReport`).
 
+`GetWriterStats` answers what `status` and the metrics show: bars held,
+messages still queued, the last successful flush, and since when flushes
+have been failing (and why), if they are.
+
 A flush that cannot get the file within `lock_wait_ms` (another process is
 writing) or fails in any other way keeps every bar and retries, backing off
 up to `retry_max_ms`; bars are dropped only if they cannot be stored at all
@@ -44,6 +48,7 @@ from infra.store import HistoryStore, StoreBusy
 from infra.store.sync import HistorySync, KlineSource, SyncFailed
 from messages.commands import CatchUp, Flush
 from messages.market import ClosedBar
+from messages.queries import GetWriterStats, WriterStats
 from messages.types import ms_to_utc, now_utc
 
 _BarKey = tuple[str, str, int]
@@ -106,10 +111,15 @@ class DbWriter(NodeActor):
         self._timer: threading.Timer | None = None
         self._timer_guard = threading.Lock()
         self._failures = 0  # consecutive failed flushes
+        self._failing_since: str | None = None  # ISO UTC of the first failure of the current run
+        self._last_error: str | None = None
+        self._last_flush_at: str | None = None
+        self._last_flush_bars = 0
         self._stopping = False
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
-        return {ClosedBar: self._on_bar, Flush: self._on_flush, CatchUp: self._on_catch_up}
+        return {ClosedBar: self._on_bar, Flush: self._on_flush, CatchUp: self._on_catch_up,
+                GetWriterStats: self._on_stats}
 
     # --- messages ---------------------------------------------------------
 
@@ -129,6 +139,17 @@ class DbWriter(NodeActor):
                 self._timer = None
         return self._flush(msg.reason, self._lock_wait_s)
 
+    def _on_stats(self, _msg: GetWriterStats) -> WriterStats:
+        return WriterStats(
+            pending_bars=len(self._buffer),
+            # Messages told but not yet handled (bars, flushes, catch-up steps): a backlog shows here first.
+            mailbox=self.actor_inbox.qsize(),
+            last_flush_at=self._last_flush_at,
+            last_flush_bars=self._last_flush_bars,
+            failing_since=self._failing_since,
+            last_error=self._last_error,
+        )
+
     # --- flushing ---------------------------------------------------------
 
     def _flush(self, reason: str, lock_wait_s: float) -> FlushReport:
@@ -146,6 +167,10 @@ class DbWriter(NodeActor):
         self._cancel_timer()
         retried = self._failures
         self._failures = 0
+        self._failing_since = None
+        self._last_error = None
+        self._last_flush_at = now_utc().isoformat()
+        self._last_flush_bars = result.written
         for bar in result.rejected:
             self._log.error("db.bar_rejected", symbol=bar.symbol, interval=bar.interval,
                             open_time=bar.open_time.isoformat(), reason="a value does not fit DECIMAL(38,18)")
@@ -161,6 +186,9 @@ class DbWriter(NodeActor):
 
     def _flush_failed(self, exc: Exception, reason: str) -> FlushReport:
         self._failures += 1
+        if self._failing_since is None:
+            self._failing_since = now_utc().isoformat()
+        self._last_error = f"{type(exc).__name__}: {exc}"
         retry_in = min(self._retry_max_s, self._interval_s * 2 ** (self._failures - 1))
         busy = isinstance(exc, StoreBusy)
         self._log.warning(
