@@ -15,10 +15,10 @@ from operator import attrgetter
 from typing import Iterable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from infra.store.schema import DECIMAL_PRECISION, DECIMAL_SCALE
 from messages.market import ClosedBar
-from messages.types import utc_to_ms
 
 _DEC = pa.decimal128(DECIMAL_PRECISION, DECIMAL_SCALE)
 _MAX_INT_DIGITS = DECIMAL_PRECISION - DECIMAL_SCALE
@@ -49,57 +49,59 @@ def fits(value: Decimal) -> bool:
 class Batch:
     table: pa.Table
     rejected: tuple[ClosedBar, ...]
-    # (symbol, interval) -> (first, last) open time in ms, for the series metadata
-    spans: dict[tuple[str, str], tuple[int, int]]
 
     @property
     def rows(self) -> int:
         return self.table.num_rows
 
+    @property
+    def bounds(self) -> tuple[datetime, datetime]:
+        """First and last open time in the batch (naive UTC, as stored); the batch must not be empty."""
+        lo_hi = pc.min_max(self.table["open_time"])
+        return lo_hi["min"].as_py(), lo_hi["max"].as_py()
 
-# One pass over each bar yields every column (transposed below): far cheaper
-# than one attribute walk per column on the flush path.
-_ROW = attrgetter("symbol", "interval", "open_time", *_PRICE_FIELDS, "source")
+
+# Each column is one C-level `map(attrgetter)` over the bars, converted by
+# pyarrow in C++: no Python loop per bar on the flush path. Measured (5,000
+# bars): 2.5x faster than transposing attrgetter row tuples with zip(*rows),
+# which builds a tuple per bar and unpacks them all. What is left is
+# converting each Decimal and datetime, per value, whoever does it.
+_COLUMNS = [(name, attrgetter(name), SCHEMA.field(name).type) for name in SCHEMA.names]
+_KEY = ["symbol", "interval", "open_time"]
 
 
 def build_batch(bars: Iterable[ClosedBar]) -> Batch:
+    """The bars as one Arrow table, each key once (the last copy wins), unstorable bars set aside."""
+    bars = bars if isinstance(bars, list) else list(bars)
+    try:
+        table = _table(bars)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return _slow_batch(bars)  # rare: some value does not fit
+    if table.num_rows and table.group_by(_KEY).aggregate([]).num_rows != table.num_rows:
+        # A bar told twice (a WebSocket repeat, a REST row over a WS bar): keep the last copy.
+        table = _table(list(_unique(bars).values()))
+    return Batch(table=table, rejected=())
+
+
+def _unique(bars: Iterable[ClosedBar]) -> dict[tuple[str, str, datetime], ClosedBar]:
     unique: dict[tuple[str, str, datetime], ClosedBar] = {}
     for bar in bars:
         unique[(bar.symbol, bar.interval, bar.open_time)] = bar
-    try:
-        return Batch(table=_table(unique), rejected=(), spans=_spans(unique))
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        pass
-    # Rare: some value does not fit. Find the bars that carry one (slow path, exact).
+    return unique
+
+
+def _slow_batch(bars: list[ClosedBar]) -> Batch:
+    """Find the bars that carry a value the column cannot hold exactly (slow path, exact)."""
+    unique = _unique(bars)
     rejected = tuple(b for b in unique.values() if not all(fits(getattr(b, f)) for f in _PRICE_FIELDS))
     for bar in rejected:
         del unique[(bar.symbol, bar.interval, bar.open_time)]
-    return Batch(table=_table(unique), rejected=rejected, spans=_spans(unique))
+    return Batch(table=_table(list(unique.values())), rejected=rejected)
 
 
-def _spans(unique: dict[tuple[str, str, datetime], ClosedBar]) -> dict[tuple[str, str], tuple[int, int]]:
-    spans: dict[tuple[str, str], tuple[datetime, datetime]] = {}
-    for symbol, interval, open_time in unique:
-        lo_hi = spans.get((symbol, interval))
-        if lo_hi is None:
-            spans[(symbol, interval)] = (open_time, open_time)
-        elif open_time < lo_hi[0]:
-            spans[(symbol, interval)] = (open_time, lo_hi[1])
-        elif open_time > lo_hi[1]:
-            spans[(symbol, interval)] = (lo_hi[0], open_time)
-    return {key: (utc_to_ms(lo), utc_to_ms(hi)) for key, (lo, hi) in spans.items()}
-
-
-def _table(unique: dict[tuple[str, str, datetime], ClosedBar]) -> pa.Table:
-    if not unique:
+def _table(bars: list[ClosedBar]) -> pa.Table:
+    if not bars:
         return SCHEMA.empty_table()
-    symbol, interval, open_time, *prices, source = zip(*map(_ROW, unique.values()))
-    columns = [
-        pa.array(symbol, pa.string()),
-        pa.array(interval, pa.string()),
-        # Aware UTC datetimes; pyarrow stores them as UTC in the naive column.
-        pa.array(open_time, pa.timestamp("ms")),
-        *(pa.array(column, _DEC) for column in prices),
-        pa.array(source, pa.string()),
-    ]
-    return pa.Table.from_arrays(columns, schema=SCHEMA)
+    # open_time: aware UTC datetimes, which pyarrow stores as UTC in the naive column;
+    # source: a StrEnum, stored as its string.
+    return pa.Table.from_arrays([pa.array(list(map(get, bars)), kind) for _, get, kind in _COLUMNS], schema=SCHEMA)

@@ -93,6 +93,25 @@ def test_series_metadata_tracks_first_and_last_bar(store):
     assert info.last_sync_at is not None and info.last_heal_at is None
 
 
+def test_series_metadata_of_a_mixed_batch_known_new_and_synced_before_any_bar(store):
+    btc = make_series("BTCUSDT", "1", T0, 30)
+    eth = make_series("ETHUSDT", "5", T0, 30)
+    sol = make_series("SOLUSDT", "1", T0, 30)
+    store.write_bars(btc[10:20])
+    with store.session() as s:
+        s.mark_synced("SOLUSDT", "1")  # a series row with no bar yet
+    store.write_bars([*btc[:5], *btc[25:], *eth[3:9], *sol[7:8]])  # known, new, and bar-less series at once
+    with store.session() as s:
+        got = {(i.symbol, i.interval): (i.first_open, i.last_open) for i in s.series()}
+        synced = s.series_info("SOLUSDT", "1").last_sync_at
+    assert got == {
+        ("BTCUSDT", "1"): (btc[0].open_time, btc[-1].open_time),
+        ("ETHUSDT", "5"): (eth[3].open_time, eth[8].open_time),
+        ("SOLUSDT", "1"): (sol[7].open_time, sol[7].open_time),
+    }
+    assert synced is not None
+
+
 def test_a_bar_that_does_not_fit_the_column_is_rejected_not_rounded(store):
     good = make_bar("BTCUSDT", "1", utc_to_ms(T0))
     bad = good.model_copy(update={"open_time": datetime(2024, 1, 1, 0, 1, tzinfo=UTC),
