@@ -55,69 +55,81 @@ def _windows(start_ms: int, end_ms: int) -> list[tuple[int, int]]:
     return out
 
 
-def run() -> dict[str, float]:
+def run(big: bool = True) -> dict[str, float]:
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench_sync_") as tmp_name, sim_process() as rest:
         tmp = Path(tmp_name)
         configure_logging(console="off", file_path=tmp / "bench.jsonl")
-        urls = simulator_urls(rest)
-        gateway = Gateway.create(urls=urls, credentials=SIM_CREDENTIALS, venue=Venue.SIM,
-                                 trading_mode=TradingMode.PAPER, live_confirmed=False, exchange=ExchangeConfig())
-        http = make_http(urls, None)
-        # Closed, settled minutes: a day back from now, so every window is full and none is "unpublished".
         end_ms = (int(time.time() * 1000) // MINUTE - 24 * 60) * MINUTE
-        start_ms = end_ms - DAYS * 1440 * MINUTE
-        windows = _windows(start_ms, end_ms)
-        rounds = iter(range(1000))
-        try:
-            def raw() -> float:
-                started = time.perf_counter()
-                got = 0
-                for first, last in windows:
-                    answer = http.get_kline(category="linear", symbol="BTCUSDT", interval="1", start=first, end=last,
-                                            limit=PAGE_LIMIT)
-                    got += len(answer["result"]["list"])
-                elapsed = time.perf_counter() - started
-                assert got == DAYS * 1440, got
-                return elapsed
+        out.update(_ratio(tmp, rest, end_ms))
+        if big:
+            out.update(_big(tmp, rest, end_ms))
+    return out
 
-            def ours() -> float:
-                store = HistoryStore(tmp / f"round{next(rounds)}.duckdb", owner="bench")
-                sync = HistorySync(store, gateway)
-                started = time.perf_counter()
-                report = sync.sync("BTCUSDT", "1", ms_to_utc(start_ms), ms_to_utc(end_ms))
-                elapsed = time.perf_counter() - started
-                assert report.ok and report.bars_stored == DAYS * 1440 and report.requests == len(windows), report
-                started = time.perf_counter()
-                again = sync.sync("BTCUSDT", "1", ms_to_utc(start_ms), ms_to_utc(end_ms))
-                resync.append(time.perf_counter() - started)
-                assert again.requests == 0
-                store.close()
-                return elapsed
 
-            resync: list[float] = []
-            cmp = alternate(raw=raw, ours=ours, rounds=5)
-            figures = cmp.throughput("sync_bars_per_s", "sync_raw_bars_per_s", DAYS * 1440)
-            out["sync_ratio"] = figures.pop("sync_bars_per_s_ratio")
-            out.update(figures)
-            record("sync_bars_per_s", "sync_raw_bars_per_s", "sync_ratio")
-            out["sync_resync_s"] = round(sorted(resync)[len(resync) // 2], 4)
-        finally:
-            gateway.close()
+def _ratio(tmp: Path, rest: str, end_ms: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    urls = simulator_urls(rest)
+    gateway = Gateway.create(urls=urls, credentials=SIM_CREDENTIALS, venue=Venue.SIM,
+                             trading_mode=TradingMode.PAPER, live_confirmed=False, exchange=ExchangeConfig())
+    http = make_http(urls, None)
+    # Closed, settled minutes (a day back from now), so every window is full and none is "unpublished".
+    start_ms = end_ms - DAYS * 1440 * MINUTE
+    windows = _windows(start_ms, end_ms)
+    rounds = iter(range(1000))
+    try:
+        def raw() -> float:
+            started = time.perf_counter()
+            got = 0
+            for first, last in windows:
+                answer = http.get_kline(category="linear", symbol="BTCUSDT", interval="1", start=first, end=last,
+                                        limit=PAGE_LIMIT)
+                got += len(answer["result"]["list"])
+            elapsed = time.perf_counter() - started
+            assert got == DAYS * 1440, got
+            return elapsed
 
-        big_end = end_ms
-        big_start = big_end - BIG * MINUTE
-        done = subprocess.run(
-            [sys.executable, "-m", "bench.probe", "sync", str(tmp / "big.duckdb"), rest, str(big_start), str(big_end)],
-            cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"the 1M-bar sync failed:\n{done.stderr}")
-        big = json.loads(done.stdout.strip().splitlines()[-1])
-        assert big["bars"] == BIG, big
-        out["sync_1m_bars_per_s"] = round(BIG / big["seconds"])
-        out["sync_1m_peak_rss_mb"] = big["rss_growth_mb"]
-        record("sync_1m_bars_per_s")
-        record("sync_1m_peak_rss_mb")
+        def ours() -> float:
+            store = HistoryStore(tmp / f"round{next(rounds)}.duckdb", owner="bench")
+            sync = HistorySync(store, gateway)
+            started = time.perf_counter()
+            report = sync.sync("BTCUSDT", "1", ms_to_utc(start_ms), ms_to_utc(end_ms))
+            elapsed = time.perf_counter() - started
+            assert report.ok and report.bars_stored == DAYS * 1440 and report.requests == len(windows), report
+            started = time.perf_counter()
+            again = sync.sync("BTCUSDT", "1", ms_to_utc(start_ms), ms_to_utc(end_ms))
+            resync.append(time.perf_counter() - started)
+            assert again.requests == 0
+            store.close()
+            return elapsed
+
+        resync: list[float] = []
+        cmp = alternate(raw=raw, ours=ours, rounds=5)
+        figures = cmp.throughput("sync_bars_per_s", "sync_raw_bars_per_s", DAYS * 1440)
+        out["sync_ratio"] = figures.pop("sync_bars_per_s_ratio")
+        out.update(figures)
+        record("sync_bars_per_s", "sync_raw_bars_per_s", "sync_ratio")
+        out["sync_resync_s"] = round(sorted(resync)[len(resync) // 2], 4)
+    finally:
+        gateway.close()
+    return out
+
+
+def _big(tmp: Path, rest: str, end_ms: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    big_end = end_ms
+    big_start = big_end - BIG * MINUTE
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.probe", "sync", str(tmp / "big.duckdb"), rest, str(big_start), str(big_end)],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the 1M-bar sync failed:\n{done.stderr}")
+    big = json.loads(done.stdout.strip().splitlines()[-1])
+    assert big["bars"] == BIG, big
+    out["sync_1m_bars_per_s"] = round(BIG / big["seconds"])
+    out["sync_1m_peak_rss_mb"] = big["rss_growth_mb"]
+    record("sync_1m_bars_per_s")
+    record("sync_1m_peak_rss_mb")
     return out
 
 

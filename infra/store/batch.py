@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from infra.store.schema import DECIMAL_PRECISION, DECIMAL_SCALE
-from messages.market import ClosedBar
+from messages.market import BarSource, ClosedBar
+from messages.types import align_ms, interval_ms
 
 _DEC = pa.decimal128(DECIMAL_PRECISION, DECIMAL_SCALE)
 _MAX_INT_DIGITS = DECIMAL_PRECISION - DECIMAL_SCALE
@@ -105,3 +106,61 @@ def _table(bars: list[ClosedBar]) -> pa.Table:
     # open_time: aware UTC datetimes, which pyarrow stores as UTC in the naive column;
     # source: a StrEnum, stored as its string.
     return pa.Table.from_arrays([pa.array(list(map(get, bars)), kind) for _, get, kind in _COLUMNS], schema=SCHEMA)
+
+
+# --- venue rows straight to columns ---------------------------------------------
+
+_TS = pa.timestamp("ms")
+_YEAR_2100_MS = 4_102_444_800_000
+
+
+def table_from_rows(symbol: str, interval: str, rows: list) -> pa.Table | None:
+    """GET /v5/market/kline rows ([start, open, high, low, close, volume, turnover], strings) as a
+    table of REST bars, parsed and checked column by column in Arrow's C++ kernels.
+
+    The checks are ClosedBar's (a millisecond start on the interval's grid,
+    positive prices, non-negative volume and turnover, low <= open, close <=
+    high), plus what the column needs (every decimal exact in
+    DECIMAL(38,18), each open time once). They are as strict or stricter:
+    a page that fails any of them as a whole gives None, and the caller
+    parses it row by row (`ClosedBar.from_rest_row`), which names the bad
+    row and the rule, or sets aside a value the column cannot hold. So this
+    is a shortcut for the common page, never a second set of rules.
+    Monthly bars (calendar months) always take the row-by-row path.
+    """
+    if not rows:
+        return SCHEMA.empty_table()
+    step = interval_ms(interval)
+    if step is None or not all(type(r) in (list, tuple) and len(r) == 7 for r in rows):
+        return None
+    try:
+        start, *values = (pa.array(column, pa.string()) for column in zip(*rows))
+        if not pc.all(pc.match_substring_regex(start, r"^[0-9]{1,16}$")).as_py():
+            return None
+        opens = start.cast(pa.int64())
+        lo_hi = pc.min_max(opens)
+        first, last = lo_hi["min"].as_py(), lo_hi["max"].as_py()
+        if first <= 0 or last >= _YEAR_2100_MS:
+            return None
+        # On the grid: every open a whole number of steps after one grid point (that of the earliest).
+        since = pc.subtract(opens, align_ms(interval, first))
+        if not pc.all(pc.equal(pc.multiply(pc.divide(since, step), step), since)).as_py():
+            return None
+        o, h, l, c, v, t = (column.cast(_DEC) for column in values)  # exact, or ArrowInvalid
+        if not (pc.all(pc.greater(l, 0)).as_py() and pc.all(pc.greater_equal(v, 0)).as_py()
+                and pc.all(pc.greater_equal(t, 0)).as_py()):
+            return None
+        if not (pc.all(pc.and_(pc.less_equal(l, o), pc.less_equal(l, c))).as_py()
+                and pc.all(pc.and_(pc.greater_equal(h, o), pc.greater_equal(h, c))).as_py()
+                and pc.all(pc.greater_equal(h, l)).as_py()):
+            return None
+        if pc.count_distinct(opens).as_py() != len(opens):
+            return None
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+    n = len(opens)
+    return pa.Table.from_arrays(
+        [pa.array([symbol] * n, pa.string()), pa.array([interval] * n, pa.string()), opens.cast(_TS),
+         o, h, l, c, v, t, pa.array([BarSource.REST.value] * n, pa.string())],
+        schema=SCHEMA,
+    )
