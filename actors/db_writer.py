@@ -38,7 +38,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Callable
 
 import pykka
@@ -49,9 +49,9 @@ from infra.store.sync import HistorySync, KlineSource, SyncFailed
 from messages.commands import CatchUp, Flush
 from messages.market import ClosedBar
 from messages.queries import GetWriterStats, WriterStats
-from messages.types import ms_to_utc, now_utc
+from messages.types import now_utc
 
-_BarKey = tuple[str, str, int]
+_BarKey = tuple[str, str, datetime]
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,8 @@ class BarBuffer:
         self._bars: dict[_BarKey, ClosedBar] = {}
 
     def add(self, bar: ClosedBar) -> int:
-        self._bars[(bar.symbol, bar.interval, bar.open_ms)] = bar
+        # Keyed by the datetime itself (hashed in C): `open_ms` would be a Python call per bar.
+        self._bars[(bar.symbol, bar.interval, bar.open_time)] = bar
         return len(self._bars)
 
     def __len__(self) -> int:
@@ -84,11 +85,11 @@ class BarBuffer:
 
     def ranges(self) -> dict[str, list[str]]:
         """Per series, the first and last open time held: what a heal would have to refetch."""
-        spans: dict[str, list[int]] = {}
-        for symbol, interval, open_ms in self._bars:
-            span = spans.setdefault(f"{symbol}/{interval}", [open_ms, open_ms])
-            span[0], span[1] = min(span[0], open_ms), max(span[1], open_ms)
-        return {k: [ms_to_utc(a).isoformat(), ms_to_utc(b).isoformat()] for k, (a, b) in spans.items()}
+        spans: dict[str, list[datetime]] = {}
+        for symbol, interval, open_time in self._bars:
+            span = spans.setdefault(f"{symbol}/{interval}", [open_time, open_time])
+            span[0], span[1] = min(span[0], open_time), max(span[1], open_time)
+        return {k: [a.isoformat(), b.isoformat()] for k, (a, b) in spans.items()}
 
 
 class DbWriter(NodeActor):
