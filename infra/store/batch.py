@@ -55,11 +55,12 @@ class Batch:
     def rows(self) -> int:
         return self.table.num_rows
 
-    @property
-    def bounds(self) -> tuple[datetime, datetime]:
-        """First and last open time in the batch (naive UTC, as stored); the batch must not be empty."""
-        lo_hi = pc.min_max(self.table["open_time"])
-        return lo_hi["min"].as_py(), lo_hi["max"].as_py()
+    def deduplicated(self) -> "Batch":
+        """Each (symbol, interval, open_time) once, the last copy in the batch winning."""
+        n = self.table.num_rows
+        last = self.table.append_column("_row", pa.array(range(n), pa.int64())).group_by(_KEY).aggregate(
+            [("_row", "max")])["_row_max"]
+        return Batch(table=self.table.take(pc.take(last, pc.sort_indices(last))), rejected=self.rejected)
 
 
 # Each column is one C-level `map(attrgetter)` over the bars, converted by
@@ -72,16 +73,18 @@ _KEY = ["symbol", "interval", "open_time"]
 
 
 def build_batch(bars: Iterable[ClosedBar]) -> Batch:
-    """The bars as one Arrow table, each key once (the last copy wins), unstorable bars set aside."""
+    """The bars as one Arrow table, unstorable bars set aside.
+
+    A key may still be there twice (a WebSocket repeat, a REST row over a WS
+    bar): checking every batch for that costs more than the write path's
+    answer, which is to let the primary key refuse such a batch and write
+    `deduplicated()` instead (the DbWriter's buffer already keeps one copy).
+    """
     bars = bars if isinstance(bars, list) else list(bars)
     try:
-        table = _table(bars)
+        return Batch(table=_table(bars), rejected=())
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return _slow_batch(bars)  # rare: some value does not fit
-    if table.num_rows and table.group_by(_KEY).aggregate([]).num_rows != table.num_rows:
-        # A bar told twice (a WebSocket repeat, a REST row over a WS bar): keep the last copy.
-        table = _table(list(_unique(bars).values()))
-    return Batch(table=table, rejected=())
 
 
 def _unique(bars: Iterable[ClosedBar]) -> dict[tuple[str, str, datetime], ClosedBar]:

@@ -9,8 +9,7 @@ file, so keep it short: one flush, one page, one scan.
 Every write goes through `StoreSession.write_bars`: one Arrow table
 registered with DuckDB, one statement that removes the stored copies of
 the batch's bars and one that inserts the batch (an upsert, whatever the
-batch size), plus one for the series metadata, in one transaction
-(DATA-002: there is no other write path).
+batch size), in one transaction (DATA-002: there is no other write path).
 """
 
 from __future__ import annotations
@@ -70,22 +69,13 @@ def _trim(value: Decimal) -> Decimal:
 
 # Replace = delete the stored twins, then insert (measured about 20 % cheaper than
 # INSERT OR REPLACE on a 1M-row file; the range predicate lets DuckDB skip row groups
-# outside the batch). Series metadata by a plain UPDATE, and an INSERT only for a
-# series seen the first time: INSERT ... ON CONFLICT DO UPDATE cost about 7 ms a
-# statement on DuckDB 2.0, this pair about 1 ms.
+# outside the batch). Nothing else: a series' first and last bar are read from ohlcv.
 _UPSERT_SCRIPT = """
 BEGIN TRANSACTION;
 DELETE FROM ohlcv USING incoming_bars AS b
  WHERE ohlcv.open_time BETWEEN (SELECT min(open_time) FROM incoming_bars) AND (SELECT max(open_time) FROM incoming_bars)
    AND ohlcv.symbol = b.symbol AND ohlcv.interval = b.interval AND ohlcv.open_time = b.open_time;
 INSERT INTO ohlcv BY NAME SELECT * FROM incoming_bars;
-UPDATE series SET first_open = least(series.first_open, b.lo), last_open = greatest(series.last_open, b.hi)
-  FROM (SELECT symbol, interval, min(open_time) AS lo, max(open_time) AS hi FROM incoming_bars GROUP BY ALL) AS b
- WHERE series.symbol = b.symbol AND series.interval = b.interval;
-INSERT INTO series (symbol, interval, first_open, last_open)
-  SELECT symbol, interval, min(open_time), max(open_time) FROM incoming_bars AS b
-   WHERE NOT EXISTS (SELECT 1 FROM series WHERE series.symbol = b.symbol AND series.interval = b.interval)
-   GROUP BY ALL;
 COMMIT;
 """
 
@@ -116,6 +106,16 @@ class StoreSession:
         """Upsert a batch already in columns (`build_batch`, or a sync page from `table_from_rows`)."""
         if batch.rows == 0:
             return WriteResult(0, batch.rejected)
+        try:
+            self._upsert(batch)
+        except duckdb.ConstraintException:
+            # The batch holds a key twice (the delete cannot see a twin that is not stored
+            # yet): the primary key refused it, nothing was written. Keep the last copy.
+            batch = batch.deduplicated()
+            self._upsert(batch)
+        return WriteResult(batch.rows, batch.rejected)
+
+    def _upsert(self, batch: Batch) -> None:
         conn = self.conn
         conn.register("incoming_bars", batch.table)
         try:
@@ -130,7 +130,6 @@ class StoreSession:
             raise
         finally:
             conn.unregister("incoming_bars")
-        return WriteResult(batch.rows, batch.rejected)
 
     def add_venue_holes(self, symbol: str, interval: str, holes: Sequence[BarRange]) -> list[BarRange]:
         """Remember ranges the venue has no bars for (merged with what is known); return the ledger."""
@@ -205,17 +204,26 @@ class StoreSession:
         return [r[0] for r in rows]
 
     def series(self) -> list[SeriesInfo]:
-        rows = self.conn.execute(
-            """SELECT symbol, interval, first_open, last_open, last_sync_at, last_heal_at
-               FROM series ORDER BY symbol, interval"""
-        ).fetchall()
-        return [SeriesInfo(s, i, _utc(a), _utc(b), _utc(c), _utc(d)) for s, i, a, b, c, d in rows]
+        """Every series with a bar or a sync/heal record; first and last bar as stored right now."""
+        return self._series_rows("", [])
 
     def series_info(self, symbol: str, interval: str) -> SeriesInfo | None:
-        for info in self.series():
-            if info.symbol == symbol and info.interval == interval:
-                return info
-        return None
+        rows = self._series_rows("WHERE symbol = ? AND interval = ?", [symbol, interval])
+        return rows[0] if rows else None
+
+    def _series_rows(self, where: str, args: list) -> list[SeriesInfo]:
+        # The first and last bar come from ohlcv (an aggregate over the series' rows),
+        # the sync/heal times from `series`; a series may have either or both.
+        rows = self.conn.execute(
+            f"""WITH spans AS (SELECT symbol, interval, min(open_time) AS first_open, max(open_time) AS last_open
+                               FROM ohlcv {where} GROUP BY ALL),
+                     marks AS (SELECT symbol, interval, last_sync_at, last_heal_at FROM series {where})
+                SELECT symbol, interval, first_open, last_open, last_sync_at, last_heal_at
+                FROM spans FULL OUTER JOIN marks USING (symbol, interval)
+                ORDER BY symbol, interval""",
+            args * 2,
+        ).fetchall()
+        return [SeriesInfo(s, i, _utc(a), _utc(b), _utc(c), _utc(d)) for s, i, a, b, c, d in rows]
 
     def venue_holes(self, symbol: str, interval: str) -> list[BarRange]:
         rows = self.conn.execute(

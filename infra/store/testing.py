@@ -54,8 +54,8 @@ def make_series(symbol: str, interval: str, start: datetime, count: int, *,
 def fill_minutes_sql(session, symbol: str, start: datetime, count: int, missing: Collection[int] = ()) -> int:
     """Bulk-load `count` one-minute bar slots in SQL (fast setup for big files), leaving out `missing`.
 
-    Test and benchmark setup only: it bypasses `write_bars` and the series
-    metadata, which a caller that needs it should set itself.
+    Test and benchmark setup only: it bypasses `write_bars` (the series'
+    first and last bar are read from the bars, so they are right anyway).
     """
     skip = sorted(set(missing))
     session.conn.execute(

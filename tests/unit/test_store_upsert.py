@@ -52,6 +52,16 @@ def test_one_batch_holding_the_same_bar_twice_stores_it_once(store):
         assert s.bars("BTCUSDT", "1") == [newer]
 
 
+def test_a_batch_with_several_keys_repeated_keeps_each_ones_last_copy(store):
+    t = utc_to_ms(T0)
+    a1, a2, a3 = (make_bar("BTCUSDT", "1", t, seq=i) for i in (1, 2, 3))
+    b1, b2 = (make_bar("BTCUSDT", "1", t + 60_000, seq=i) for i in (4, 5))
+    c1 = make_bar("ETHUSDT", "1", t, seq=6)
+    assert store.write_bars([a1, b1, a2, c1, a3, b2]).written == 3
+    with store.session() as s:
+        assert s.bars("BTCUSDT", "1") == [a3, b2] and s.bars("ETHUSDT", "1") == [c1]
+
+
 def test_the_schema_itself_refuses_a_duplicate_key(store):
     """Heal's dedupe has nothing to do: even a raw INSERT bypassing the store cannot duplicate a bar."""
     store.write_bars([make_bar("BTCUSDT", "1", utc_to_ms(T0))])
