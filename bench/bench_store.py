@@ -239,8 +239,8 @@ def _gap_scan(tmp: Path) -> dict[str, float]:
         exact.append(got["exact"])
         return got["seconds"]
 
-    # The Python loop takes seconds a run; three alternated pairs in fresh processes.
-    cmp = alternate(raw=lambda: run("python"), ours=lambda: run("ours"), rounds=3, warmup=0)
+    # Five alternated pairs, each run in a fresh process (a cold scan, as a new session does it).
+    cmp = alternate(raw=lambda: run("python"), ours=lambda: run("ours"), rounds=5, warmup=0)
     record("gap_scan_s", "gap_scan_python_s", "gap_scan_speedup")
     record("gap_scan_peak_rss_mb", "gap_scan_python_peak_rss_mb")
     return {
