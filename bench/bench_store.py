@@ -24,10 +24,12 @@
   upsert of prebuilt Arrow, close, unlock. -> `db_session500_ratio`.
 * `gap_scan_s`: `StoreSession.gaps` over 1,051,200 one-minute bars (two
   years) with 20 planted gaps. Reference: the reviewed design (fetch every
-  timestamp, loop in Python). Each run in a fresh process, the two
-  alternating; `gap_scan_speedup` = reference time / ours.
+  timestamp, loop in Python). Five runs each, alternating, each in a fresh
+  process that scans in three fresh sessions (an attach starts with an
+  empty buffer pool, as every session of the node does) and reports the
+  median; `gap_scan_speedup` = reference time / ours.
   `gap_scan_peak_rss_mb`: the peak resident-memory growth of that process
-  during the scan (kernel VmHWM, so DuckDB's native memory counts; see
+  during a scan (kernel VmHWM, so DuckDB's native memory counts; see
   bench/memory.py), and the reference's for comparison.
 * `db_writer_live_p99_ms`: bars told to a running DbWriter (default flush
   settings) at a steady 2,000 per second spread over 50 series, while
