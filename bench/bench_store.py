@@ -210,7 +210,7 @@ def _sessions(tmp: Path) -> dict[str, float]:
                         conn.close()
             return time.perf_counter() - started
 
-    figures = alternate(raw=raw, ours=ours, rounds=31, warmup=2).throughput(
+    figures = alternate(raw=raw, ours=ours, rounds=41, warmup=2).throughput(
         "db_session500_bars_per_s", "db_session500_raw_bars_per_s", units * size)
     store.close()
     out = dict(figures)

@@ -3,7 +3,7 @@
     python -m bench sync
 
 * `sync_bars_per_s`: one symbol, interval 1, 10 days (14,400 bars in 15
-  pages; 11 rounds) into an empty history file through everything real: pybit over
+  pages; 21 rounds) into an empty history file through everything real: pybit over
   loopback HTTP, the gateway (rate limiter, error mapping, ClosedBar
   parsing), `HistorySync` (gap plan, paging, venue-hole ledger) and a
   session per page on the DuckDB file. Reference `sync_raw_bars_per_s`: a
@@ -104,7 +104,7 @@ def _ratio(tmp: Path, rest: str, end_ms: int) -> dict[str, float]:
             return elapsed
 
         resync: list[float] = []
-        cmp = alternate(raw=raw, ours=ours, rounds=11, warmup=2)
+        cmp = alternate(raw=raw, ours=ours, rounds=21, warmup=2)
         figures = cmp.throughput("sync_bars_per_s", "sync_raw_bars_per_s", DAYS * 1440)
         out["sync_ratio"] = figures.pop("sync_bars_per_s_ratio")
         out.update(figures)
