@@ -7,7 +7,7 @@
   loopback HTTP, the gateway (rate limiter, error mapping, ClosedBar
   parsing), `HistorySync` (gap plan, paging, venue-hole ledger) and a
   session per page on the DuckDB file. Reference `sync_raw_bars_per_s`: a
-  bare pybit `HTTP.get_kline` loop paging the same 44 windows (no
+  bare pybit `HTTP.get_kline` loop paging the same 15 windows (no
   parsing into messages, no store). The two alternate, round by round,
   against one `python -m infra.sim` process (its own interpreter, so its
   work is not counted as ours). -> `sync_ratio`.
