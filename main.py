@@ -4,6 +4,9 @@
     python main.py [--config FILE] preflight [--read-only] [--i-mean-live]
     python main.py [--config FILE] sync [--symbol S] [--interval I] [--days N | --start T [--end T]]
     python main.py [--config FILE] gaps | heal
+    python main.py [--config FILE] signal SYMBOL long|short|flat [--usd N]
+    python main.py [--config FILE] panic
+    python main.py [--config FILE] status [--json]
 
 Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage,
 130 forced exit on a second Ctrl-C.
@@ -80,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     from infra.store.cli import add_history_commands
 
     add_history_commands(sub)
+    from actors.control import add_control_commands
+
+    add_control_commands(sub)
+    _add_status_parser(sub)
     return parser
 
 
@@ -109,23 +116,55 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "run"])
     if getattr(args, "i_mean_live", False):
         os.environ["BYBIT_NODE_LIVE_CONFIRMED"] = "true"
+    try:
+        return _configured_command(args)
+    except KeyboardInterrupt:  # before `run` installs its handlers, or in sync/gaps/heal
+        print(_interrupted_message(args.command), file=sys.stderr)
+        return EXIT_FORCED
 
+
+# --- one clear answer per failure: exit code and one paragraph, never a traceback ---
+
+
+def _configured_command(args) -> int:
     from infra.config import ConfigError, load_config
-    from infra.logging import configure_logging, get_logger
+    from infra.logging import configure_logging, get_logger, shutdown_logging
 
     try:
         app = load_config(args.config)
     except ConfigError as exc:
-        configure_logging(console="plain", file_path=None)
-        get_logger("config").error(
-            "config.invalid", source=exc.source, problems=[f"{f}: {r}" for f, r in exc.problems]
-        )
         print(exc.render(), file=sys.stderr)
         return EXIT_CONFIG
     node = app.node
-    configure_logging(
-        level=node.log.level, console=node.log.console, file_path=node.log_path, secrets=app.secret_values()
-    )
+    if node.data_dir.exists() and not node.data_dir.is_dir():
+        print(f"configuration error in {app.source}:\n  - data_dir: {node.data_dir} is a file, not a directory",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    log_path = node.log_path
+    if _reads_only(args) and not log_path.parent.is_dir():
+        log_path = None  # a read command creates nothing: the console is its log
+    try:
+        configure_logging(level=node.log.level, console=node.log.console, file_path=log_path,
+                          secrets=app.secret_values())
+    except OSError as exc:
+        print(f"error: cannot write the log file {node.log_path}: {exc.strerror or exc}. data_dir "
+              f"({node.data_dir}) must be a writable directory; point data_dir (or log.file) elsewhere.",
+              file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        return _dispatch(app, args)
+    except Exception as exc:  # noqa: BLE001 - the one place that turns a failure into an exit code
+        return _failed(args.command, exc, get_logger("node"), node.log_path if log_path else None)
+    finally:
+        shutdown_logging()
+
+
+def _reads_only(args) -> bool:
+    return args.command in ("gaps", "status") or (args.command == "preflight" and args.read_only)
+
+
+def _dispatch(app, args) -> int:
+    from actors import control as control_cli
     from infra.store import cli as history_cli
 
     commands: dict[str, Callable[..., int]] = {
@@ -134,13 +173,46 @@ def main(argv: list[str] | None = None) -> int:
         "sync": history_cli.sync_command,
         "gaps": history_cli.gaps_command,
         "heal": history_cli.heal_command,
+        "signal": control_cli.signal_command,
+        "panic": control_cli.panic_command,
+        "status": status_command,
     }
-    try:
-        return commands[args.command](app, args)
-    finally:
-        from infra.logging import shutdown_logging
+    return commands[args.command](app, args)
 
-        shutdown_logging()
+
+def _interrupted_message(command: str | None) -> str:
+    if command in ("sync", "heal"):
+        return (f"interrupted: `{command}` stopped by Ctrl-C. The history file is consistent (each page is "
+                f"written in one transaction); run `python main.py {command}` again to finish.")
+    return f"interrupted: `{command}` stopped by Ctrl-C."
+
+
+def _failed(command: str, exc: BaseException, log, log_path) -> int:
+    """An error no command handled: one paragraph on stderr, the traceback only in the log file."""
+    import duckdb
+
+    from infra.store import StoreError
+
+    interrupted = isinstance(exc, duckdb.InterruptException) or (
+        isinstance(exc, RuntimeError) and "interrupted" in str(exc).lower())  # some DuckDB paths say only this
+    if interrupted:  # Ctrl-C met inside a DuckDB statement
+        print(_interrupted_message(command), file=sys.stderr)
+        return EXIT_FORCED
+    if isinstance(exc, StoreError):
+        from infra.store.cli import store_failed
+
+        return store_failed(exc)
+    if isinstance(exc, OSError):
+        what = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+        print(f"error: `{command}` failed: {what}. Check that data_dir exists, is a directory and is writable.",
+              file=sys.stderr)
+        log.error("node.os_error", command=command, error=str(exc), file_only=True)
+        return EXIT_FAILURE
+    log.error("node.crashed", command=command, error=repr(exc), exc_info=exc, file_only=True)
+    where = f"; the traceback is in {log_path}" if log_path else ""
+    print(f"error: `{command}` failed unexpectedly: {type(exc).__name__}: {exc}{where}. This is a bug: "
+          "please report it with that log.", file=sys.stderr)
+    return EXIT_FAILURE
 
 
 def run_node(app, args) -> int:
@@ -171,18 +243,41 @@ def run_node(app, args) -> int:
         print(f"error: {exc}. Stop it first (or use another data_dir).", file=sys.stderr)
         return EXIT_FAILURE
     try:
+        if not _history_readable(app, log):
+            return EXIT_FAILURE
         return _run_supervised(app, args, log, stop, started)
     finally:
         presence.release()
 
 
+def _history_readable(app, log) -> bool:
+    """A damaged history file refuses the start: a node whose every flush fails would lose bars while it looks healthy."""
+    from infra.store import StoreBusy, StoreError
+    from infra.store.verify import verify_store
+
+    node = app.node
+    try:
+        verify_store(node.db_path, lock_timeout_s=float(node.db_writer.lock_timeout_s), owner="node start-up check",
+                     catch_up_days=node.db_writer.catch_up_days)
+    except StoreBusy as exc:
+        log.error("store.busy", path=str(node.db_path), error=str(exc), file_only=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return False
+    except StoreError as exc:
+        log.error("store.unreadable", path=str(node.db_path), error=str(exc), file_only=True)
+        print(f"error: the node did not start: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
 def _run_supervised(app, args, log, stop, started) -> int:
     import pykka
 
-    from actors.base import Directory
+    from actors.base import Directory, Role
     from actors.supervisor import Supervisor
     from actors.tree import default_children
     from infra.bybit.gateway import Gateway
+    from infra.market_reader import LiveMarketReader
     from infra.venue import open_venue
     from messages.control import Ping
 
@@ -191,8 +286,12 @@ def _run_supervised(app, args, log, stop, started) -> int:
         safety = _startup_safety(app, gateway, urls, log)
         if safety is None:
             return EXIT_FAILURE
-        supervisor = Supervisor.start(app, Directory(), default_children(), urls=urls, gateway=gateway)
-        start_timeout = float(node.supervisor.ask_timeout_s) * (len(default_children()) + 1)
+        directory = Directory()
+        # One reader for Risk and the Executor: the StateStore first, REST (query lane) as fallback (DATA-023).
+        reader = LiveMarketReader.from_config(node, lambda: directory.get(Role.STATE_STORE), gateway)
+        supervisor = Supervisor.start(app, directory, default_children(node), urls=urls, gateway=gateway,
+                                      market_reader=reader)
+        start_timeout = float(node.supervisor.ask_timeout_s) * (len(default_children(node)) + 1)
         try:
             roles = supervisor.ask(Ping(), timeout=start_timeout) and supervisor.proxy().running_roles().get(timeout=5)
         except (pykka.ActorDeadError, pykka.Timeout) as exc:
@@ -207,11 +306,83 @@ def _run_supervised(app, args, log, stop, started) -> int:
             startup_ms=round((time.monotonic() - started) * 1000, 1),
         )
 
-        log.info("node.stopping", reason=stop.wait(args.duration))
+        control = _start_control(app, directory, log)
+        publisher = _status_publisher(node, directory)
+        log.info("node.stopping", reason=_wait_publishing(stop, args.duration, publisher))
         stopping = time.monotonic()
+        if control is not None:
+            control.stop()
         code = _stop(supervisor, node, log)
+        publisher.remove()
     log.info("node.stopped", exit_code=code, shutdown_ms=round((time.monotonic() - stopping) * 1000, 1))
     return code
+
+
+def _start_control(app, directory, log):
+    """`signal` / `panic` from another process: a watched directory under <data_dir>/run/, never a socket."""
+    from actors.control import node_handler
+    from infra.control import ControlWatcher
+
+    node = app.node
+    handler = node_handler(directory, node)
+    try:
+        return ControlWatcher(node.data_dir, node.venue.value, handler, poll_s=node.panic.control_poll_ms / 1000).start()
+    except OSError as exc:  # the node still runs; only the command line cannot reach it
+        log.error("control.unavailable", error=str(exc), consequence="`signal` and `panic` cannot reach this node")
+        return None
+
+
+def _status_publisher(node, directory):
+    from actors.base import Role
+    from infra.status import StatusPublisher
+
+    return StatusPublisher(
+        node.data_dir, node.venue.value,
+        state_store=lambda: directory.get(Role.STATE_STORE),
+        panic=lambda: directory.get(Role.PANIC),
+        db_writer=lambda: directory.get(Role.DB_WRITER),
+    )
+
+
+def _wait_publishing(stop, duration, publisher) -> str:
+    """Wait for a stop signal (or `duration`), rewriting the status file about every second."""
+    from infra.status import INTERVAL_S
+
+    deadline = None if duration is None else time.monotonic() + duration
+    while True:
+        publisher.publish()
+        left = INTERVAL_S if deadline is None else min(INTERVAL_S, deadline - time.monotonic())
+        if left <= 0:
+            return "duration"
+        reason = stop.wait(left)
+        if reason != "duration":
+            return reason
+
+
+def _add_status_parser(sub) -> None:
+    status = sub.add_parser(
+        "status",
+        help="show the running node's state: trading state, ready, streams, positions, orders, wallet",
+        description=(
+            "Print what the node running on this data directory and venue publishes every second: venue, "
+            "trading state, ready (and why not), per-stream age/stale/frames, positions with unrealised PnL, "
+            "open orders, wallet equity, DbWriter queue and last flush. Exit 1 when no node is running."
+        ),
+    )
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+
+
+def status_command(app, args) -> int:
+    from infra.status import STALE_AFTER_S, StatusUnavailable, read_live_status, render
+
+    node = app.node
+    try:
+        status = read_live_status(node.data_dir, node.venue.value)
+    except StatusUnavailable as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_FAILURE
+    print(json.dumps(status, indent=2) if args.json else render(status))
+    return EXIT_OK if status["status_age_s"] <= STALE_AFTER_S else EXIT_FAILURE
 
 
 def _startup_safety(app, gateway, urls, log):
@@ -222,7 +393,7 @@ def _startup_safety(app, gateway, urls, log):
     disconnect-cancel-all when the account has it. A venue that cannot be
     reached refuses the start: the node never runs on unknown account state.
     """
-    from infra.bybit.account_safety import prepare_account
+    from infra.bybit.account_safety import prepare_account, unlisted_symbols
     from infra.bybit.errors import ExchangeError
     from infra.bybit.preflight import PreflightRefused, require_preflight
     from infra.config import TradingMode
@@ -231,6 +402,12 @@ def _startup_safety(app, gateway, urls, log):
     try:
         clock = gateway.server_time()  # reachable at all? (retried on the query lane)
         log.info("node.venue_reachable", rest_url=urls.rest, skew_ms=clock.skew_ms, round_trip_ms=clock.round_trip_ms)
+        unlisted = unlisted_symbols(gateway, node.symbols)
+        if unlisted:
+            log.error("node.symbols_unlisted", problems=unlisted, file_only=True)
+            print("error: the node did not start: " + "; ".join(unlisted) + ". Fix `symbols` in the config "
+                  "(or BYBIT_NODE_SYMBOLS).", file=sys.stderr)
+            return None
         if node.trading_mode is TradingMode.LIVE:
             try:
                 require_preflight(gateway, app)

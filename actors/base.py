@@ -29,6 +29,7 @@ class Role(StrEnum):
     RISK = "risk"
     PANIC = "panic"
     EXECUTOR = "executor"
+    EXAMPLE_STRATEGY = "example_strategy"
     WS_PRIVATE = "ws_private"
     WS_PUBLIC = "ws_public"
 
@@ -40,17 +41,45 @@ START_ORDER: tuple[Role, ...] = (
     Role.RISK,
     Role.PANIC,
     Role.EXECUTOR,
+    Role.EXAMPLE_STRATEGY,  # only when config enables it (actors.tree)
     Role.WS_PRIVATE,
     Role.WS_PUBLIC,
 )
 
 
 class Directory:
-    """Role -> current ActorRef. Peers look a role up when sending, so a restarted peer is found."""
+    """Role -> current ActorRef. Peers look a role up when sending, so a restarted peer is found.
+
+    It also remembers which generations of a role were retired: a replaced
+    WebSocket actor may be stuck and never run its on_stop, so its pybit
+    callbacks ask here, not the old actor, whether they still count.
+    """
 
     def __init__(self) -> None:
         self._refs: dict[Role, pykka.ActorRef[Any]] = {}
+        self._retired_upto: dict[Role, int] = {}
+        self._retire_hooks: dict[tuple[Role, int], list[Callable[[], None]]] = {}
         self._lock = threading.Lock()
+
+    def is_retired(self, role: Role, generation: int) -> bool:
+        return generation <= self._retired_upto.get(role, -1)
+
+    def on_retire(self, role: Role, generation: int, hook: Callable[[], None]) -> None:
+        """Run `hook` (e.g. close the socket) when this generation is retired, even if its actor is stuck."""
+        with self._lock:
+            if not self.is_retired(role, generation):
+                self._retire_hooks.setdefault((role, generation), []).append(hook)
+                return
+        hook()
+
+    def retire(self, role: Role, generation: int) -> list[Callable[[], None]]:
+        """Mark every generation up to `generation` retired; returns the hooks to run (by the caller's rules)."""
+        with self._lock:
+            self._retired_upto[role] = max(generation, self._retired_upto.get(role, -1))
+            hooks = [h for (r, g), hs in list(self._retire_hooks.items()) if r is role and g <= generation for h in hs]
+            for key in [k for k in self._retire_hooks if k[0] is role and k[1] <= generation]:
+                del self._retire_hooks[key]
+        return hooks
 
     def register(self, role: Role, ref: pykka.ActorRef[Any]) -> None:
         with self._lock:
@@ -88,6 +117,8 @@ class ActorContext:
     urls: VenueUrls | None = None
     # The node's one gateway (infra.bybit.Gateway): one rate limiter for every caller.
     gateway: Any = None
+    # infra.market_reader.MarketReader: prices for Risk and the Executor (stream first, REST fallback).
+    market_reader: Any = None
 
 
 class NodeActor(pykka.ThreadingActor):

@@ -192,6 +192,12 @@ class DbWriter(NodeActor):
         self._last_error = f"{type(exc).__name__}: {exc}"
         retry_in = min(self._retry_max_s, self._interval_s * 2 ** (self._failures - 1))
         busy = isinstance(exc, StoreBusy)
+        if not busy:  # a broken file, not a wait: said once as an error, then retried quietly
+            if self._failures == 1:
+                self._log.error("db.write_failed", bars=len(self._buffer), error=repr(exc), reason=reason)
+            if not self._stopping:
+                self._arm(retry_in, "retry", replace=True)
+            return FlushReport(0, len(self._buffer), str(exc))
         self._log.warning(
             "db.flush_failed",
             bars=len(self._buffer),
@@ -248,8 +254,10 @@ class DbWriter(NodeActor):
             (symbol, interval), rest = pending[0], pending[1:]
             outcome[f"{symbol}/{interval}"] = self._catch_up_series(symbol, interval)
             if rest:
+                self._catching_up = (msg.reason, rest, outcome)  # what a stop now would skip
                 self.actor_ref.tell(CatchUp(reason=msg.reason, pending=rest, done=tuple(outcome.items())))
                 return None
+        self._catching_up = None
         failed = {k: v for k, v in outcome.items() if v.startswith("failed")}
         (self._log.warning if failed else self._log.info)("db.catch_up", reason=msg.reason, series=outcome)
         return outcome
@@ -277,6 +285,10 @@ class DbWriter(NodeActor):
             self.actor_ref.tell(CatchUp(reason="start"))
 
     def on_stop(self) -> None:
+        if getattr(self, "_catching_up", None):  # stopped mid catch-up: say which series were not done
+            reason, rest, outcome = self._catching_up
+            skipped = {f"{s}/{i}": "skipped: the node stopped first" for s, i in rest}
+            self._log.warning("db.catch_up", reason=reason, series={**outcome, **skipped}, stopped=True)
         self._stopping = True
         self._cancel_timer()
         self._drain()

@@ -1,17 +1,615 @@
-"""Executor actor.
+"""Executor: a signal becomes at most one order, and what happened to it is recorded.
 
-Executor runs signal -> trading state -> risk -> price check -> order with
-an idempotent orderLinkId -> fill confirmation -> record.
+    Signal -> seen before? -> trading state -> venue/mode -> StateStore snapshot
+           -> price from the market reader -> size (qty | usd | default, rounded)
+           -> Risk (ask) -> price deviation -> create with TP/SL (orderLinkId
+           from the signal id) -> fill from the private stream, REST as fallback
 
-Not built yet: this actor only takes part in the node's start/stop order;
-its behaviour is completed by its own issue. It handles no messages, and
-any message sent to it is logged as `actor.unhandled_message`.
+Idempotency has two layers. The Executor remembers every signal id it has
+handled (the last `_SIGNALS_KEPT`) and answers a repeat with the first
+result. Below that, the orderLinkId is derived from the signal id, so even
+a repeat it forgot (a restart) or a retry after an unknown outcome re-sends
+the same orderLinkId, which the venue refuses as a duplicate (110072) and
+the gateway resolves to the existing order: never a second order.
+
+The fill is confirmed without holding the mailbox: after the create is
+accepted, the Executor tells itself `_ConfirmFill` on a timer and reads
+StateStore snapshots (executions by orderLinkId) in between other
+messages; after `fill_stream_wait_s` it also asks the venue (get_order,
+get_executions); after `fill_timeout_s` it gives up with an error event.
+Meanwhile a signal for another symbol goes through at once, one for the
+same symbol is blocked (`order_in_flight`): it would be judged against a
+position that is about to change; a FLAT is never held back by an entry.
+A FLAT signal is handed to Panic (`ClosePosition`, close before cancel,
+DATA-018) and its answer is waited for on a helper thread, not in the
+mailbox; a second FLAT for the symbol meanwhile is `close_in_flight`.
+
+The fill price comes from the venue's order (`avgPrice`) or, when that is
+0 or missing, from the executions; never from a quote (DATA-021). Every
+result repeats the request's flags, `reduce_only` included (DATA-022).
+Prices come from the market reader (stream first, REST only as its own
+fallback, DATA-023): the Executor itself makes no REST price call.
 """
 
 from __future__ import annotations
 
-from actors.base import NodeActor, Role
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Callable, Iterable
+
+import pykka
+
+from actors.base import ActorContext, NodeActor, Role
+from actors.timers import tell_later
+from infra.bybit import ExchangeError, OrderAck, OrderRefused, OrderRequest, OrderType, OutcomeUnknown, Rejected
+from infra.bybit import order_link_id as derive_link_id
+from infra.bybit.instruments import Instrument, decimal_str
+from infra.config import VENUE_MODE
+from infra.market_reader import MarketReader, Quote, StaleMarketData
+from messages.account import Execution, Order, OrderStatus
+from messages.commands import ClosePosition, CloseOutcome, CloseResult, Direction, Signal
+from messages.control import TradingState, TradingStateChanged
+from messages.queries import GetSnapshot, StateSnapshot
+from messages.trading import (
+    ExecutionOutcome,
+    ExecutionResult,
+    GetExecution,
+    OrderIntent,
+    PortfolioSnapshot,
+    RiskCheck,
+    RiskDecision,
+)
+from messages.types import Message, Side, now_utc, utc_to_ms
+
+_ZERO = Decimal(0)
+_HUNDRED = Decimal(100)
+_SIGNALS_KEPT = 10_000
+_ENDED = (OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.PARTIALLY_FILLED_CANCELED,
+          OrderStatus.DEACTIVATED)
+
+
+def _s(value: Decimal | None) -> str | None:
+    return None if value is None else decimal_str(value)
+
+
+# --- the pure parts -----------------------------------------------------------
+
+
+class Blocked(Exception):
+    """The signal stops here; nothing was sent."""
+
+    def __init__(self, check: str, reason: str, **figures: Any):
+        self.check, self.reason, self.figures = check, reason, figures
+        super().__init__(f"{check}: {reason}")
+
+
+def reference_price(quote: Quote) -> Decimal:
+    price = quote.last_price or quote.mark_price
+    if price is None:
+        raise Blocked("price", f"{quote.symbol}: the reader has neither a last nor a mark price")
+    return price
+
+
+def order_qty(signal: Signal, price: Decimal, inst: Instrument, default_usd: Decimal) -> Decimal:
+    """Contracts for the signal: its qty, or its USD (else the default) at `price`, rounded down to the step."""
+    if signal.qty is not None:
+        raw = signal.qty
+    else:
+        raw = (signal.usd or default_usd) / price
+    try:
+        qty = inst.checked_qty(raw, market=True, reduce_only=False)
+        inst.check_notional(qty, price)
+    except OrderRefused as exc:
+        raise Blocked("size", exc.detail or exc.reason, requested=_s(raw)) from None
+    return qty
+
+
+def protective_levels(signal: Signal, side: Side, price: Decimal, tp_pct: Decimal,
+                      sl_pct: Decimal) -> tuple[Decimal | None, Decimal | None]:
+    """The signal's TP/SL, or the configured distances from `price` for what it left out (0: none).
+
+    Every entry carries its stop into the venue in the create request itself,
+    so no position exists, not even for a moment, without it.
+    """
+    sign = Decimal(1) if side is Side.BUY else Decimal(-1)
+    tp, sl = signal.take_profit, signal.stop_loss
+    if tp is None and tp_pct > 0:
+        tp = price * (1 + sign * tp_pct / _HUNDRED)
+    if sl is None and sl_pct > 0:
+        sl = price * (1 - sign * sl_pct / _HUNDRED)
+    return tp, sl
+
+
+def price_deviation_pct(quote: Quote, signal_price: Decimal | None) -> tuple[Decimal, str]:
+    """The largest of: market vs the signal's price, last vs mark. (0, "") when nothing to compare."""
+    worst, against = _ZERO, ""
+    last, mark = quote.last_price, quote.mark_price
+    market = last or mark
+    if signal_price is not None and market is not None:
+        dev = abs(market - signal_price) / signal_price * _HUNDRED
+        worst, against = dev, "signal_price"
+    if last is not None and mark is not None:
+        dev = abs(last - mark) / mark * _HUNDRED
+        if dev > worst:
+            worst, against = dev, "mark_price"
+    return worst, against
+
+
+@dataclass(frozen=True)
+class Fill:
+    qty: Decimal
+    avg_price: Decimal
+    source: str  # "order" | "executions"
+
+
+def vwap(executions: Iterable[Execution]) -> tuple[Decimal, Decimal | None]:
+    qty = value = _ZERO
+    for e in executions:
+        qty += e.exec_qty
+        value += e.exec_qty * e.exec_price
+    return qty, (value / qty if qty > 0 else None)
+
+
+def fill_from(order: Order | None, executions: Iterable[Execution]) -> Fill | None:
+    """The fill as the venue reports it: avgPrice when it has one, else the executions (DATA-021).
+
+    None while neither says the order is filled at a known price. A quote is never used.
+    """
+    exec_qty, exec_avg = vwap(executions)
+    if order is not None and order.order_status is OrderStatus.FILLED:
+        qty = order.cum_exec_qty or order.qty
+        if order.avg_price is not None:
+            return Fill(qty, order.avg_price, "order")
+        if exec_avg is not None and exec_qty >= qty:
+            return Fill(exec_qty, exec_avg, "executions")
+        return None
+    return None
+
+
+_EXEC_LOOKBACK = timedelta(minutes=1)
+
+
+def _executions_of(executions: tuple[Execution, ...], link: str, order_id: str, *, since: datetime) -> list[Execution]:
+    """This order's trade executions; newest first, stopping at the first one older than `since`
+    (the StateStore keeps thousands: a full scan per check would cost a millisecond)."""
+    out = []
+    for e in reversed(executions):
+        if e.exec_time < since:
+            break
+        if e.is_trade and (e.order_link_id == link or e.order_id == order_id):
+            out.append(e)
+    return out
+
+
+class SignalLedger:
+    """The signal ids already handled, newest last, with their latest result (bounded)."""
+
+    def __init__(self, kept: int = _SIGNALS_KEPT):
+        self._kept = kept
+        self._results: OrderedDict[str, ExecutionResult] = OrderedDict()
+
+    def get(self, signal_id: str) -> ExecutionResult | None:
+        return self._results.get(signal_id)
+
+    def record(self, result: ExecutionResult) -> None:
+        self._results[result.signal_id] = result
+        self._results.move_to_end(result.signal_id)
+        while len(self._results) > self._kept:
+            self._results.popitem(last=False)
+
+
+# --- the actor --------------------------------------------------------------------
+
+
+class _ConfirmFill(Message):
+    order_link_id: str
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class _CloseDone:
+    signal_id: str
+    symbol: str
+    result: CloseResult | None
+    error: str | None
+
+
+@dataclass
+class _Pending:
+    signal: Signal
+    request: OrderRequest
+    ack: OrderAck
+    placed_at: datetime
+    placed_mono: float
+    result: ExecutionResult
 
 
 class Executor(NodeActor):
     role = Role.EXECUTOR
+
+    def __init__(self, ctx: ActorContext, *, reader: MarketReader | None = None, gateway: Any = None,
+                 clock: Callable[[], datetime] = now_utc):
+        super().__init__(ctx)
+        node = ctx.config.node
+        self._node = node
+        self._risk_cfg = node.risk
+        self._gateway = gateway if gateway is not None else ctx.gateway
+        self._reader = reader if reader is not None else getattr(ctx, "market_reader", None)
+        self._clock = clock
+        self._state = TradingState.HALTED
+        self._ledger = SignalLedger()
+        self._pending: dict[str, _Pending] = {}  # orderLinkId -> order awaiting its fill
+        self._busy_symbols: dict[str, str] = {}  # symbol -> signal id of the entry awaiting its fill
+        self._closing_symbols: dict[str, str] = {}  # symbol -> signal id of the close Panic is doing
+        self._ask_s = float(self._risk_cfg.ask_timeout_s)
+        self._stream_wait_s = float(self._risk_cfg.fill_stream_wait_s)
+        self._fill_timeout_s = float(self._risk_cfg.fill_timeout_s)
+        self._timers: set[threading.Timer] = set()
+        self._warm_thread: threading.Thread | None = None
+
+    def handlers(self) -> dict[type, Callable[[Any], Any]]:
+        return {
+            Signal: self._on_signal,
+            TradingStateChanged: self._on_trading_state,
+            _ConfirmFill: self._on_confirm_fill,
+            _CloseDone: self._on_close_done,
+            GetExecution: lambda m: self._ledger.get(m.signal_id),
+        }
+
+    def on_start(self) -> None:
+        super().on_start()
+        if self._reader is None:
+            self._log.error("executor.no_market_reader",
+                            reason="no MarketReader in the actor context: every entry will be blocked")
+        if self._gateway is None:
+            self._log.error("executor.no_gateway", reason="no gateway in the actor context: every order will be blocked")
+        else:
+            # On a helper thread: a slow venue must not hold the mailbox past the readiness probe.
+            self._warm_thread = threading.Thread(target=self._warm, name="executor-warm", daemon=True)
+            self._warm_thread.start()
+
+    def on_stop(self) -> None:
+        for timer in list(self._timers):
+            timer.cancel()
+        if self._warm_thread is not None:
+            self._warm_thread.join(timeout=1.0)  # no request of ours in flight while the process exits
+        for p in self._pending.values():
+            self._log.warning("order.fill_unconfirmed", signal_id=p.signal.signal_id, order_link_id=p.request.order_link_id,
+                              order_id=p.ack.order_id, symbol=p.request.symbol, reason="executor stopping")
+        super().on_stop()
+
+    # --- messages ---------------------------------------------------------------------
+
+    def _on_trading_state(self, msg: TradingStateChanged) -> None:
+        self._state = msg.state
+
+    def _warm(self) -> None:
+        """Instrument rules off the hot path, so the first signal does not wait for them (the cache is thread-safe)."""
+        for symbol in self._node.symbols:
+            try:
+                self._gateway.instrument(symbol)
+            except Exception as exc:
+                self._log.warning("executor.instrument_unavailable", symbol=symbol, error=repr(exc))
+
+    def _on_signal(self, signal: Signal) -> ExecutionResult:
+        """Never raises: a raising handler on a tell would kill the actor and drop its mailbox."""
+        received_mono = time.perf_counter()
+        seen = self._ledger.get(signal.signal_id)
+        if seen is not None and seen.outcome is not ExecutionOutcome.UNKNOWN:
+            self._log.info("executor.duplicate_signal", signal_id=signal.signal_id, outcome=seen.outcome.value,
+                           order_link_id=seen.order_link_id)
+            return seen
+        self._log.info("signal.received", signal_id=signal.signal_id, symbol=signal.symbol,
+                       direction=signal.direction.value, qty=_s(signal.qty), usd=_s(signal.usd),
+                       retry_of_unknown=seen is not None)
+        try:
+            result = self._handle(signal, received_mono)
+        except Blocked as b:
+            result = self._blocked(signal, b)
+        except Exception as exc:  # a bug: the signal is refused, the actor lives
+            self._log.error("executor.signal_failed", signal_id=signal.signal_id, error=repr(exc))
+            result = self._blocked(signal, Blocked("error", repr(exc)))
+        self._ledger.record(result)
+        return result
+
+    def _blocked(self, signal: Signal, b: Blocked) -> ExecutionResult:
+        if b.check != "risk":  # Risk logs its own decision (risk.blocked)
+            self._log.warning("executor.blocked", signal_id=signal.signal_id, symbol=signal.symbol, check=b.check,
+                              reason=b.reason, **{k: v for k, v in b.figures.items() if v is not None})
+        return ExecutionResult(
+            signal_id=signal.signal_id, symbol=signal.symbol, direction=signal.direction.value,
+            outcome=ExecutionOutcome.BLOCKED, reason=b.reason, check=b.figures.get("risk_check") or b.check,
+            reduce_only=signal.direction is Direction.FLAT, take_profit=signal.take_profit, stop_loss=signal.stop_loss,
+            finished_at=self._clock(),
+        )
+
+    def _handle(self, signal: Signal, received_mono: float) -> ExecutionResult:
+        closing = signal.direction is Direction.FLAT
+        if self._state is TradingState.HALTED:
+            raise Blocked("trading_state", "trading is HALTED")
+        if self._state is TradingState.REDUCING and not closing:
+            raise Blocked("trading_state", "trading is REDUCING: only closes")
+        self._check_mode()
+        # An entry waits for whatever is in flight on its symbol (it would be judged against a
+        # position about to change); a close only for another close: getting out is never queued
+        # behind an entry's confirmation.
+        closing_now = self._closing_symbols.get(signal.symbol)
+        if closing_now is not None and closing_now != signal.signal_id:
+            raise Blocked("close_in_flight", f"signal {closing_now} is closing {signal.symbol}")
+        busy = self._busy_symbols.get(signal.symbol)
+        if not closing and busy is not None and busy != signal.signal_id:
+            raise Blocked("order_in_flight", f"signal {busy} on {signal.symbol} is not finished yet")
+        snapshot = self._snapshot()
+        portfolio = PortfolioSnapshot.from_state(snapshot)
+        if closing:
+            return self._close(signal, portfolio)
+        return self._enter(signal, portfolio, received_mono)
+
+    def _check_mode(self) -> None:
+        node = self._node
+        if VENUE_MODE[node.venue] is not node.trading_mode:
+            raise Blocked("mode", f"trading_mode {node.trading_mode.value} does not match venue {node.venue.value}")
+        if self._gateway is None:
+            raise Blocked("mode", "no gateway")
+        problems = self._gateway.trading_problems()
+        if problems:
+            raise Blocked("mode", "; ".join(problems))
+
+    def _snapshot(self) -> StateSnapshot:
+        ref = self._ctx.directory.get(Role.STATE_STORE)
+        if ref is None:
+            raise Blocked("state", "no StateStore running")
+        try:
+            return ref.ask(GetSnapshot(), timeout=self._ask_s)
+        except (pykka.Timeout, pykka.ActorDeadError) as exc:
+            raise Blocked("state", f"StateStore did not answer: {type(exc).__name__}") from None
+
+    def _ask_risk(self, check: RiskCheck) -> RiskDecision:
+        ref = self._ctx.directory.get(Role.RISK)
+        if ref is None:
+            raise Blocked("risk_unavailable", "no Risk actor running")
+        try:
+            return ref.ask(check, timeout=self._ask_s)
+        except (pykka.Timeout, pykka.ActorDeadError) as exc:
+            raise Blocked("risk_unavailable", f"Risk did not answer: {type(exc).__name__}") from None
+
+    # --- entries -----------------------------------------------------------------------
+
+    def _enter(self, signal: Signal, portfolio: PortfolioSnapshot, received_mono: float) -> ExecutionResult:
+        if self._reader is None:
+            raise Blocked("price", "no market reader configured")
+        try:
+            quote = self._reader.quote(signal.symbol, max_age_s=float(self._risk_cfg.max_quote_age_s))
+        except StaleMarketData as exc:
+            raise Blocked("price", f"no fresh price: {exc}") from None
+        price = reference_price(quote)
+        inst = self._gateway.instrument(signal.symbol)
+        qty = order_qty(signal, price, inst, self._risk_cfg.default_order_usd)
+        side = Side.BUY if signal.direction is Direction.LONG else Side.SELL
+        decision = self._ask_risk(RiskCheck(
+            signal_id=signal.signal_id,
+            intent=OrderIntent(symbol=signal.symbol, side=side, qty=qty, price=price),
+            portfolio=portfolio,
+            trading_state=self._state,
+            funding_rate=quote.funding_rate,
+        ))
+        if not decision.allowed:
+            raise Blocked("risk", decision.reason, risk_check=decision.check)
+        deviation, against = price_deviation_pct(quote, signal.price)
+        if deviation > self._risk_cfg.max_price_deviation_pct:
+            raise Blocked("price_deviation", f"price is {_s(deviation.quantize(Decimal('0.0001')))} % off the {against}",
+                          limit_pct=_s(self._risk_cfg.max_price_deviation_pct), price=_s(price),
+                          signal_price=_s(signal.price), mark_price=_s(quote.mark_price))
+        take_profit, stop_loss = protective_levels(signal, side, price, self._risk_cfg.default_take_profit_pct,
+                                                   self._risk_cfg.default_stop_loss_pct)
+        link = derive_link_id(signal.signal_id, "entry", prefix="x")
+        request = OrderRequest(
+            symbol=signal.symbol, side=side, order_type=OrderType.MARKET, qty=qty, order_link_id=link,
+            reference_price=price, take_profit=take_profit, stop_loss=stop_loss,
+        )
+        base = ExecutionResult(
+            signal_id=signal.signal_id, symbol=signal.symbol, direction=signal.direction.value,
+            outcome=ExecutionOutcome.PENDING, order_link_id=link, side=side, order_type=request.order_type.value,
+            qty=qty, reduce_only=request.reduce_only, take_profit=request.take_profit, stop_loss=request.stop_loss,
+        )
+        pretrade_us = (time.perf_counter() - received_mono) * 1e6
+        try:
+            ack = self._gateway.create_order(request)
+        except OutcomeUnknown as exc:
+            self._log.error("order.outcome_unknown", signal_id=signal.signal_id, order_link_id=link, symbol=signal.symbol,
+                            error=str(exc), action="re-send the same signal: the orderLinkId keeps it to one order")
+            return replace(base, outcome=ExecutionOutcome.UNKNOWN, reason=str(exc), finished_at=self._clock())
+        except (Rejected, OrderRefused, ExchangeError) as exc:
+            self._log.warning("order.rejected", signal_id=signal.signal_id, order_link_id=link, symbol=signal.symbol,
+                              error=f"{type(exc).__name__}: {exc}")
+            return replace(base, outcome=ExecutionOutcome.REJECTED, reason=str(exc), finished_at=self._clock())
+        placed_at = self._clock()
+        self._log.info(
+            "order.placed", signal_id=signal.signal_id, order_link_id=link, order_id=ack.order_id, symbol=signal.symbol,
+            side=side.value, qty=_s(ack.qty), reduce_only=ack.reduce_only, take_profit=_s(request.take_profit),
+            stop_loss=_s(request.stop_loss), resolution=ack.resolution.value, pretrade_us=round(pretrade_us, 1),
+            reference_price=_s(price), quote_source=quote.source, quote_age_s=round(quote.age_s, 3),
+        )
+        result = replace(base, order_id=ack.order_id, qty=ack.qty, placed_at=placed_at)
+        self._pending[link] = _Pending(signal, request, ack, placed_at, time.monotonic(), result)
+        self._busy_symbols[signal.symbol] = signal.signal_id
+        self.actor_ref.tell(_ConfirmFill(order_link_id=link))
+        return result
+
+    # --- fill confirmation ------------------------------------------------------------------
+
+    def _on_confirm_fill(self, msg: _ConfirmFill) -> None:
+        p = self._pending.get(msg.order_link_id)
+        if p is None:
+            return
+        try:
+            done = self._confirm(p, msg.attempt)
+        except Exception as exc:  # keep trying until the deadline; never die here
+            self._log.warning("order.fill_check_failed", signal_id=p.signal.signal_id, order_link_id=msg.order_link_id,
+                              error=repr(exc))
+            done = False
+        if done:
+            return
+        elapsed = time.monotonic() - p.placed_mono
+        if elapsed >= self._fill_timeout_s:
+            self._log.error("order.fill_unconfirmed", signal_id=p.signal.signal_id, order_link_id=msg.order_link_id,
+                            order_id=p.ack.order_id, symbol=p.request.symbol, waited_s=round(elapsed, 2),
+                            reason="no fill seen on the stream or over REST; reconciliation will see the order")
+            self._finish(p, replace(p.result, outcome=ExecutionOutcome.UNCONFIRMED,
+                                    reason=f"no fill confirmed within {self._fill_timeout_s} s"))
+            return
+        delay = min(0.5, 0.02 * 2 ** min(msg.attempt, 5))
+        timer = tell_later(self.actor_ref, _ConfirmFill(order_link_id=msg.order_link_id, attempt=msg.attempt + 1), delay)
+        self._timers.add(timer)
+        self._timers = {t for t in self._timers if t.is_alive()}
+
+    def _confirm(self, p: _Pending, attempt: int) -> bool:
+        link, order_id = p.request.order_link_id, p.ack.order_id
+        # The ack of an order found by lookup already carries the venue's view.
+        if p.ack.order is not None:
+            fill = fill_from(p.ack.order, ())
+            if fill is not None:
+                return self._filled(p, fill, "lookup")
+        try:
+            snapshot = self._snapshot()
+        except Blocked:
+            snapshot = None
+        if snapshot is not None:
+            execs = _executions_of(snapshot.recent_executions, link, order_id, since=p.placed_at - _EXEC_LOOKBACK)
+            qty, avg = vwap(execs)
+            if avg is not None and qty >= p.ack.qty:
+                return self._filled(p, Fill(qty, avg, "executions"), "stream")
+        if time.monotonic() - p.placed_mono < self._stream_wait_s:
+            return False
+        order = self._gateway.get_order(p.request.symbol, order_link_id=link)
+        if order is None:
+            return False
+        execs_rest: list[Execution] = []
+        if order.order_status is OrderStatus.FILLED and order.avg_price is None:
+            start = utc_to_ms(p.placed_at - timedelta(minutes=1))
+            execs_rest = [e for e in self._gateway.get_executions(symbol=p.request.symbol, start_ms=start)
+                          if e.is_trade and (e.order_link_id == link or e.order_id == order.order_id)]
+        fill = fill_from(order, execs_rest)
+        if fill is not None:
+            return self._filled(p, fill, "rest")
+        if order.order_status in _ENDED:
+            qty = order.cum_exec_qty or _ZERO
+            outcome = ExecutionOutcome.PARTIALLY_FILLED if qty > 0 else ExecutionOutcome.REJECTED
+            self._log.warning("order.ended_unfilled", signal_id=p.signal.signal_id, order_link_id=link, order_id=order.order_id,
+                              symbol=order.symbol, order_status=order.order_status.value, filled_qty=_s(qty),
+                              reject_reason=order.reject_reason)
+            self._finish(p, replace(p.result, outcome=outcome, filled_qty=qty, avg_price=order.avg_price,
+                                    price_source="order" if order.avg_price else None,
+                                    reason=f"order ended {order.order_status.value}"))
+            return True
+        return False
+
+    def _filled(self, p: _Pending, fill: Fill, via: str) -> bool:
+        result = replace(p.result, outcome=ExecutionOutcome.FILLED, filled_qty=fill.qty, avg_price=fill.avg_price,
+                         price_source=fill.source, reason="filled")
+        self._log.info(
+            "order.filled", signal_id=p.signal.signal_id, order_link_id=p.request.order_link_id, order_id=p.ack.order_id,
+            symbol=p.request.symbol, side=p.request.side.value, qty=_s(fill.qty), avg_price=_s(fill.avg_price),
+            price_source=fill.source, confirmed_via=via, reduce_only=result.reduce_only,
+            take_profit=_s(result.take_profit), stop_loss=_s(result.stop_loss),
+            fill_ms=round((time.monotonic() - p.placed_mono) * 1000, 1),
+        )
+        self._finish(p, result)
+        return True
+
+    def _finish(self, p: _Pending, result: ExecutionResult) -> None:
+        result = replace(result, finished_at=self._clock())
+        self._pending.pop(p.request.order_link_id, None)
+        if self._busy_symbols.get(p.request.symbol) == p.signal.signal_id:
+            del self._busy_symbols[p.request.symbol]
+        self._ledger.record(result)
+
+    # --- closes (through Panic) ------------------------------------------------------------
+
+    def _close(self, signal: Signal, portfolio: PortfolioSnapshot) -> ExecutionResult:
+        pos = portfolio.position(signal.symbol)
+        size = pos.signed_size if pos is not None else _ZERO
+        side = Side.SELL if size > 0 else Side.BUY
+        decision = self._ask_risk(RiskCheck(
+            signal_id=signal.signal_id,
+            intent=OrderIntent(symbol=signal.symbol, side=side, qty=abs(size), price=pos.price if pos else None,
+                               reduce_only=True),
+            portfolio=portfolio, trading_state=self._state, is_close=True,
+        ))
+        if not decision.allowed:
+            raise Blocked("risk", decision.reason, risk_check=decision.check)
+        panic = self._ctx.directory.get(Role.PANIC)
+        if panic is None:
+            raise Blocked("panic_unavailable", "no Panic actor to close through")
+        try:
+            future = panic.ask(ClosePosition(symbol=signal.symbol, reason=signal.reason or "flat signal",
+                                             signal_id=signal.signal_id), block=False)
+        except pykka.ActorDeadError:
+            raise Blocked("panic_unavailable", "Panic is not running") from None
+        self._log.info("executor.close_requested", signal_id=signal.signal_id, symbol=signal.symbol,
+                       position=_s(size), reduce_only=True)
+        self._closing_symbols[signal.symbol] = signal.signal_id
+        timeout = float(self._risk_cfg.close_timeout_s)
+        ref = self.actor_ref
+
+        def wait() -> None:  # off the mailbox: the next signal is not held up by a slow close
+            try:
+                res, err = future.get(timeout=timeout), None
+            except Exception as exc:
+                res, err = None, f"{type(exc).__name__}: {exc}"
+            try:
+                ref.tell(_CloseDone(signal.signal_id, signal.symbol, res, err))
+            except pykka.ActorDeadError:
+                pass
+
+        threading.Thread(target=wait, name=f"close-{signal.symbol}", daemon=True).start()
+        return ExecutionResult(signal_id=signal.signal_id, symbol=signal.symbol, direction=signal.direction.value,
+                               outcome=ExecutionOutcome.PENDING, reduce_only=True, side=side, qty=abs(size),
+                               reason="close requested from Panic")
+
+    def _on_close_done(self, msg: _CloseDone) -> None:
+        if self._closing_symbols.get(msg.symbol) == msg.signal_id:
+            del self._closing_symbols[msg.symbol]
+        previous = self._ledger.get(msg.signal_id)
+        base = previous or ExecutionResult(signal_id=msg.signal_id, symbol=msg.symbol, direction="flat",
+                                           outcome=ExecutionOutcome.PENDING, reduce_only=True)
+        r = msg.result
+        if not isinstance(r, CloseResult):  # no answer, a timeout, or not Panic's answer: never raise here (a tell)
+            error = msg.error or f"Panic answered {type(r).__name__}, not a CloseResult"
+            self._log.error("executor.close_failed", signal_id=msg.signal_id, symbol=msg.symbol, error=error)
+            self._ledger.record(replace(base, outcome=ExecutionOutcome.FAILED, reason=error, finished_at=self._clock()))
+            return
+        outcome = {
+            CloseOutcome.CLOSED: ExecutionOutcome.CLOSED,
+            CloseOutcome.ALREADY_FLAT: ExecutionOutcome.ALREADY_FLAT,
+            CloseOutcome.FAILED: ExecutionOutcome.FAILED,
+        }[r.outcome]
+        result = replace(base, outcome=outcome, order_id=r.order_id, order_link_id=r.order_link_id,
+                         filled_qty=r.closed_qty, avg_price=r.avg_price, price_source="order" if r.avg_price else None,
+                         reduce_only=r.reduce_only, reason=r.error or r.outcome.value, finished_at=self._clock())
+        fields = dict(signal_id=msg.signal_id, symbol=msg.symbol, outcome=outcome.value, order_id=r.order_id,
+                      order_link_id=r.order_link_id, closed_qty=_s(r.closed_qty), avg_price=_s(r.avg_price),
+                      reduce_only=r.reduce_only, conditionals_cancelled=r.conditionals_cancelled)
+        if outcome is ExecutionOutcome.FAILED:
+            self._log.error("executor.close_failed", **fields, error=r.error)
+        else:
+            self._log.info("executor.closed", **fields)
+        self._ledger.record(result)
+
+
+__all__ = [
+    "Blocked",
+    "Executor",
+    "Fill",
+    "SignalLedger",
+    "fill_from",
+    "order_qty",
+    "price_deviation_pct",
+    "protective_levels",
+    "reference_price",
+    "vwap",
+]

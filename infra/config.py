@@ -27,8 +27,9 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from messages.types import Interval
 
@@ -93,6 +94,40 @@ class RiskConfig(_Section):
     max_leverage: PositiveDecimal = Field(default=Decimal("5"), le=100)
     max_price_deviation_pct: PositiveDecimal = Field(default=Decimal("1.0"), le=50)
     min_balance_usd: NonNegativeDecimal = Decimal("50")
+    # Entries are blocked while equity is this far (percent) below today's peak equity.
+    max_drawdown_pct: PositiveDecimal = Field(default=Decimal("5"), le=100)
+    # Funding an entry would pay over this many hours must stay below max_funding_cost_usd.
+    funding_horizon_hours: PositiveDecimal = Field(default=Decimal("24"), le=720)
+    max_funding_cost_usd: NonNegativeDecimal = Decimal("10")
+    # Hours between two funding settlements (Bybit: 8 for most linear perpetuals).
+    funding_interval_hours: PositiveDecimal = Field(default=Decimal("8"), le=24)
+    # Protective levels an entry gets when its signal names none (percent from the
+    # entry's reference price; 0: none). Sent in the create request itself.
+    default_stop_loss_pct: NonNegativeDecimal = Field(default=Decimal("2"), le=50)
+    default_take_profit_pct: NonNegativeDecimal = Field(default=Decimal("4"), le=500)
+    # Order size when a signal names neither qty nor usd.
+    default_order_usd: PositiveDecimal = Decimal("100")
+    # A price older than this (stream, or the reader's REST fallback) blocks an entry.
+    max_quote_age_s: PositiveDecimal = Field(default=Decimal("5"), le=300)
+    # How often Risk re-reads equity (peak, daily loss latch) between signals.
+    evaluate_interval_s: PositiveDecimal = Field(default=Decimal("1"), le=60)
+    # Executor's asks to StateStore / Risk; Panic's close gets close_timeout_s.
+    ask_timeout_s: PositiveDecimal = Field(default=Decimal("2"), le=60)
+    close_timeout_s: PositiveDecimal = Field(default=Decimal("30"), le=300)
+    # Fill confirmation: wait this long for the private stream, then poll REST,
+    # and give up (error event, order left to reconciliation) after fill_timeout_s.
+    fill_stream_wait_s: PositiveDecimal = Field(default=Decimal("2"), le=60)
+    fill_timeout_s: PositiveDecimal = Field(default=Decimal("15"), le=600)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> "RiskConfig":
+        if self.max_position_usd > self.max_total_exposure_usd:
+            raise ValueError("max_position_usd cannot exceed max_total_exposure_usd")
+        if self.default_order_usd > self.max_position_usd:
+            raise ValueError("default_order_usd cannot exceed max_position_usd: every default order would be blocked")
+        if self.fill_stream_wait_s >= self.fill_timeout_s:
+            raise ValueError("fill_stream_wait_s must be shorter than fill_timeout_s")
+        return self
 
 
 class LogConfig(_Section):
@@ -107,9 +142,14 @@ class SupervisorConfig(_Section):
     check_interval_s: PositiveDecimal = Decimal("1")
     public_stale_after_s: PositiveDecimal = Decimal("30")
     private_stale_after_s: PositiveDecimal = Decimal("60")
+    # A child that leaves a heartbeat Ping unanswered this long is stuck and replaced.
+    heartbeat_timeout_s: PositiveDecimal = Decimal("30")
     max_restarts: int = Field(default=5, ge=1)
     restart_window_s: PositiveDecimal = Decimal("60")
     restart_backoff_s: NonNegativeDecimal = Decimal("1")
+    restart_backoff_max_s: PositiveDecimal = Decimal("30")
+    # Past max_restarts within restart_window_s: trading goes no higher than this.
+    escalate_to: Literal["REDUCING", "HALTED"] = "REDUCING"
     ask_timeout_s: PositiveDecimal = Decimal("5")
 
 
@@ -177,6 +217,65 @@ class SimConfig(_Section):
     ip_ban_s: PositiveDecimal = Decimal("600")
 
 
+class PanicConfig(_Section):
+    """The Panic actor: how hard a close tries, how long a panic may take, how often to reconcile."""
+
+    close_attempts: int = Field(default=5, ge=1, le=20)
+    close_deadline_s: PositiveDecimal = Decimal("10")
+    fill_timeout_s: PositiveDecimal = Decimal("5")
+    deadline_s: PositiveDecimal = Decimal("30")
+    verify_rounds: int = Field(default=3, ge=1, le=10)
+    # Venue orders and positions against the live state; 0 switches the periodic pass off.
+    reconcile_interval_s: NonNegativeDecimal = Decimal("60")
+    snapshot_timeout_s: PositiveDecimal = Decimal("2")
+    # The control directory (<data_dir>/run/<venue>.control/) is polled this often.
+    control_poll_ms: int = Field(default=100, ge=10, le=5000)
+
+
+class StrategyConfig(_Section):
+    """THE EXAMPLE STRATEGY (a moving-average cross on closed 1-minute bars): a demonstration, not advice."""
+
+    enabled: bool = False
+    # It runs only on these venues even when enabled: an example never trades real money by accident.
+    venues: tuple[Venue, ...] = (Venue.SIM,)
+    # Empty: every configured symbol that follows the "1" interval.
+    symbols: tuple[str, ...] = ()
+    fast: int = Field(default=3, ge=1, le=500)
+    slow: int = Field(default=8, ge=2, le=1000)
+    order_usd: PositiveDecimal = Decimal("100")
+    take_profit_pct: PositiveDecimal = Field(default=Decimal("1.0"), le=50)
+    stop_loss_pct: PositiveDecimal = Field(default=Decimal("0.5"), le=50)
+    poll_interval_s: PositiveDecimal = Decimal("2")
+
+    @field_validator("slow")
+    @classmethod
+    def _slow_above_fast(cls, v: int, info: Any) -> int:
+        fast = info.data.get("fast")
+        if fast is not None and v <= fast:
+            raise ValueError(f"slow ({v}) must be longer than fast ({fast})")
+        return v
+class PrivateWsConfig(_Section):
+    """The private socket: auth first, subscribe after its answer, reseed over REST after every (re)connect."""
+
+    # Longest wait for the `auth` answer (and then for the subscribe acks) on one connection.
+    auth_timeout_s: PositiveDecimal = Decimal("10")
+    # Validity of the auth signature; pybit's default of 1 s fails under clock skew (pybit#300).
+    auth_expire_s: int = Field(default=10, ge=1, le=60)
+    # Reconnects and failed reseeds back off from this, doubling, up to the max.
+    reconnect_backoff_s: PositiveDecimal = Decimal("0.5")
+    reconnect_backoff_max_s: PositiveDecimal = Decimal("30")
+    # With no execution seen yet, the first reseed reads executions this many hours back.
+    executions_lookback_h: PositiveDecimal = Field(default=Decimal("24"), le=24 * 30)
+
+
+class MarketDataConfig(_Section):
+    """Price reads for Risk and the Executor (DATA-023): the stream when fresh, else one REST call, cached."""
+
+    # A value older than its field's TTL is not used (stream or REST cache); REST is asked instead.
+    price_ttl_s: PositiveDecimal = Decimal("5")
+    funding_ttl_s: PositiveDecimal = Decimal("60")
+
+
 class ShutdownConfig(_Section):
     graceful_timeout_s: PositiveDecimal = Decimal("10")
 
@@ -218,6 +317,10 @@ class NodeConfig(BaseSettings):
     exchange: ExchangeConfig = ExchangeConfig()
     sim: SimConfig = SimConfig()
     shutdown: ShutdownConfig = ShutdownConfig()
+    panic: PanicConfig = PanicConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    private_ws: PrivateWsConfig = PrivateWsConfig()
+    market_data: MarketDataConfig = MarketDataConfig()
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):  # noqa: D102
@@ -263,16 +366,26 @@ class ConfigError(Exception):
         super().__init__(f"{source}: " + "; ".join(f"{f}: {r}" for f, r in problems))
 
     def render(self) -> str:
-        lines = [f"configuration error in {self.source}:"]
+        from_env = any(field.startswith("$") for field, _ in self.problems)
+        where = f"{self.source} and the environment" if from_env else self.source
+        lines = [f"configuration error in {where}:"]
         lines += [f"  - {field}: {reason}" for field, reason in self.problems]
         return "\n".join(lines)
 
 
 def load_config(path: str | os.PathLike[str] = "config.yaml") -> AppConfig:
-    """Read, override from os.environ and validate; raise ConfigError naming every bad field."""
+    """Read, override from os.environ and validate; raise ConfigError naming every bad field.
+
+    A field set in the environment is reported under its variable
+    (`$BYBIT_NODE_RISK__MAX_LEVERAGE`), one from the file under its dotted
+    name. `BYBIT_NODE_SYMBOLS` replaces the file's `symbols` as a whole: the
+    node follows exactly the symbols the variable lists.
+    """
     env = os.environ
     source = str(path)
     raw = _read_yaml(Path(path))
+    if _env_name(env, "symbols") is not None:
+        raw = {k: v for k, v in raw.items() if k != "symbols"}
     problems = _secrets_in_yaml(raw) + _unknown_env_overrides(env)
     # Fields already explained above must not be reported again as pydantic's "unknown setting".
     explained = {f.lstrip("$").removeprefix(ENV_PREFIX).lower().replace(ENV_NESTED, ".") for f, _ in problems} | {
@@ -281,14 +394,22 @@ def load_config(path: str | os.PathLike[str] = "config.yaml") -> AppConfig:
     node: NodeConfig | None = None
     try:
         node = NodeConfig(**raw)
+    except SettingsError as exc:
+        problems.append(_unparsable_env(exc, env))
     except ValidationError as exc:
-        for err in exc.errors():
+        errors = exc.errors()
+        failed_locs = [tuple(err.get("loc", ())) for err in errors]
+        for err in errors:
             field = _field_name(err)
             if err.get("type") == "extra_forbidden" and field.lower() in explained:
                 continue
-            problems.append((field, _reason(err)))
+            loc = tuple(err.get("loc", ()))
+            if err.get("type") == "too_short" and any(len(o) > len(loc) and o[: len(loc)] == loc for o in failed_locs):
+                continue  # "at least 1 item" only because its items were refused: said already
+            problems.append((_labelled(field, err.get("loc", ()), env), _reason(err)))
     if node is not None:
-        problems += _mode_matches_venue(node) + _live_confirmation(node)
+        problems += [(_labelled(f, f.split("."), env), r)
+                     for f, r in _mode_matches_venue(node) + _live_confirmation(node) + _strategy_symbols(node)]
     credentials = None
     if node is not None:
         credentials, cred_problems = _credentials(node, env)
@@ -297,6 +418,33 @@ def load_config(path: str | os.PathLike[str] = "config.yaml") -> AppConfig:
         raise ConfigError(source, problems)
     assert node is not None
     return AppConfig(node=node, credentials=credentials, source=source)
+
+
+def _env_name(env: Mapping[str, str], *loc: Any) -> str | None:
+    """The variable that sets the field at `loc` (or one of its parents), if the environment has one."""
+    names = {n.upper(): n for n in env}
+    parts = [str(p).upper() for p in loc]
+    for depth in range(len(parts), 0, -1):
+        name = ENV_PREFIX + ENV_NESTED.join(parts[:depth])
+        if name in names:
+            return names[name]
+    return None
+
+
+def _labelled(field: str, loc: Any, env: Mapping[str, str]) -> str:
+    name = _env_name(env, *loc)
+    return f"${name} ({field})" if name else field
+
+
+def _unparsable_env(exc: SettingsError, env: Mapping[str, str]) -> tuple[str, str]:
+    """pydantic-settings raises (not collects) when a variable of a nested field is not JSON."""
+    match = re.search(r'field "([^"]+)"', str(exc))
+    field = match.group(1) if match else "?"
+    name = _env_name(env, field) or f"{ENV_PREFIX}{field.upper()}"
+    cause = exc.__cause__ or exc.__context__
+    why = f": {cause}" if cause is not None else ""
+    return (f"${name}", f"not valid JSON{why}; e.g. {name}='{{\"BTCUSDT\": {{\"intervals\": [\"1\"]}}}}'"
+            if field == "symbols" else f"not valid JSON{why}")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -314,7 +462,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(str(path), [(where, f"not valid YAML: {problem}")]) from None
     if data is None:
-        return {}
+        # Not a silent run on built-in defaults, which differ from the shipped config.yaml.
+        raise ConfigError(str(path), [(
+            "<file>", "the file is empty (no settings); copy the repository's config.yaml and edit it, "
+            "or point --config at a file with at least one setting"
+        )])
     if not isinstance(data, dict):
         raise ConfigError(str(path), [("<file>", "the top level must be a mapping of settings")])
     return data
@@ -367,6 +519,14 @@ def mode_problems(venue: Venue, mode: TradingMode) -> list[tuple[str, str]]:
 
 def _mode_matches_venue(node: NodeConfig) -> list[tuple[str, str]]:
     return mode_problems(node.venue, node.trading_mode)
+
+
+def _strategy_symbols(node: NodeConfig) -> list[tuple[str, str]]:
+    """The example strategy trades on closed 1-minute bars: its symbols must follow that interval."""
+    if not node.strategy.enabled:
+        return []
+    bad = [s for s in node.strategy.symbols if s not in node.symbols or "1" not in node.symbols[s].intervals]
+    return [("strategy.symbols", f"{s} is not a configured symbol with interval \"1\"") for s in bad]
 
 
 def _live_confirmation(node: NodeConfig) -> list[tuple[str, str]]:

@@ -97,12 +97,42 @@ _SHARED: list[Callable[..., Any]] = [
 ]
 
 
-def _formatter(renderer: Callable[..., str]) -> structlog.stdlib.ProcessorFormatter:
+def _exception_in_one_line(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """The terminal gets `Type: message`; the traceback goes to the JSON log file only."""
+    exc_info = event_dict.pop("exc_info", None)
+    if exc_info:
+        if exc_info is True:
+            exc_info = sys.exc_info()
+        exc = exc_info if isinstance(exc_info, BaseException) else exc_info[1]
+        if exc is not None:
+            event_dict["exception"] = f"{type(exc).__name__}: {exc}"
+    return event_dict
+
+
+FILE_ONLY = "file_only"
+
+
+class _NotFileOnly(logging.Filter):
+    """Drops events logged with `file_only=True` from the terminal: a command that prints its own
+    one-paragraph answer still logs the event, but the operator reads it once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, dict) and record.msg.get(FILE_ONLY))
+
+
+def _drop_file_only_flag(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    event_dict.pop(FILE_ONLY, None)
+    return event_dict
+
+
+def _formatter(renderer: Callable[..., str], *, console: bool = False) -> structlog.stdlib.ProcessorFormatter:
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*_SHARED, structlog.stdlib.ExtraAdder()],
         processors=[
             _name_foreign_record,  # needs _from_structlog, which the next step removes
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _drop_file_only_flag,
+            *([_exception_in_one_line] if console else []),
             structlog.processors.format_exc_info,
             redact_event,
             _scrubbing(renderer),
@@ -134,18 +164,23 @@ def configure_logging(
     register_secrets(secrets)
     stream = stream if stream is not None else sys.stderr
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
+    file_handler = None
     if file_path is not None:
+        # Opened before the old handlers go: a log file that cannot be written raises
+        # OSError here and leaves the previous pipeline as it was.
         file_path.parent.mkdir(parents=True, exist_ok=True)
         file_handler = logging.FileHandler(file_path, encoding="utf-8")
         file_handler.setFormatter(_formatter(structlog.processors.JSONRenderer(default=str)))
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    if file_handler is not None:
         root.addHandler(file_handler)
     renderer = _console_renderer(console, stream)
     if renderer is not None:
         console_handler = logging.StreamHandler(stream)
-        console_handler.setFormatter(_formatter(renderer))
+        console_handler.setFormatter(_formatter(renderer, console=True))
+        console_handler.addFilter(_NotFileOnly())
         root.addHandler(console_handler)
     if not root.handlers:
         # Without any handler Python's last-resort handler would print raw event dicts to stderr.

@@ -8,6 +8,8 @@ spellings are accepted.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Mapping
 
@@ -34,7 +36,7 @@ from messages.types import (
 def _ws_items(frame: Mapping[str, Any], topic: str) -> tuple[str, list[Any], Any]:
     what = f"{topic} frame"
     got = require(frame, "topic", what)
-    if got.split(".")[0] != topic:
+    if not isinstance(got, str) or got.split(".")[0] != topic:
         raise MalformedPayload(what, [f"topic: expected {topic} (got {got!r})"])
     items = require(frame, "data", what)
     if not isinstance(items, list):
@@ -205,8 +207,16 @@ class Order(Message):
         return [build(cls, what, i) for i in items]
 
 
+# What Bybit books as an execution without it being a fill of one of our orders:
+# funding payments, auto-deleveraging and liquidation takeovers, settlement and
+# delivery. They move the wallet and the position, but an order waiting for its
+# fill must never see one of them as that fill.
+NON_TRADE_EXEC_TYPES = frozenset({"Funding", "AdlTrade", "BustTrade", "Settle", "Delivery"})
+
+
 class Execution(Message):
-    """A fill, or a funding settlement (exec_type "Funding", not a trade)."""
+    """A fill of an order (exec_type "Trade") or an account event booked as an execution
+    (Funding, AdlTrade, BustTrade, Settle, Delivery): kept, but never counted as a fill."""
 
     exec_id: str = Field(alias="execId", min_length=1)
     order_id: OptStr = Field(None, alias="orderId")
@@ -230,6 +240,7 @@ class Execution(Message):
 
     @property
     def is_trade(self) -> bool:
+        """A fill of one of our orders. Unknown newer types are not assumed to be fills."""
         return self.exec_type == "Trade"
 
     @classmethod
@@ -242,7 +253,90 @@ class Execution(Message):
         return [build(cls, what, i) for i in items]
 
 
+class AccountReseed(Message):
+    """The account as REST saw it right after the private socket was (re)subscribed.
+
+    Told by WsPrivate to the StateStore to heal the seam of a (re)connect:
+    what changed while the socket was down (a fill, a cancel, a funding
+    payment) is in here. `positions` holds one strict row per symbol checked,
+    flat ones included, so a position closed during the outage is seen as
+    flat. `requested_at` is when the first REST read was sent: a streamed
+    update newer than that wins over this answer.
+    """
+
+    wallet: Wallet
+    positions: tuple[Position, ...]
+    open_orders: tuple[Order, ...]
+    executions: tuple[Execution, ...]
+    symbols_checked: tuple[str, ...]
+    requested_at: UtcDatetime
+    generation: int = 0  # of the WsPrivate that read it: an older generation's reseed is ignored
+
+
+class PrivatePulse(Message):
+    """The private socket answered (a pong to pybit's ping, an ack): it is alive though the
+    account is quiet. Bybit's private topics push only when something happens, so this is
+    what tells a quiet socket from a dead one."""
+
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PositionPnl:
+    """Unrealised PnL of one position, each figure named for what it is measured against (DATA-020).
+
+    `margin_usdt` is the entry notional divided by leverage (the margin the
+    position ties up), so `pct_of_margin` is what the trader's stake moved;
+    `pct_of_notional` is the price move. None where an input is unknown.
+    """
+
+    symbol: str
+    size: Decimal
+    side: str | None
+    entry_price: Decimal | None
+    mark_price: Decimal | None
+    leverage: Decimal | None
+    notional_usdt: Decimal | None
+    margin_usdt: Decimal | None
+    unrealised_pnl_usdt: Decimal | None
+    pct_of_margin: Decimal | None
+    pct_of_notional: Decimal | None
+
+    @classmethod
+    def of(cls, position: Position, mark: Decimal | None = None) -> "PositionPnl":
+        """From a position and the freshest mark price known (the position's own if None)."""
+        mark = mark if mark is not None else position.mark_price
+        entry, size, lev = position.entry_price, position.size, position.leverage
+        notional = size * entry if entry is not None and size > 0 else None
+        margin = notional / lev if notional is not None and lev else None
+        pnl: Decimal | None
+        if size == 0:
+            pnl = Decimal(0)
+        elif entry is not None and mark is not None:
+            pnl = (mark - entry) * position.signed_size
+        else:
+            pnl = position.unrealised_pnl
+        hundred = Decimal(100)
+        return cls(
+            symbol=position.symbol,
+            size=size,
+            side=str(position.side) if position.side is not None else None,
+            entry_price=entry,
+            mark_price=mark,
+            leverage=lev,
+            notional_usdt=notional,
+            margin_usdt=margin,
+            unrealised_pnl_usdt=pnl,
+            pct_of_margin=pnl / margin * hundred if pnl is not None and margin else None,
+            pct_of_notional=pnl / notional * hundred if pnl is not None and notional else None,
+        )
+
+
 __all__ = [
+    "AccountReseed",
+    "NON_TRADE_EXEC_TYPES",
+    "PositionPnl",
+    "PrivatePulse",
     "CoinBalance",
     "Execution",
     "Order",

@@ -53,7 +53,13 @@ class Signal(Message):
     signal_id: str
     symbol: Symbol
     direction: Direction
+    # Size: contracts (`qty`) or a USD notional (`usd`); neither means the
+    # configured `risk.default_order_usd`. Never both.
     qty: PositiveQty | None = None
+    usd: PositiveQty | None = None
+    # The price the strategy decided on: the order is refused if the market
+    # has moved more than `risk.max_price_deviation_pct` away from it.
+    price: OptPrice = None
     take_profit: OptPrice = None
     stop_loss: OptPrice = None
     reason: str = Field("", max_length=200)
@@ -71,9 +77,11 @@ class Signal(Message):
         if self.direction is Direction.FLAT:
             if self.take_profit is not None or self.stop_loss is not None:
                 raise ValueError("a flat signal carries no take-profit or stop-loss")
+            if self.qty is not None or self.usd is not None:
+                raise ValueError("a flat signal closes the whole position: it takes no qty or usd")
             return self
-        if self.qty is None:
-            raise ValueError(f"a {self.direction.value} signal needs a qty")
+        if self.qty is not None and self.usd is not None:
+            raise ValueError(f"a {self.direction.value} signal takes qty or usd, not both")
         tp, sl = self.take_profit, self.stop_loss
         if tp is not None and sl is not None:
             if self.direction is Direction.LONG and not sl < tp:
@@ -123,6 +131,56 @@ class Panic(Message):
 
     reason: str
     requested_at: UtcDatetime = Field(default_factory=now_utc)
+
+
+@dataclass(frozen=True, slots=True)
+class PanicReport:
+    """What a panic did, from command to verified flat. Logged once as `panic.report`.
+
+    `flat` is True only when a REST read after the last close showed every
+    position at size 0 and no open order; `time_to_flat_s` is then the time
+    from the command to that read. `still_open_*` name what was left.
+    """
+
+    reason: str
+    started_at: str  # ISO UTC
+    flat: bool
+    time_to_flat_s: float | None
+    duration_s: float
+    closed: tuple[CloseResult, ...]
+    orders_cancelled: int
+    still_open_positions: tuple[str, ...]
+    still_open_orders: tuple[str, ...]
+    dcp: str
+    rounds: int
+    errors: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        return {
+            "reason": self.reason,
+            "started_at": self.started_at,
+            "flat": self.flat,
+            "time_to_flat_s": self.time_to_flat_s,
+            "duration_s": self.duration_s,
+            "closed": [
+                {
+                    "symbol": c.symbol,
+                    "outcome": c.outcome.value,
+                    "order_id": c.order_id,
+                    "closed_qty": str(c.closed_qty) if c.closed_qty is not None else None,
+                    "avg_price": str(c.avg_price) if c.avg_price is not None else None,
+                    "conditionals_cancelled": c.conditionals_cancelled,
+                    "error": c.error,
+                }
+                for c in self.closed
+            ],
+            "orders_cancelled": self.orders_cancelled,
+            "still_open_positions": list(self.still_open_positions),
+            "still_open_orders": list(self.still_open_orders),
+            "dcp": self.dcp,
+            "rounds": self.rounds,
+            "errors": list(self.errors),
+        }
 
 
 class Flush(Message):

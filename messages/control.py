@@ -92,3 +92,33 @@ class RiskStatus(Message):
     latched: bool
     reason: str = ""
     ts: UtcDatetime = Field(default_factory=now_utc)
+
+
+class SupervisorTick(Message):
+    """Told to the Supervisor by its own timer thread: time to check heartbeats and freshness."""
+
+
+class RestartDue(Message):
+    """Told to the Supervisor by a backoff timer: start `role`'s replacement now."""
+
+    role: str
+    reason: str
+
+
+class SupervisorEscalated(Message):
+    """Told by the Supervisor to Panic: restarts went past the intensity limit (or calmed down again).
+
+    While `active`, trading must not be above `state` (REDUCING or HALTED, by config).
+    """
+
+    active: bool
+    state: TradingState
+    reason: str
+    ts: UtcDatetime = Field(default_factory=now_utc)
+
+
+class Tick(Message):
+    """A timer's nudge to an actor (Pykka has no timers): `name` says which periodic job is due."""
+
+    name: str
+    ts: UtcDatetime = Field(default_factory=now_utc)

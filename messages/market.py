@@ -70,6 +70,9 @@ class Ticker(Message):
         if kind not in ("snapshot", "delta"):
             raise MalformedPayload(what, [f"type: expected 'snapshot' or 'delta' (got {kind!r})"])
         data = require(frame, "data", what)
+        topic = require(frame, "topic", what)
+        if not isinstance(data, Mapping) or topic != f"tickers.{data.get('symbol')}":  # another stream's frame
+            raise MalformedPayload(what, [f"topic: expected tickers.<data.symbol> (got {topic!r})"])
         return build(cls, what, data, is_snapshot=kind == "snapshot", ts=require(frame, "ts", what), seq=frame.get("cs"))
 
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from messages.account import Execution, Order, Position, Wallet
+from messages.account import Execution, Order, Position, PositionPnl, Wallet
 from messages.market import ClosedBar, Kline, Ticker
 from messages.types import Message
 
@@ -29,15 +29,44 @@ class StateSnapshot:
     recent_executions: tuple[Execution, ...]
     received_at: Mapping[str, float]  # stream -> time.monotonic() of its last message
     taken_at: float
+    # Funding, ADL, bust, settlement and delivery executions: kept, never fills.
+    # `recent_executions` holds trade fills only.
+    other_executions: tuple[Execution, ...] = ()
+    ready: bool = False
 
     def age_s(self, stream: str) -> float | None:
         """Seconds since `stream` last delivered, or None if it never has."""
         seen = self.received_at.get(stream)
         return None if seen is None else self.taken_at - seen
 
+    def position_pnl(self) -> dict[tuple[str, int], PositionPnl]:
+        """Unrealised PnL of every open position, against the ticker's mark where one is held."""
+        out = {}
+        for key, pos in self.positions.items():
+            if pos.is_open:
+                ticker = self.tickers.get(pos.symbol)
+                out[key] = PositionPnl.of(pos, ticker.mark_price if ticker is not None else None)
+        return out
+
+
+class GetTicker(Message):
+    """Ask the StateStore for one symbol's merged ticker and its age (lighter than a snapshot)."""
+
+    symbol: str
+
+
+@dataclass(frozen=True, slots=True)
+class TickerView:
+    ticker: Ticker | None
+    age_s: float | None  # seconds since the ticker stream last delivered; None: never
+
 
 class GetHealth(Message):
     """Ask the StateStore for per-stream health and the `ready` flag."""
+
+
+class CheckHealth(Message):
+    """Told to the StateStore by its own timer thread: judge staleness now, tell Panic if `ready` flipped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +78,9 @@ class StreamHealth:
     stale: bool
     frames: int
     rejected: int
+    # False for streams that are silent by nature (private order/execution/position/wallet
+    # push only when something happens): shown, never counted toward `ready`.
+    watched: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +92,9 @@ class HealthReport:
     streams: Mapping[str, StreamHealth]
     wallet_seeded: bool
     positions_seeded: bool
+    # True once the private socket's latest (re)connect was followed by a REST reseed.
+    private_seam_healed: bool = False
+    stale_streams: tuple[str, ...] = ()
 
 
 class GetTradingState(Message):

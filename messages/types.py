@@ -54,7 +54,10 @@ def _to_utc(value: Any) -> Any:
     if isinstance(value, int):
         if value <= 0:
             raise ValueError(f"timestamp must be positive, got {value}")
-        return ms_to_utc(value)
+        try:
+            return ms_to_utc(value)
+        except (OverflowError, OSError, ValueError):  # past year 9999: the platform cannot represent it
+            raise ValueError(f"timestamp out of range: {value}") from None
     raise ValueError(f"expected a millisecond timestamp, got {type(value).__name__}")
 
 

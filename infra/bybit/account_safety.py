@@ -46,6 +46,21 @@ class AccountSafety:
         return self.one_way and self.leverage_ok
 
 
+def unlisted_symbols(gateway: Gateway, symbols: Iterable[str]) -> list[str]:
+    """One line per configured symbol the venue does not list, with the listed ones spelled like it."""
+    import difflib
+
+    listed = gateway.listed_symbols()
+    problems = []
+    for symbol in symbols:
+        if symbol in listed:
+            continue
+        near = difflib.get_close_matches(symbol, listed, n=5, cutoff=0.6)
+        hint = f"did you mean {', '.join(near)}?" if near else f"it lists {len(listed)} symbols, none spelled like it"
+        problems.append(f"{symbol} is not listed by the venue ({hint})")
+    return problems
+
+
 def ensure_one_way(gateway: Gateway, symbols: Iterable[str], *, switch: bool = True) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
     """Switch each symbol to one-way (when `switch`) and verify it from the position rows.
 
@@ -53,6 +68,7 @@ def ensure_one_way(gateway: Gateway, symbols: Iterable[str], *, switch: bool = T
     """
     symbols = list(symbols)
     switched: list[str] = []
+    would: list[str] = []  # read-only: the switches start-up would make
     switch_errors: dict[str, str] = {}
     if switch:
         for symbol in symbols:
@@ -75,12 +91,32 @@ def ensure_one_way(gateway: Gateway, symbols: Iterable[str], *, switch: bool = T
             why = f"{symbol}: hedge mode (positionIdx {sorted(r.position_idx for r in rows)})"
             if symbol in switch_errors:
                 why += f"; switching failed: {switch_errors[symbol]}"
+            elif not switch:
+                # Read-only: say what start-up would do, and refuse only what it could not.
+                blocker = _switch_blocker(gateway, symbol, rows)
+                if blocker is None:
+                    would.append(f"{symbol}: would switch from hedge to one-way mode at start")
+                    continue
+                why += f"; start-up cannot switch it: {blocker}"
             problems.append(why)
     if problems:
         log.error("gateway.one_way_failed", problems=problems)
-    else:
+    elif not would:
         log.info("gateway.one_way_verified", symbols=symbols, switched=switched)
-    return not problems, tuple(problems), tuple(switched)
+    return not problems, tuple(problems), tuple(switched or would)
+
+
+def _switch_blocker(gateway: Gateway, symbol: str, rows: list) -> str | None:
+    """Why a switch to one-way would fail (110024 an open position, 110028 open orders), if it would."""
+    open_legs = [r for r in rows if r.size > 0]
+    if open_legs:
+        return "an open position (close it first; Bybit refuses the switch with 110024)"
+    try:
+        if gateway.get_open_orders(symbol):
+            return "open orders (cancel them first; Bybit refuses the switch with 110028)"
+    except ExchangeError as exc:
+        return f"open orders unknown ({exc})"
+    return None
 
 
 def ensure_dcp(gateway: Gateway, window_s: int, *, arm: bool = True) -> tuple[DcpInfo, bool, str | None]:
@@ -99,7 +135,7 @@ def ensure_dcp(gateway: Gateway, window_s: int, *, arm: bool = True) -> tuple[Dc
             consequence="open orders stay live if the node loses its connection",
         )
         return info, False, problem
-    if not arm:
+    if not arm:  # read-only: armed only if it already is, as start-up would set it
         return info, info.enabled and info.window_s == window_s, None
     try:
         gateway.arm_dcp(window_s)
@@ -119,8 +155,8 @@ def ensure_leverage_cap(
     notes: list[str] = []
     for symbol in symbols:
         try:
-            current = gateway.get_position(symbol).leverage
             inst = gateway.instrument(symbol)
+            current = _leverage_now(gateway, symbol, one_way_only=lower)
         except ExchangeError as exc:
             problems.append(f"{symbol}: {exc}")
             continue
@@ -128,6 +164,9 @@ def ensure_leverage_cap(
             notes.append(f"{symbol}: venue maximum {inst.max_leverage}x is below the cap")
         if current is None or current <= cap:
             notes.append(f"{symbol} {current}x")
+            continue
+        if not lower:  # read-only: start-up would lower it; only a venue that refuses could stop that
+            notes.append(f"{symbol}: would lower leverage {current}x -> {min(cap, inst.max_leverage)}x at start")
             continue
         if lower:
             try:
@@ -144,6 +183,15 @@ def ensure_leverage_cap(
     if problems:
         log.error("gateway.leverage_above_cap", cap=str(cap), problems=problems)
     return not problems, tuple(problems), tuple(notes)
+
+
+def _leverage_now(gateway: Gateway, symbol: str, *, one_way_only: bool) -> Decimal | None:
+    """The symbol's leverage. Read-only, a hedge-mode account (which start-up would switch
+    first) answers with its highest leg."""
+    if one_way_only:
+        return gateway.get_position(symbol).leverage
+    legs = [r.leverage for r in gateway.get_position_rows(symbol) if r.leverage is not None]
+    return max(legs) if legs else None
 
 
 def prepare_account(

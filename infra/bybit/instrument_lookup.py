@@ -58,3 +58,9 @@ class InstrumentLookup:
             inst = Instrument.from_bybit(match[0])
         self._instruments.put(symbol, now, inst)
         return inst
+
+    def listed_symbols(self) -> list[str]:
+        """Every linear symbol the venue lists as trading (all cursor pages; not cached)."""
+        items = self._sender.pages(Endpoints.INSTRUMENTS, self._sender.lane(Lane.QUERY),
+                                   {"category": CATEGORY, "limit": 1000})
+        return [str(i["symbol"]) for i in items if isinstance(i, Mapping) and i.get("symbol")]

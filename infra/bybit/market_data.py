@@ -10,14 +10,14 @@ from infra.bybit.product import CATEGORY
 from infra.bybit.rate_limit import Lane
 from infra.bybit.sender import Sender, parsing
 from infra.bybit.transport import Endpoints
-from messages.market import ClosedBar
+from messages.market import ClosedBar, Ticker
 from messages.types import INTERVALS
 
 _KLINE_MAX = 1000
 
 
 class MarketData:
-    """`Gateway`'s server time and history pages."""
+    """`Gateway`'s server time, tickers and history pages."""
 
     _sender: Sender
 
@@ -42,6 +42,19 @@ class MarketData:
             raise MalformedResponse(f"server time: {exc}", endpoint=Endpoints.SERVER_TIME.path) from None
         midpoint = (before + after) / 2
         return ServerTime(server_ms=server_ms, skew_ms=round(server_ms - midpoint), round_trip_ms=round(after - before))
+
+    def get_ticker(self, symbol: str) -> Ticker:
+        """One symbol's ticker over REST (the market-data reader's fallback), on the query lane.
+
+        Sent once: a price read that has to wait out retries is stale by the
+        time it answers, so the caller decides what a failure means.
+        """
+        answer = self._sender.once(Endpoints.TICKERS, self._sender.lane(Lane.QUERY), {"category": CATEGORY, "symbol": symbol})
+        rows = [r for r in (answer.result.get("list") or []) if isinstance(r, dict) and r.get("symbol") == symbol]
+        if len(rows) != 1:
+            raise MalformedResponse(f"tickers answer holds {len(rows)} rows for {symbol}", endpoint=Endpoints.TICKERS.path)
+        with parsing(Endpoints.TICKERS):
+            return Ticker.from_rest(rows[0], answer.time_ms or int(time.time() * 1000))
 
     def fetch_klines(
         self, symbol: str, interval: str, start_ms: int, end_ms: int, limit: int = _KLINE_MAX

@@ -20,7 +20,11 @@ Checks, in order:
 
 `apply=True` (the node's start, and `main.py preflight` by default) makes
 the same idempotent changes the node makes at start (one-way mode, DCP
-window, leverage down to the cap) and then checks; `apply=False` only reads.
+window, leverage down to the cap) and then checks; `apply=False` only
+reads, says what start-up *would* change ("would lower leverage 10x -> 5x",
+"would arm disconnect-cancel-all, window 10 s") and fails only what
+start-up could not fix (hedge mode with an open position, a key that can
+withdraw, ...): read-only and a real start agree on the verdict.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Callable, TextIO
 
-from infra.bybit.account_safety import ensure_dcp, ensure_leverage_cap, ensure_one_way
+from infra.bybit.account_safety import ensure_dcp, ensure_leverage_cap, ensure_one_way, unlisted_symbols
 from infra.bybit.errors import ExchangeError
 from infra.bybit.gateway import Gateway
 from infra.bybit.venue_guard import host_problems
@@ -217,7 +221,11 @@ def _api_key(gateway: Gateway) -> Check:
 
 def _instruments(gateway: Gateway, symbols: list[str]) -> Check:
     problems, fine = [], []
+    unlisted = unlisted_symbols(gateway, symbols)
+    problems += unlisted
     for symbol in symbols:
+        if any(u.startswith(f"{symbol} ") for u in unlisted):
+            continue
         try:
             inst = gateway.instrument(symbol)
         except ExchangeError as exc:
@@ -236,6 +244,10 @@ def _one_way(gateway: Gateway, symbols: list[str], *, switch: bool) -> Check:
     verified, problems, switched = ensure_one_way(gateway, symbols, switch=switch)
     if not verified:
         return Check("one_way_mode", Status.FAIL, "; ".join(problems))
+    if not switch and switched:  # read-only: what start-up would change
+        already = [s for s in symbols if not any(w.startswith(f"{s}:") for w in switched)]
+        detail = "; ".join(switched) + (f"; one-way already: {', '.join(already)}" if already else "")
+        return Check("one_way_mode", Status.PASS, detail)
     detail = f"one-way mode verified for {', '.join(symbols)}"
     if switched:
         detail += f" (switched: {', '.join(switched)})"
@@ -251,11 +263,13 @@ def _leverage(gateway: Gateway, symbols: list[str], cap: Decimal, *, lower: bool
 
 def _dcp(gateway: Gateway, window_s: int, *, arm: bool, required: bool) -> Check:
     info, armed, problem = ensure_dcp(gateway, window_s, arm=arm)
-    if armed:
+    if armed and arm:
         return Check("dcp", Status.PASS, f"disconnect-cancel-all armed, {window_s} s window")
-    if problem is None:
-        problem = f"available but not armed with {window_s} s (read-only run; the node arms it at start)"
-        return Check("dcp", Status.WARN, problem)
+    if armed:  # read-only: the window is already what start-up sets; start-up re-arms it anyway
+        return Check("dcp", Status.PASS, f"would arm disconnect-cancel-all at start, window {window_s} s "
+                                         f"(the venue reports it on with that window already)")
+    if problem is None:  # read-only, available: start-up arms it
+        return Check("dcp", Status.PASS, f"would arm disconnect-cancel-all at start, window {window_s} s")
     return Check("dcp", Status.FAIL if required else Status.WARN, problem + ("" if required else " (exchange.require_dcp is false)"))
 
 

@@ -12,13 +12,14 @@ jittered exponential backoff that honours the venue's reset time. A ban
 
 from __future__ import annotations
 
+import random
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
-from infra.bybit.errors import MalformedResponse, TransientError
+from infra.bybit.errors import MalformedResponse, RateLimited, TransientError
 from infra.bybit.rate_limit import Lane
 from infra.bybit.transport import Answer, Endpoint, Transport
 from infra.bybit.venue_guard import WriteGuard
@@ -76,6 +77,10 @@ class Sender:
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
             hinted = getattr(exc, "retry_after_s", None) or 0.0
+            if lane is Lane.PANIC and isinstance(exc, RateLimited) and hinted:
+                # A panic waits exactly as long as the venue said its budget is spent, not a
+                # backoff on top: every other lane keeps the conservative exponential wait.
+                return min(hinted, float(cfg.retry_max_wait_s) * 2) + random.uniform(0, 0.02)
             return max(backoff(state), min(hinted, float(cfg.retry_max_wait_s) * 2))
 
         def before_sleep(state: RetryCallState) -> None:

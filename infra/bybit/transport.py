@@ -75,6 +75,7 @@ class Endpoint:
 class Endpoints:
     SERVER_TIME = Endpoint("/v5/market/time", "GET", "get_server_time", private=False)
     KLINE = Endpoint("/v5/market/kline", "GET", "get_kline", private=False)
+    TICKERS = Endpoint("/v5/market/tickers", "GET", "get_tickers", private=False)
     INSTRUMENTS = Endpoint("/v5/market/instruments-info", "GET", "get_instruments_info", private=False)
     CREATE = Endpoint("/v5/order/create", "POST", "place_order", private=True, writes=True)
     AMEND = Endpoint("/v5/order/amend", "POST", "amend_order", private=True, writes=True)

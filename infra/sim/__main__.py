@@ -28,11 +28,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-dcp", action="store_true", help="the account has no disconnect-cancel-all")
     parser.add_argument("--balance", default="10000", help="starting USDT balance")
     args = parser.parse_args(argv)
+    from infra.sim.instruments import LISTED, UnlistedSymbol  # noqa: PLC0415
+
+    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
+    for symbol in symbols:
+        if symbol not in LISTED:
+            parser.error(str(UnlistedSymbol(symbol)))  # exit 2, one line, no traceback
     configure_logging(console="auto", secrets=[args.api_secret])
     from infra.sim import Simulator  # noqa: PLC0415 - after logging is configured
 
     sim = Simulator(
-        symbols=[s.strip() for s in args.symbols.split(",") if s.strip()],
+        symbols=symbols,
         seed=args.seed,
         api_key=args.api_key,
         api_secret=args.api_secret,

@@ -66,6 +66,9 @@ class Account:
         self.dcp_armed = False
         self.dcp_gone_since: int | None = None
         self.withdraw_permission = False
+        # The venue's own record of every order's birth and end, in the order they happened,
+        # with the position size at that moment: what tests check ordering invariants against.
+        self.order_log: list[dict[str, Any]] = []
         self._seq = 0
 
     def next_seq(self) -> int:
@@ -114,6 +117,7 @@ class Account:
     def add(self, order: Order) -> None:
         self.orders[order.order_id] = order
         self.open_orders[order.order_id] = order
+        self._record("created", order, order.created)
 
     def close_order(self, order: Order, status: str, t: int, cancel_type: str | None = None) -> None:
         self.open_orders.pop(order.order_id, None)
@@ -122,3 +126,20 @@ class Account:
         if cancel_type:
             order.cancel_type = cancel_type
         self.closed_ids.append(order.order_id)
+        self._record(status, order, t)
+
+    def _record(self, event: str, order: Order, t: int) -> None:
+        pos = self.positions.get((order.symbol, order.position_idx))
+        self.order_log.append({
+            "n": len(self.order_log) + 1,
+            "t": t,
+            "event": event,
+            "order_id": order.order_id,
+            "order_link_id": order.link_id,
+            "symbol": order.symbol,
+            "side": order.side,
+            "stop_order_type": order.stop_order_type,
+            "reduce_only": order.reduce_only,
+            "cancel_type": order.cancel_type,
+            "position_size": pos.size if pos is not None else 0,
+        })

@@ -25,7 +25,7 @@ from infra.sim.account import Account
 from infra.sim.clock import Clock
 from infra.sim.faults import Faults
 from infra.sim.ids import IdSource
-from infra.sim.instruments import instrument_for
+from infra.sim.instruments import LISTED, UnlistedSymbol, instrument_for
 from infra.sim.market import FUNDING_MS, MIN_MS, Hole, SymbolModel
 from infra.sim.market_feed import MarketFeed
 from infra.sim.ratelimit import EndpointLimiter, IpLimiter
@@ -50,8 +50,13 @@ class Exchange:
         ack_delay_s: float = 0.03,
         ip_limiter: IpLimiter | None = None,
     ):
-        if not symbols:
-            raise ValueError("the simulator needs at least one symbol")
+        # Every listed instrument is served, like the venue; `symbols` (what the client is
+        # configured for, each one listed) only come first. Models are lazy: an unused one costs nothing.
+        listed = [*dict.fromkeys([*symbols, *LISTED])]
+        for s in symbols:
+            if s not in LISTED:
+                raise UnlistedSymbol(s)
+        symbols = listed
         self.clock = clock
         self.seed = seed
         self.ids = IdSource(seed)

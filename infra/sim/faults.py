@@ -9,6 +9,8 @@ Durations are wall-clock seconds: they model the network, not the market.
 
 from __future__ import annotations
 
+import math
+import random
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
@@ -52,7 +54,9 @@ class _Window:
 
     def remaining_ms(self) -> int:
         left = self.until - time.monotonic()
-        return 1000 if left == float("inf") else max(0, int(left * 1000))
+        # Rounded up: a reset the venue announces is never earlier than the window's real end,
+        # or a client that waits exactly until it is refused once more.
+        return 1000 if left == float("inf") else max(0, math.ceil(left * 1000))
 
     def take(self, path: str | None = None) -> bool:
         if not self.active(path):
@@ -69,6 +73,8 @@ class FaultState:
     http_error: _Window = field(default_factory=_Window)
     delay: _Window = field(default_factory=_Window)
     rate_limited: dict[str, _Window] = field(default_factory=dict)
+    # value: (probability, reset_ms, random.Random) - see Faults.rate_limit_randomly
+    random_rate_limit: _Window = field(default_factory=_Window)
     ip_ban: _Window = field(default_factory=_Window)
     zero_avg_price_next_market: int = 0  # realtime answers that show "0" for the next market order
     empty_positions: _Window = field(default_factory=_Window)
@@ -178,6 +184,18 @@ class Faults:
         w = _Window(until=_until(seconds if seconds is not None else 1.0), count=count, path=path)
         self._apply("rate_limit", lambda: self.state.rate_limited.__setitem__(path, w), path=path, seconds=seconds,
                     count=count)
+
+    def rate_limit_randomly(self, probability: float, seconds: float | None = None, reset_ms: int = 100,
+                            seed: int | None = None) -> None:
+        """Answer each private REST request with 10006 with `probability` (reset `reset_ms` ahead):
+        a venue under load, where any call may be refused. `seed` makes the draws repeatable."""
+        if not 0.0 <= float(probability) <= 1.0:
+            raise ValueError("probability must be within 0..1")
+        if not 1 <= int(reset_ms) <= 60_000:
+            raise ValueError("reset_ms must be within 1..60000")
+        w = _Window(until=_until(seconds), value=(float(probability), int(reset_ms), random.Random(seed)))
+        self._apply("rate_limit_randomly", lambda: setattr(self.state, "random_rate_limit", w),
+                    probability=probability, seconds=seconds, reset_ms=reset_ms)
 
     def ip_ban(self, seconds: float) -> None:
         """HTTP 403 for every REST request (and WebSocket handshake) for `seconds`."""

@@ -1,7 +1,13 @@
-"""Instrument specs of the simulated USDT perpetuals (tick size, qty step, limits)."""
+"""Instrument specs of the simulated USDT perpetuals (tick size, qty step, limits).
+
+Like the venue, the simulator lists a fixed set of instruments (`LISTED`),
+whatever a client is configured for: a symbol outside it is refused
+(`UnlistedSymbol`), never invented.
+"""
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -74,8 +80,33 @@ _KNOWN = {
 }
 
 
+# Every instrument the simulator lists, in listing order. BTC and ETH have the
+# venue's real specs; the others derive theirs from the seed.
+LISTED: tuple[str, ...] = (
+    "BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "BNBUSDT", "DOGEUSDT",
+    "ADAUSDT", "LINKUSDT", "AVAXUSDT", "LTCUSDT", "DOTUSDT", "SUIUSDT",
+)
+
+
+class UnlistedSymbol(ValueError):
+    """A symbol the simulator does not list."""
+
+    def __init__(self, symbol: str):
+        self.symbol = symbol
+        self.close = close_matches(symbol, LISTED)
+        near = f"; did you mean {', '.join(self.close)}?" if self.close else ""
+        super().__init__(f"{symbol} is not listed by the simulator{near} (it lists {', '.join(LISTED)})")
+
+
+def close_matches(symbol: str, listed: "tuple[str, ...] | list[str]", n: int = 5) -> list[str]:
+    """Listed symbols spelled like `symbol` (difflib), best first."""
+    return difflib.get_close_matches(symbol.upper(), list(listed), n=n, cutoff=0.6)
+
+
 def instrument_for(symbol: str, seed: int) -> Instrument:
-    """The spec of `symbol`: fixed for BTC/ETH, derived from the seed otherwise."""
+    """The spec of a listed `symbol`: fixed for BTC/ETH, derived from the seed otherwise."""
+    if symbol not in LISTED:
+        raise UnlistedSymbol(symbol)
     base = symbol[: -len("USDT")]
     spec = _KNOWN.get(symbol)
     if spec is None:

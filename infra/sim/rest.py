@@ -85,6 +85,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
             if forced is not None and forced.take(path):
                 reset = wall_ms() + max(1, min(forced.remaining_ms(), 60_000))
                 allowed, headers = False, limit_headers(ex.endpoint_limiter.limits.get(path, 10), 0, reset)
+            chance = faults.random_rate_limit
+            if allowed and chance.active():
+                probability, reset_ms, draws = chance.value
+                if draws.random() < probability:
+                    reset = wall_ms() + reset_ms
+                    allowed, headers = False, limit_headers(ex.endpoint_limiter.limits.get(path, 10), 0, reset)
             if not allowed:
                 raise SimError(TOO_MANY_VISITS, "Too many visits!")
         params = _params(request, payload)

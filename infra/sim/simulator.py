@@ -27,6 +27,7 @@ from infra.logging import get_logger
 from infra.sim.clock import Clock, ManualClock, WallClock
 from infra.sim.exchange import EXCHANGE, WALL_TICK_S, Exchange
 from infra.sim.faults import Faults
+from infra.sim.instruments import LISTED
 from infra.sim.ratelimit import IpLimiter
 from infra.sim import rest, ws
 
@@ -61,6 +62,7 @@ class Simulator:
         self.clock: Any = clock if clock is not None else WallClock()
         self.host = host
         self.port = port
+        self._configured = list(symbols)
         self._ex = Exchange(
             list(symbols), seed, api_key, api_secret, self.clock, dcp_available, Decimal(str(starting_balance_usdt)),
             ack_delay_s=ack_delay_s, ip_limiter=IpLimiter(limit=ip_limit_per_5s, ban_s=ip_ban_s),
@@ -78,7 +80,9 @@ class Simulator:
         """From a `NodeConfig`: its `sim` section and its `symbols`."""
         sim = node_config.sim
         return cls(
-            symbols=list(node_config.symbols),
+            # An unlisted symbol is left to the node's own start-up check, which names it and
+            # lists the close matches; the venue just does not serve it.
+            symbols=[s for s in node_config.symbols if s in LISTED],
             seed=sim.seed,
             api_key=sim.api_key,
             api_secret=sim.api_secret,
@@ -101,6 +105,11 @@ class Simulator:
 
     @property
     def symbols(self) -> list[str]:
+        """The symbols it was started for (it serves every listed one: `listed`)."""
+        return list(self._configured)
+
+    @property
+    def listed(self) -> list[str]:
         return list(self._ex.models)
 
     def start(self) -> VenueUrls:
@@ -233,6 +242,11 @@ class Simulator:
         """Give the API key (or take away) the Wallet "Withdraw" permission `user/query-api` reports."""
         self._ex.call(lambda: setattr(self._ex.account, "withdraw_permission", bool(enabled)))
         log.warning("sim.key.withdrawal_permission", enabled=bool(enabled))
+
+    def order_log(self) -> list[dict[str, Any]]:
+        """A copy of the venue's own order record: every order's creation and end, in order,
+        with its position's size at that moment (see `Account.order_log`)."""
+        return self._ex.call(lambda: [dict(e) for e in self._ex.account.order_log])
 
     def call(self, fn: Any) -> Any:
         """Run `fn(exchange)` on the simulator's loop (for inspection in tests)."""

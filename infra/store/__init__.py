@@ -3,10 +3,11 @@
 Public surface:
     HistoryStore, StoreSession, SeriesInfo, WriteResult   the file and its sessions
     BarRange                                              half-open ranges of bar open times
-    StoreError, StoreBusy, SchemaTooNew, NestedSession    what can go wrong
+    StoreError, StoreBusy, SchemaTooNew, NestedSession,
+    StoreUnreadable                                       what can go wrong
 """
 
-from infra.store.errors import NestedSession, SchemaTooNew, StoreBusy, StoreError
+from infra.store.errors import NestedSession, SchemaTooNew, StoreBusy, StoreError, StoreUnreadable
 from infra.store.ranges import BarRange
 from infra.store.store import HistoryStore, SeriesInfo, StoreSession, WriteResult
 
@@ -18,6 +19,7 @@ __all__ = [
     "SeriesInfo",
     "StoreBusy",
     "StoreError",
+    "StoreUnreadable",
     "StoreSession",
     "WriteResult",
 ]

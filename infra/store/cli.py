@@ -13,6 +13,7 @@ otherwise. Exit codes: 0 done, 1 failed (busy file, venue errors, gaps left).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -107,20 +108,44 @@ def _console(stderr: bool = False):
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
-    # Off a terminal rich assumes 80 columns and squeezes the table; a pipe or a log file can take more.
-    return Console(file=stream, soft_wrap=True, width=None if stream.isatty() else 160)
+    # Off a terminal rich assumes 80 columns and squeezes the table; a pipe or a log file can take more,
+    # unless COLUMNS says how wide the reader is (rich reads it when width is None).
+    fits = stream.isatty() or os.environ.get("COLUMNS", "").isdigit()
+    return Console(file=stream, width=None if fits else 160)
 
 
 def _iso(t: datetime | None) -> str:
     return "-" if t is None else t.strftime("%Y-%m-%d %H:%M")
 
 
-def _busy(exc: Exception) -> int:
-    from infra.logging import get_logger
+def _short(t: datetime | None) -> str:
+    return "-" if t is None else t.strftime("%y-%m-%d %H:%M")
 
-    get_logger("infra.store.cli").error("store.busy", error=str(exc))
+
+def store_failed(exc: Exception) -> int:
+    """One paragraph for a store that could not be used: busy (store.busy) or not a history (store.unreadable)."""
+    from infra.logging import get_logger
+    from infra.store import StoreBusy
+
+    log = get_logger("infra.store.cli")
+    if isinstance(exc, StoreBusy):
+        log.error("store.busy", error=str(exc), file_only=True)
+    else:
+        log.error("store.unreadable", error=str(exc), file_only=True)
     print(f"error: {exc}", file=sys.stderr)
     return EXIT_FAILURE
+
+
+
+def _checked(app: Any, store: Any) -> None:
+    """Refuse a damaged file before any session (a session migrates, so it would write)."""
+    from infra.store.lock import on_wait
+    from infra.store.verify import verify_store
+
+    on_wait(lambda text: print(text, file=sys.stderr, flush=True))  # once per wait, before the long silence
+
+    verify_store(store.path, lock_timeout_s=store.lock_timeout_s, owner=store.lock.owner,
+                 catch_up_days=app.node.db_writer.catch_up_days)
 
 
 # --- gaps --------------------------------------------------------------------
@@ -141,6 +166,7 @@ def gaps_command(app: Any, args: argparse.Namespace) -> int:
     keep = _selected(args)
     rows, details = [], []
     try:
+        _checked(app, store)
         with store.session() as s:
             for info in s.series():
                 if not keep(info.symbol, info.interval) or info.first_open is None or info.last_open is None:
@@ -150,19 +176,22 @@ def gaps_command(app: Any, args: argparse.Namespace) -> int:
                 holes = s.venue_holes(info.symbol, info.interval)
                 rows.append((info, s.count(info.symbol, info.interval), gaps, holes))
     except StoreError as exc:
-        return _busy(exc)
-    table = Table(title=f"history in {store.path}")
-    for col in ("symbol", "interval", "bars", "first", "last", "gaps", "missing bars", "venue holes",
-                "hole bars", "last sync", "last heal"):
-        table.add_column(col, justify="right" if col in ("bars", "gaps", "missing bars", "venue holes",
-                                                         "hole bars") else "left")
+        return store_failed(exc)
+    # Seven columns without vertical rules, two-line cells for the times: fits 80 columns.
+    from rich import box
+
+    table = Table(title=f"history in {store.path}", box=box.SIMPLE_HEAD,
+                  caption="gaps, venue holes: ranges (bars); times UTC, yy-mm-dd")
+    for col, justify in (("symbol", "left"), ("int.", "left"), ("bars", "right"), ("first/last bar", "left"),
+                         ("gaps", "right"), ("holes", "right"), ("sync/heal", "left")):
+        table.add_column(col, justify=justify, overflow="fold", no_wrap=col in ("symbol", "int."))
     total_gaps = 0
     for info, bars, gaps, holes in rows:
         missing = sum(g.bars(info.interval) for g in gaps)
         total_gaps += len(gaps)
-        table.add_row(info.symbol, info.interval, str(bars), _iso(info.first_open), _iso(info.last_open),
-                      str(len(gaps)), str(missing), str(len(holes)), str(sum(h.bars(info.interval) for h in holes)),
-                      _iso(info.last_sync_at), _iso(info.last_heal_at))
+        table.add_row(info.symbol, info.interval, str(bars), f"{_short(info.first_open)}\n{_short(info.last_open)}",
+                      f"{len(gaps)} ({missing})", f"{len(holes)} ({sum(h.bars(info.interval) for h in holes)})",
+                      f"{_short(info.last_sync_at)}\n{_short(info.last_heal_at)}")
         for kind, ranges in (("gap", gaps), ("venue hole", holes)):
             for r in ranges[: args.limit]:
                 details.append(f"  {info.symbol} {info.interval} {kind}: {r.describe()} ({r.bars(info.interval)} bars)")
@@ -223,8 +252,7 @@ def _progress_reporter(total_series: int):
 
 
 def sync_command(app: Any, args: argparse.Namespace, source_factory: Callable[[Any], Any] | None = None) -> int:
-    from infra.store import HistoryStore, StoreBusy
-    from infra.store.sync import HistorySync, SyncFailed
+    from infra.store import HistoryStore, StoreError
 
     now = datetime.now(timezone.utc)
     end = args.end or now
@@ -239,6 +267,18 @@ def sync_command(app: Any, args: argparse.Namespace, source_factory: Callable[[A
         return EXIT_USAGE
     store = HistoryStore.for_node(app.node, owner="main.py sync")
     failed: list[str] = []
+    try:
+        _checked(app, store)
+        return _sync_pairs(app, store, pairs, start, end, failed, source_factory)
+    except StoreError as exc:
+        return store_failed(exc)
+
+
+def _sync_pairs(app: Any, store: Any, pairs: list[tuple[str, str]], start: datetime, end: datetime,
+                failed: list[str], source_factory: Callable[[Any], Any] | None) -> int:
+    from infra.store import StoreBusy
+    from infra.store.sync import HistorySync, SyncFailed
+
     with (source_factory or venue_source)(app) as (source, now_ms):
         with _progress_reporter(len(pairs)) as on_progress:
             sync = HistorySync(store, source, now_ms=now_ms, progress=on_progress)
@@ -249,7 +289,7 @@ def sync_command(app: Any, args: argparse.Namespace, source_factory: Callable[[A
                     failed.append(f"{symbol} {interval}: {exc.report.error}")
                     continue
                 except StoreBusy as exc:
-                    return _busy(exc)
+                    return store_failed(exc)
                 _summary(symbol, interval, report)
     for line in failed:
         print(f"error: sync {line}", file=sys.stderr)
@@ -275,12 +315,13 @@ def heal_command(app: Any, args: argparse.Namespace, source_factory: Callable[[A
         console.print(f"no history yet: {store.path} does not exist (run `python main.py sync`)")
         return EXIT_OK
     try:
+        _checked(app, store)
         with (source_factory or venue_source)(app) as (source, now_ms):
             with _progress_reporter(0) as on_progress:
                 reports = heal(store, HistorySync(store, source, now_ms=now_ms, progress=on_progress),
                                only=_selected(args))
     except StoreError as exc:
-        return _busy(exc)
+        return store_failed(exc)
     table = Table(title=f"heal of {store.path}")
     for col in ("symbol", "interval", "bars before", "bars after", "gaps before", "gaps after", "missing before",
                 "missing after", "duplicates", "venue holes", "result"):

@@ -4,6 +4,7 @@
     +-- StoreBusy        another process holds the file; names the file and the holder
     +-- SchemaTooNew     the file was written by a newer version of this program
     +-- NestedSession    a thread asked for the file while it already holds it
+    +-- StoreUnreadable  the file is not a history this program can read (damaged, not DuckDB)
 """
 
 from __future__ import annotations
@@ -48,3 +49,20 @@ class SchemaTooNew(StoreError):
 
 class NestedSession(StoreError):
     """A thread that already holds the store asked for it again (it would wait on itself)."""
+
+
+class StoreUnreadable(StoreError):
+    """The file exists but is not a readable history: damaged, or not a DuckDB file at all.
+
+    The message names the file and what to do; nothing here ever writes to it.
+    """
+
+    def __init__(self, path: Path, reason: str, catch_up_days: int | None = None):
+        self.path = path
+        self.reason = reason
+        days = f"the last {catch_up_days} day(s)" if catch_up_days else "the last `db_writer.catch_up_days`"
+        super().__init__(
+            f"history store {path} is not a readable history file ({reason}). It was left exactly as it is. "
+            f"Move it aside (mv {path} {path}.broken): the next start creates a new file and refetches {days}, "
+            "and `python main.py sync --days N` fetches the rest."
+        )

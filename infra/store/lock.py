@@ -32,11 +32,29 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import filelock
 
 from infra.store.errors import NestedSession, StoreBusy
+
+T = TypeVar("T")
+# Waits shorter than this are not announced: the DbWriter's flushes (lock_wait_ms)
+# say it themselves with db.flush_failed when the file stays busy.
+ANNOUNCE_AFTER_S = 1.0
+_wait_notice: Callable[[str], None] | None = None
+
+
+def on_wait(notice: Callable[[str], None] | None) -> None:
+    """A command's way to tell its user, once, that it is waiting (e.g. print to stderr)."""
+    global _wait_notice
+    _wait_notice = notice
+
+
+def _log():
+    from infra.logging import get_logger  # not at import: logging imports nothing of the store
+
+    return get_logger("infra.store.lock")
 
 _process_locks: dict[str, threading.Lock] = {}
 _process_holders: dict[str, str] = {}  # lock key -> who in this process holds it
@@ -74,6 +92,43 @@ class Holder:
         if self.host == socket.gethostname() and not _alive(self.pid):
             text += " [that process is gone; the lock is free for the next attempt]"
         return text
+
+
+def lock_holders(path: Path) -> list[int] | None:
+    """Pids holding a granted flock/POSIX lock on `path` right now, from the kernel (/proc/locks).
+
+    The holder record in the lock file is only the *last* one written; this is
+    who holds it now, whoever it is (one of ours, or a process that took the
+    lock some other way). Empty where /proc/locks is not available.
+    """
+    try:
+        st = os.stat(path)
+        with open("/proc/locks", encoding="ascii") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    pids = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 6 or "->" in parts:  # "->": a waiter, not a holder
+            continue
+        try:
+            major, minor, inode = parts[5].split(":")
+            pid = int(parts[4])
+            if int(inode) == st.st_ino and int(major, 16) == os.major(st.st_dev) and int(minor, 16) == os.minor(st.st_dev):
+                pids.append(pid)
+        except ValueError:
+            continue
+    return sorted(set(pids))
+
+
+def command_line(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return "?"
+    return " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(argv))[:200] or "?"
 
 
 def _alive(pid: int) -> bool:
@@ -123,8 +178,41 @@ class StoreLock:
         return _process_lock(self._key).locked()
 
     def describe_holder(self) -> str:
-        holder = self.holder()
-        return holder.describe() if holder else "another process (it left no holder record)"
+        """Who holds the lock now: the kernel's answer, with the holder record's details when it is theirs."""
+        record = self.holder()
+        kernel = lock_holders(self.path)
+        if kernel is None:  # no /proc/locks: the record is all there is
+            return record.describe() if record else "another process (it left no holder record)"
+        others = [p for p in kernel if p != os.getpid()]
+        if not others:
+            return "no process any more (the holder let go as the wait ended; try again)"
+        if record is not None and record.pid in others:
+            return record.describe()
+        return ", ".join(f"pid {p} ({command_line(p)}) on {socket.gethostname()}" for p in others)
+
+    def _announce_wait(self, timeout_s: float, holder: str) -> None:
+        """Said once, when a wait long enough to notice begins."""
+        notice = _wait_notice
+        _log().warning("store.waiting", path=str(self.db_path), holder=holder, timeout_s=round(timeout_s, 1),
+                       file_only=notice is not None)
+        if notice is not None:
+            notice(f"waiting up to {timeout_s:g} s for the history store {self.db_path}: held by {holder}")
+
+    def while_foreign(self, attempt: Callable[[], T], timeout_s: float, started: float) -> T:
+        """Run `attempt` until it stops raising StoreBusy (a process that opened the DuckDB file
+        without our lock) or `timeout_s` since `started` is spent; waits like the lock does."""
+        announced = False
+        while True:
+            try:
+                return attempt()
+            except StoreBusy as exc:
+                waited = time.monotonic() - started
+                if waited >= timeout_s:
+                    raise StoreBusy(self.db_path, exc.holder, waited) from None
+                if not announced and timeout_s >= ANNOUNCE_AFTER_S:
+                    announced = True
+                    self._announce_wait(timeout_s, exc.holder)
+                time.sleep(min(0.05, max(0.0, timeout_s - waited)))
 
     @contextmanager
     def hold(self, timeout_s: float) -> Iterator[None]:
@@ -142,11 +230,16 @@ class StoreLock:
             f"thread {threading.current_thread().name!r} ({self.owner}) since {time.strftime('%H:%M:%S')}"
         )
         try:
-            remaining = max(0.0, timeout_s - (time.monotonic() - started))
             try:
-                self._file_lock.acquire(timeout=remaining, poll_interval=self._poll)
+                self._file_lock.acquire(timeout=0)
             except filelock.Timeout:
-                raise StoreBusy(self.db_path, self.describe_holder(), time.monotonic() - started) from None
+                if timeout_s >= ANNOUNCE_AFTER_S:
+                    self._announce_wait(timeout_s, self.describe_holder())
+                remaining = max(0.0, timeout_s - (time.monotonic() - started))
+                try:
+                    self._file_lock.acquire(timeout=remaining, poll_interval=self._poll)
+                except filelock.Timeout:
+                    raise StoreBusy(self.db_path, self.describe_holder(), time.monotonic() - started) from None
             held.add(self._key)
             try:
                 yield

@@ -340,8 +340,10 @@ class HistoryStore:
         """
         timeout = self.lock_timeout_s if timeout_s is None else timeout_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
         with self.lock.hold(timeout):
-            conn = self._attach(threads)
+            # A process that opened the file without our lock is waited for like a lock holder.
+            conn = self.lock.while_foreign(lambda: self._attach(threads), timeout, started)
             try:
                 migrate(conn, self.path)
                 yield StoreSession(conn, self.path)

@@ -78,9 +78,10 @@ def test_signal_stops_the_node_gracefully_within_five_seconds(tmp_path, sig):
 @pytest.mark.parametrize(
     ("env", "field"),
     [
-        ({"BYBIT_NODE_RISK__MAX_LEVERAGE": "-1"}, "risk.max_leverage"),
+        # A value from the environment is named by its variable, then the field it sets.
+        ({"BYBIT_NODE_RISK__MAX_LEVERAGE": "-1"}, "$BYBIT_NODE_RISK__MAX_LEVERAGE (risk.max_leverage)"),
         ({"BYBIT_NODE_VENUE": "testnet"}, "$BYBIT_API_KEY"),
-        ({"BYBIT_NODE_TRADING_MODE": "live"}, "trading_mode"),
+        ({"BYBIT_NODE_TRADING_MODE": "live"}, "$BYBIT_NODE_TRADING_MODE (trading_mode)"),
         ({"BYBIT_NODE_NO_SUCH_THING": "1"}, "$BYBIT_NODE_NO_SUCH_THING"),
     ],
 )

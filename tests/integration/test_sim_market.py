@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from infra.sim.instruments import LISTED
+
 import json
 from decimal import Decimal
 
@@ -151,12 +153,13 @@ def test_pybit_merges_ticker_deltas_into_the_snapshot(sim, sim_http, open_ws):
 
 def test_instruments_info_and_all_tickers(sim, sim_http):
     info = sim_http.get_instruments_info(category="linear")["result"]
-    assert [i["symbol"] for i in info["list"]] == ["BTCUSDT", "ETHUSDT"]
+    # A fixed listing like the venue's, whatever the simulator was started for.
+    assert [i["symbol"] for i in info["list"]] == list(LISTED)
     btc = info["list"][0]
     assert btc["priceFilter"]["tickSize"] == "0.10" and btc["lotSizeFilter"]["qtyStep"] == "0.001"
     assert btc["lotSizeFilter"]["minOrderQty"] == "0.001" and btc["contractType"] == "LinearPerpetual"
     tickers = sim_http.get_tickers(category="linear")["result"]["list"]
-    assert {t["symbol"] for t in tickers} == {"BTCUSDT", "ETHUSDT"}
+    assert {t["symbol"] for t in tickers} == set(LISTED)
     assert int(tickers[0]["nextFundingTime"]) % (8 * 3_600_000) == 0
 
 

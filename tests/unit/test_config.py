@@ -23,10 +23,17 @@ def test_shipped_config_is_valid_and_needs_no_environment():
     assert app.node.db_path.name == "sim.duckdb"
 
 
-def test_empty_file_gives_defaults(write_config):
-    app = load_config(write_config(""))
+def test_defaults_fill_what_the_file_leaves_out(write_config):
+    app = load_config(write_config(""))  # holds only data_dir
     assert app.node.symbols["BTCUSDT"].intervals == ("1",)
     assert app.node.risk.max_leverage == Decimal("5")
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "\n\n"])
+def test_an_empty_file_is_refused_not_run_on_other_defaults(tmp_path, text):
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    assert "the file is empty" in problems(path)["<file>"]
 
 
 def test_environment_overrides_nested_fields(write_config, monkeypatch):
@@ -113,9 +120,34 @@ def test_unknown_environment_override_is_refused(write_config, monkeypatch):
     assert got == {"$BYBIT_NODE_RISK__MAX_LEVRAGE": "unknown setting; no such field in the configuration"}
 
 
-def test_bad_environment_value_names_the_field(write_config, monkeypatch):
+def test_bad_environment_value_names_the_variable_and_the_field(write_config, monkeypatch):
     monkeypatch.setenv("BYBIT_NODE_DB_WRITER__FLUSH_MAX_BARS", "lots")
-    assert "db_writer.flush_max_bars" in problems(write_config(""))
+    assert "$BYBIT_NODE_DB_WRITER__FLUSH_MAX_BARS (db_writer.flush_max_bars)" in problems(write_config(""))
+
+
+def test_the_same_bad_value_from_the_file_names_only_the_field(write_config):
+    assert "db_writer.flush_max_bars" in problems(write_config("db_writer:\n  flush_max_bars: lots\n"))
+
+
+def test_environment_symbols_replace_the_files_symbols(write_config, monkeypatch):
+    monkeypatch.setenv("BYBIT_NODE_SYMBOLS", '{"SOLUSDT": {"intervals": ["15"]}}')
+    app = load_config(write_config("symbols:\n  BTCUSDT:\n    intervals: ['1']\n  ETHUSDT:\n    intervals: ['1']\n"))
+    assert {s: c.intervals for s, c in app.node.symbols.items()} == {"SOLUSDT": ("15",)}
+
+
+def test_symbols_variable_that_is_not_json_is_a_config_error(write_config, monkeypatch):
+    monkeypatch.setenv("BYBIT_NODE_SYMBOLS", '{"BTCUSDT": {intervals: [1}')
+    got = problems(write_config(""))
+    assert list(got) == ["$BYBIT_NODE_SYMBOLS"] and got["$BYBIT_NODE_SYMBOLS"].startswith("not valid JSON")
+
+
+def test_bad_interval_is_one_problem_not_two(write_config):
+    got = problems(write_config("symbols:\n  BTCUSDT:\n    intervals: ['7']\n"))
+    assert list(got) == ["symbols.BTCUSDT.intervals.0"] and "(got '7')" in got["symbols.BTCUSDT.intervals.0"]
+
+
+def test_an_empty_interval_list_is_still_refused(write_config):
+    assert "symbols.BTCUSDT.intervals" in problems(write_config("symbols:\n  BTCUSDT:\n    intervals: []\n"))
 
 
 def test_symbol_names_are_checked(write_config):

@@ -252,8 +252,12 @@ def test_signal_validation():
     ok = Signal(signal_id="sig-1", symbol="BTCUSDT", direction="long", qty="0.01",
                 stop_loss="60000", take_profit="70000")
     assert ok.qty == Decimal("0.01") and ok.created_at.tzinfo is timezone.utc
-    with pytest.raises(ValidationError, match="needs a qty"):
-        Signal(signal_id="sig-2", symbol="BTCUSDT", direction="short")
+    # No size at all is allowed (the configured default applies); two sizes are not.
+    assert Signal(signal_id="sig-2", symbol="BTCUSDT", direction="short").usd is None
+    with pytest.raises(ValidationError, match="qty or usd, not both"):
+        Signal(signal_id="sig-2b", symbol="BTCUSDT", direction="short", qty="1", usd="100")
+    with pytest.raises(ValidationError, match="takes no qty or usd"):
+        Signal(signal_id="sig-2c", symbol="BTCUSDT", direction="flat", usd="100")
     with pytest.raises(ValidationError, match="stop_loss below take_profit"):
         Signal(signal_id="sig-3", symbol="BTCUSDT", direction="long", qty="1", stop_loss="70000", take_profit="60000")
     with pytest.raises(ValidationError, match="greater than 0"):

@@ -38,6 +38,7 @@ class Account:
     ips: list = field(default_factory=lambda: ["203.0.113.7"])
     hedge: set = field(default_factory=set)  # symbols in hedge mode
     switch_blocked: set = field(default_factory=set)  # 110024: a position blocks the switch
+    open_position: set = field(default_factory=set)  # hedge symbols with an open long leg
     leverage: dict = field(default_factory=lambda: {"BTCUSDT": "5", "ETHUSDT": "3"})
     dcp: bool = True
     dcp_window: int | None = None
@@ -52,12 +53,16 @@ class Account:
         venue.on("POST", "/v5/position/set-leverage", self._set_leverage)
         venue.on("GET", "/v5/account/query-dcp-info", self._dcp_info)
         venue.on("POST", "/v5/order/disconnected-cancel-all", self._set_dcp)
+        venue.on("GET", "/v5/order/realtime", lambda r: Reply(body=envelope({"list": [], "nextPageCursor": "", "category": "linear"})))
 
     def _time(self, _req):
         now_ns = time.time_ns() + self.skew_ms * 1_000_000
         return Reply(body=envelope({"timeSecond": str(now_ns // 10**9), "timeNano": str(now_ns)}, time_ms=now_ns // 10**6))
 
     def _row(self, symbol: str, idx: int) -> dict:
+        if symbol in self.open_position and idx == 1:
+            return {"symbol": symbol, "positionIdx": idx, "side": "Buy", "size": "0.01", "avgPrice": "65000",
+                    "leverage": self.leverage[symbol]}
         return {"symbol": symbol, "positionIdx": idx, "side": "", "size": "0", "avgPrice": "0", "leverage": self.leverage[symbol]}
 
     def _positions(self, req):
@@ -232,20 +237,43 @@ def test_leverage_above_the_cap_is_lowered_when_applying(venue, account):
         applied = run_preflight(gateway, app, apply=True)
     finally:
         gateway.close()
-    assert statuses(read_only)["leverage"] is Status.FAIL
+    # Read-only agrees with the start (which lowers it) and says what it would do.
+    lev = next(c for c in read_only.checks if c.name == "leverage")
+    assert lev.status is Status.PASS and "would lower leverage 20x -> 5x" in lev.detail
     assert statuses(applied)["leverage"] is Status.PASS
     assert account.leverage["BTCUSDT"] == "5"
 
 
-def test_read_only_run_changes_nothing(venue, account):
+def test_read_only_run_changes_nothing_and_says_what_start_up_would_do(venue, account):
     account.hedge |= {"BTCUSDT"}
+    account.leverage["ETHUSDT"] = "10"
     app = app_config()
     gateway = gateway_for(venue, app)
     try:
         report = run_preflight(gateway, app, apply=False)
     finally:
         gateway.close()
-    assert statuses(report)["one_way_mode"] is Status.FAIL
+    checks = {c.name: c for c in report.checks}
+    assert checks["one_way_mode"].status is Status.PASS
+    assert "BTCUSDT: would switch from hedge to one-way mode at start" in checks["one_way_mode"].detail
+    assert "would lower leverage 10x -> 5x" in checks["leverage"].detail
+    assert checks["dcp"].status is Status.PASS and "would arm" in checks["dcp"].detail
+    assert "armed," not in checks["dcp"].detail  # nothing was armed
+    assert report.ok
+    assert [r.method for r in venue.requests() if r.method == "POST"] == []
+
+
+def test_read_only_fails_what_start_up_could_not_fix(venue, account):
+    account.hedge |= {"BTCUSDT"}
+    account.open_position |= {"BTCUSDT"}
+    app = app_config()
+    gateway = gateway_for(venue, app)
+    try:
+        report = run_preflight(gateway, app, apply=False)
+    finally:
+        gateway.close()
+    one_way = next(c for c in report.checks if c.name == "one_way_mode")
+    assert one_way.status is Status.FAIL and "an open position" in one_way.detail
     assert [r.method for r in venue.requests() if r.method == "POST"] == []
 
 

@@ -50,11 +50,19 @@ def app(write_config):
     return load_config(write_config("supervisor:\n  ask_timeout_s: 2\nshutdown:\n  graceful_timeout_s: 5\n"))
 
 
-def test_default_tree_is_in_dependency_order():
-    assert [c.role for c in default_children()] == list(START_ORDER)
+def test_default_tree_is_in_dependency_order(write_config):
     assert START_ORDER == (
-        Role.STATE_STORE, Role.DB_WRITER, Role.RISK, Role.PANIC, Role.EXECUTOR, Role.WS_PRIVATE, Role.WS_PUBLIC,
+        Role.STATE_STORE, Role.DB_WRITER, Role.RISK, Role.PANIC, Role.EXECUTOR, Role.EXAMPLE_STRATEGY,
+        Role.WS_PRIVATE, Role.WS_PUBLIC,
     )
+    enabled = load_config(write_config("strategy:\n  enabled: true\n")).node
+    assert [c.role for c in default_children(enabled)] == list(START_ORDER)
+    # The example strategy is optional: off by default, and off on a venue it is not allowed on.
+    without = [r for r in START_ORDER if r is not Role.EXAMPLE_STRATEGY]
+    assert [c.role for c in default_children()] == without
+    assert [c.role for c in default_children(load_config(write_config("")).node)] == without
+    elsewhere = load_config(write_config("strategy:\n  enabled: true\n  venues: [testnet]\n")).node
+    assert [c.role for c in default_children(elsewhere)] == without
 
 
 def test_children_start_in_order_and_stop_in_reverse(app):
@@ -82,15 +90,18 @@ def test_a_child_that_cannot_start_fails_the_whole_start(app):
     assert pykka.ActorRegistry.get_all() == []
 
 
-def test_a_failed_child_is_reported_and_unregistered(app):
+def test_a_failed_child_is_reported_and_replaced_by_a_new_generation(app):
     journal = Journal()
     directory = Directory()
     sup = Supervisor.start(app, directory, [recording(r, journal) for r in (Role.STATE_STORE, Role.RISK)])
     sup.ask(Ping(), timeout=5)
     risk = directory.get(Role.RISK)
     risk.tell(ValueError("boom"))  # a raising tell handler kills a Pykka actor
-    wait_until(lambda: directory.get(Role.RISK) is None and not risk.is_alive(), what="risk to be gone")
-    assert sup.proxy().running_roles().get(timeout=5) == ["state_store"]
+    wait_until(lambda: directory.get(Role.RISK) not in (None, risk), what="a new risk actor")
+    assert not risk.is_alive()
+    assert sup.proxy().generation(Role.RISK).get(timeout=5) == 1
+    assert directory.is_retired(Role.RISK, 0) and not directory.is_retired(Role.RISK, 1)
+    assert sup.proxy().running_roles().get(timeout=5) == ["state_store", "risk"]
     sup.stop(block=True, timeout=10)
-    assert ("stop", "risk") not in journal.entries  # on_stop does not run for a failed actor
-
+    assert journal.entries.count(("start", "risk")) == 2
+    assert journal.entries.count(("stop", "risk")) == 1  # on_stop does not run for the failed one

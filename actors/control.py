@@ -1,0 +1,192 @@
+"""`python main.py signal` and `python main.py panic`: both ends.
+
+Node side: `node_handler` turns a `signal` command into a `Signal` told to
+the Executor and a `panic` command into a `Panic` asked of the Panic
+actor (the reply carries its report). Command side: with a node running
+on this data directory and venue, the command goes through the control
+directory (`infra.control`); `panic` with no node running does the same
+procedure itself, straight through the gateway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable
+
+import pykka
+from pydantic import ValidationError
+
+from actors.base import Directory, Role
+from infra.logging import get_logger
+from messages.commands import Direction, Panic, PanicReport, Signal
+
+log = get_logger("control")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+SIGNAL_REPLY_TIMEOUT_S = 10.0
+
+
+def panic_timeout_s(node: Any) -> float:
+    """How long a panic may take end to end, plus room for the reply."""
+    return float(node.panic.deadline_s) + 15.0
+
+
+# --- node side ------------------------------------------------------------------------------
+
+
+def node_handler(directory: Directory, node: Any) -> Callable[[str, dict[str, Any]], dict[str, Any]]:
+    def handle(command: str, args: dict[str, Any]) -> dict[str, Any]:
+        if command == "signal":
+            return _signal(directory, args)
+        if command == "panic":
+            return _panic(directory, args, panic_timeout_s(node) - 5.0)
+        return {"ok": False, "error": f"unknown command {command!r}"}
+
+    return handle
+
+
+def _signal(directory: Directory, args: dict[str, Any]) -> dict[str, Any]:
+    try:
+        signal = Signal(
+            signal_id=str(args.get("signal_id") or f"cli-{uuid.uuid4().hex[:20]}"),
+            symbol=args.get("symbol"),
+            direction=args.get("direction"),
+            usd=args.get("usd"),
+            reason="operator: python main.py signal",
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'signal'}: {e['msg']}" for e in exc.errors())
+        log.warning("control.signal_rejected", problems=problems)
+        return {"ok": False, "error": f"invalid signal: {problems}"}
+    delivered = directory.tell(Role.EXECUTOR, signal)
+    log.info("control.signal", signal_id=signal.signal_id, symbol=signal.symbol, direction=signal.direction.value,
+             usd=str(signal.usd) if signal.usd is not None else None, delivered=delivered)
+    if not delivered:
+        return {"ok": False, "error": "no Executor is running in the node", "signal_id": signal.signal_id}
+    return {"ok": True, "signal_id": signal.signal_id, "delivered_to": Role.EXECUTOR.value}
+
+
+def _panic(directory: Directory, args: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    ref = directory.get(Role.PANIC)
+    if ref is None:
+        return {"ok": False, "error": "no Panic actor is running in the node"}
+    reason = str(args.get("reason") or "operator: python main.py panic")
+    try:
+        report = ref.ask(Panic(reason=reason), timeout=timeout_s)
+    except (pykka.ActorDeadError, pykka.Timeout) as exc:
+        log.error("control.panic_unanswered", error=repr(exc))
+        return {"ok": False, "error": f"the Panic actor did not answer: {exc!r}"}
+    if not isinstance(report, PanicReport):
+        return {"ok": False, "error": f"unexpected answer {type(report).__name__}"}
+    return {"ok": report.flat, "report": report.as_dict()}
+
+
+# --- command side -----------------------------------------------------------------------------
+
+
+def add_control_commands(sub: Any) -> None:
+    sig = sub.add_parser(
+        "signal",
+        help="send a trading signal to the running node",
+        description="Tell the running node's Executor a signal; it goes through the trading state, risk and "
+                    "price checks like any other. Needs a node running on this data_dir and venue.",
+    )
+    sig.add_argument("symbol", help="e.g. BTCUSDT")
+    sig.add_argument("direction", choices=[d.value for d in Direction])
+    sig.add_argument("--usd", type=_positive_decimal, metavar="N", help="size in USDT notional (long/short; default: risk.default_order_usd)")
+    sub.add_parser(
+        "panic",
+        help="halt trading, close every position (close before cancel), verify flat",
+        description="With a node running: it halts, closes every position reduce-only before cancelling its "
+                    "stops, cancels every other order and verifies flat over REST. With no node running the "
+                    "same procedure runs here, through the gateway. Prints the report; exit 0 only when flat.",
+    )
+
+
+def _positive_decimal(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value.is_finite() or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
+    return value
+
+
+def signal_command(app: Any, args: Any) -> int:
+    from infra.control import ControlError, send
+    from infra.presence import running_pid
+
+    node = app.node
+    if args.direction == "flat" and args.usd is not None:
+        print("error: a flat signal takes no --usd", file=sys.stderr)
+        return EXIT_USAGE
+    pid = running_pid(node.data_dir, node.venue.value)
+    if pid is None:
+        print(f"error: no node is running on {node.data_dir} for venue {node.venue.value}; "
+              "a signal needs a running node (start one with `python main.py run`)", file=sys.stderr)
+        return EXIT_FAILURE
+    payload = {"symbol": args.symbol, "direction": args.direction,
+               "usd": str(args.usd) if args.usd is not None else None}
+    try:
+        answer = send(node.data_dir, node.venue.value, "signal", payload, timeout_s=SIGNAL_REPLY_TIMEOUT_S)
+    except ControlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(json.dumps(answer, indent=2))
+    return EXIT_OK if answer.get("ok") else EXIT_FAILURE
+
+
+def panic_command(app: Any, args: Any) -> int:
+    from infra.control import ControlError, send
+    from infra.presence import running_pid
+
+    node = app.node
+    pid = running_pid(node.data_dir, node.venue.value)
+    if pid is not None:
+        try:
+            answer = send(node.data_dir, node.venue.value, "panic", {"reason": "operator: python main.py panic"},
+                          timeout_s=panic_timeout_s(node))
+        except ControlError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        print(json.dumps(answer.get("report", answer), indent=2))
+        return EXIT_OK if answer.get("ok") else EXIT_FAILURE
+    report = panic_without_node(app)
+    if report is None:
+        return EXIT_FAILURE
+    print(json.dumps(report.as_dict(), indent=2))
+    return EXIT_OK if report.flat else EXIT_FAILURE
+
+
+def panic_without_node(app: Any) -> PanicReport | None:
+    """The panic procedure straight through the gateway (no node runs to do it)."""
+    from contextlib import closing
+
+    from actors.closing import ClosePolicy, Flattener
+    from infra.bybit.errors import ExchangeError
+    from infra.bybit.gateway import Gateway
+    from infra.bybit.rate_limit import Lane
+    from infra.venue import open_venue
+
+    node = app.node
+    cfg = node.panic
+    log.warning("control.panic_direct", venue=node.venue.value, reason="no node is running: panicking through the gateway")
+    policy = ClosePolicy(attempts=cfg.close_attempts, deadline_s=float(cfg.close_deadline_s),
+                         fill_timeout_s=float(cfg.fill_timeout_s))
+    try:
+        with open_venue(node) as urls, closing(Gateway.from_config(app, urls)) as gateway:
+            problems = gateway.trading_problems()
+            if problems:
+                print(f"error: this venue/mode refuses account changes: {'; '.join(problems)}", file=sys.stderr)
+                return None
+            flattener = Flattener(gateway.on_lane(Lane.PANIC), list(node.symbols), policy,
+                                  deadline_s=float(cfg.deadline_s), verify_rounds=cfg.verify_rounds)
+            return flattener.run("operator: python main.py panic (no node running)")
+    except (ExchangeError, RuntimeError, OSError) as exc:
+        print(f"error: cannot reach the venue: {exc}", file=sys.stderr)
+        return None

@@ -1,0 +1,91 @@
+"""The control channel with a fake Executor and a fake Panic peer: files in, messages to actors, replies out."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pykka
+import pytest
+
+from actors.base import Directory, Role
+from actors.control import node_handler
+from infra.config import load_config
+from infra.control import ControlTimeout, ControlWatcher, control_dir, send
+from messages.commands import Direction, Panic, PanicReport, Signal
+from tests.helpers import wait_until
+
+
+class FakeExecutor(pykka.ThreadingActor):
+    def __init__(self, inbox: list):
+        super().__init__()
+        self.inbox = inbox
+
+    def on_receive(self, message):
+        self.inbox.append(message)
+
+
+class FakePanic(pykka.ThreadingActor):
+    def __init__(self, inbox: list):
+        super().__init__()
+        self.inbox = inbox
+
+    def on_receive(self, message):
+        self.inbox.append(message)
+        return PanicReport(reason=message.reason, started_at="2026-01-01T00:00:00Z", flat=True, time_to_flat_s=0.2,
+                           duration_s=0.2, closed=(), orders_cancelled=1, still_open_positions=(),
+                           still_open_orders=(), dcp="window tightened to 3 s", rounds=1)
+
+
+@pytest.fixture
+def node(write_config, tmp_path):
+    app = load_config(write_config(""))
+    directory = Directory()
+    executor_inbox: list = []
+    panic_inbox: list = []
+    directory.register(Role.EXECUTOR, FakeExecutor.start(executor_inbox))
+    directory.register(Role.PANIC, FakePanic.start(panic_inbox))
+    watcher = ControlWatcher(app.node.data_dir, "sim", node_handler(directory, app.node), poll_s=0.01).start()
+    yield app.node.data_dir, executor_inbox, panic_inbox
+    watcher.stop()
+
+
+def test_a_signal_command_reaches_the_executor_as_a_signal(node, events):
+    data_dir, executor, _ = node
+    answer = send(data_dir, "sim", "signal", {"symbol": "BTCUSDT", "direction": "long", "usd": "150"}, timeout_s=5)
+    assert answer["ok"] is True
+    (signal,) = wait_until(lambda: executor, what="the executor got the signal")
+    assert isinstance(signal, Signal) and signal.direction is Direction.LONG and str(signal.usd) == "150"
+    assert signal.signal_id == answer["signal_id"]
+    assert [e["command"] for e in events() if e["event"] == "control.command"] == ["signal"]
+
+
+def test_an_invalid_signal_is_refused_with_the_reason_and_reaches_nobody(node):
+    data_dir, executor, _ = node
+    answer = send(data_dir, "sim", "signal", {"symbol": "btc", "direction": "long", "usd": "-1"}, timeout_s=5)
+    assert answer["ok"] is False and "symbol" in answer["error"] and "usd" in answer["error"]
+    assert executor == []
+
+
+def test_a_panic_command_is_asked_of_panic_and_answers_its_report(node):
+    data_dir, _, panic = node
+    answer = send(data_dir, "sim", "panic", {"reason": "operator test"}, timeout_s=5)
+    assert answer["ok"] is True and answer["report"]["flat"] is True and answer["report"]["orders_cancelled"] == 1
+    assert [type(m) for m in panic] == [Panic] and panic[0].reason == "operator test"
+
+
+def test_a_malformed_command_file_gets_an_error_reply(node):
+    data_dir, executor, panic = node
+    base = control_dir(data_dir, "sim")
+    (base / "requests" / "bad.json").write_text("{not json")
+    reply = wait_until(lambda: (base / "replies" / "bad.json").exists() and base / "replies" / "bad.json")
+    assert json.loads(reply.read_text())["ok"] is False
+    assert executor == [] and panic == []
+
+
+def test_without_a_watcher_the_command_times_out_and_is_withdrawn(tmp_path):
+    started = time.monotonic()
+    with pytest.raises(ControlTimeout) as info:
+        send(tmp_path, "sim", "panic", {}, timeout_s=0.3)
+    assert info.value.taken is False and time.monotonic() - started < 3
+    assert list((control_dir(tmp_path, "sim") / "requests").glob("*.json")) == []  # nothing left to act on later

@@ -1,0 +1,356 @@
+"""Executor with mocked peers (StateStore, Risk, Panic), a counting gateway and a fake market reader."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from actors.base import ActorContext, Directory, Role
+from actors.executor import Executor, fill_from, order_qty, price_deviation_pct
+from infra.bybit import OutcomeUnknown, order_link_id
+from infra.config import AppConfig, NodeConfig, RiskConfig
+from infra.market_reader import Quote
+from messages.account import Order
+from messages.commands import ClosePosition, CloseOutcome, CloseResult, Signal
+from messages.control import TradingState, TradingStateChanged
+from messages.queries import GetSnapshot
+from messages.trading import ExecutionOutcome, GetExecution, RiskCheck, RiskDecision
+from messages.types import Side
+from tests.helpers import wait_until
+from tests.trading_fakes import T0, FakeGateway, FakeReader, Peer, btc_instrument, execution, position, snapshot, wallet
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class World:
+    """An Executor and its mocked peers. `state[0]` is what the StateStore answers."""
+
+    def __init__(self, tmp_path, *, allow: bool = True, **risk):
+        self.state = [snapshot(wallet())]
+        self.gateway = FakeGateway()
+        self.reader = FakeReader()
+        self.directory = Directory()
+        self.allow = allow
+        store = Peer.start(lambda m: self.state[0] if isinstance(m, GetSnapshot) else None)
+        self.store = store.proxy()
+        self.directory.register(Role.STATE_STORE, store)
+        self.risk_reply = None
+        risk_ref = Peer.start(self._risk_peer)
+        self.risk = risk_ref.proxy()
+        self.directory.register(Role.RISK, risk_ref)
+        self.close_result: CloseResult | None = None
+        self.panic_reply = None
+        panic_ref = Peer.start(self._panic)
+        self.panic = panic_ref.proxy()
+        self.directory.register(Role.PANIC, panic_ref)
+        limits = RiskConfig(**{"fill_stream_wait_s": Decimal("0.3"), "fill_timeout_s": Decimal("1.5"), **risk})
+        node = NodeConfig(data_dir=tmp_path / "data", risk=limits)
+        ctx = ActorContext(config=AppConfig(node=node, credentials=None, source="test"), directory=self.directory)
+        self.ref = Executor.start(ctx, reader=self.reader, gateway=self.gateway)
+        self.set_state(TradingState.ACTIVE)
+
+    def _risk_peer(self, m):
+        return (self.risk_reply or self._risk)(m)
+
+    def _risk(self, m):
+        if isinstance(m, RiskCheck):
+            return RiskDecision(True, None, "ok") if self.allow else RiskDecision(False, "daily_loss", "limit")
+        return None
+
+    def _panic(self, m):
+        if self.panic_reply is not None:
+            return self.panic_reply(m)
+        if isinstance(m, ClosePosition):
+            return self.close_result or CloseResult(symbol=m.symbol, outcome=CloseOutcome.CLOSED, signal_id=m.signal_id,
+                                                    order_id="close-1", order_link_id="c-1", closed_qty=Decimal("0.01"),
+                                                    avg_price=Decimal("60010"))
+        return None
+
+    def set_state(self, state: TradingState) -> None:
+        self.ref.tell(TradingStateChanged(state=state, previous=TradingState.HALTED, reason="test"))
+
+    def signal(self, signal_id: str = "sig-1", direction: str = "long", **kw):
+        sig = Signal(signal_id=signal_id, symbol=kw.pop("symbol", "BTCUSDT"), direction=direction, **kw)
+        return self.ref.ask(sig, timeout=5)
+
+    def result(self, signal_id: str):
+        return self.ref.ask(GetExecution(signal_id=signal_id), timeout=5)
+
+    def final(self, signal_id: str, timeout: float = 5.0):
+        return wait_until(lambda: (r := self.result(signal_id)) is not None and r.final and r, timeout=timeout,
+                          what=f"final result of {signal_id}")
+
+    def fill_on_stream(self, link: str, *fills: tuple[str, str]) -> None:
+        execs = tuple(execution(link, f"oid-{link}", q, p, exec_id=f"e{i}") for i, (q, p) in enumerate(fills))
+        self.state[0] = snapshot(wallet(), executions=execs)
+
+
+# --- the pure parts --------------------------------------------------------------------------
+
+
+def test_size_from_qty_usd_or_default_rounded_down_to_the_step():
+    inst = btc_instrument()
+    price = Decimal("60000")
+    sig = lambda **kw: Signal(signal_id="s", symbol="BTCUSDT", direction="long", **kw)  # noqa: E731
+    assert order_qty(sig(qty=Decimal("0.0129")), price, inst, Decimal("100")) == Decimal("0.012")
+    assert order_qty(sig(usd=Decimal("250")), price, inst, Decimal("100")) == Decimal("0.004")
+    assert order_qty(sig(), price, inst, Decimal("100")) == Decimal("0.001")
+
+
+def test_price_deviation_against_the_signal_and_the_mark():
+    q = Quote(symbol="BTCUSDT", last_price=Decimal("60600"), mark_price=Decimal("60000"), funding_rate=None,
+              next_funding_time=None, source="ws", age_s=0.1)
+    dev, against = price_deviation_pct(q, Decimal("60000"))
+    assert dev == Decimal("1") and against == "signal_price"
+    dev, against = price_deviation_pct(q, None)
+    assert dev == Decimal("1") and against == "mark_price"
+
+
+def _order(status: str, avg: str, cum: str = "0.01") -> Order:
+    return Order(orderId="o1", orderLinkId="l1", symbol="BTCUSDT", side="Buy", orderType="Market", orderStatus=status,
+                 qty="0.01", avgPrice=avg, cumExecQty=cum, createdTime=T0)
+
+
+def test_fill_price_is_the_orders_avg_price_or_else_the_executions_never_none_of_them_made_up():
+    e = [execution("l1", "o1", "0.004", "60010", "a"), execution("l1", "o1", "0.006", "60020", "b")]
+    assert fill_from(_order("Filled", "60015"), e).source == "order"
+    fill = fill_from(_order("Filled", "0"), e)
+    assert fill.source == "executions" and fill.avg_price == Decimal("60016")
+    assert fill_from(_order("Filled", "0"), []) is None  # no price known: wait, never a quote
+    assert fill_from(_order("New", "0", "0"), e) is None
+
+
+# --- the actor --------------------------------------------------------------------------------------
+
+
+def test_a_repeated_signal_never_places_a_second_order(tmp_path, events):
+    w = World(tmp_path)
+    first = w.signal("sig-rep", qty=Decimal("0.01"))
+    link = order_link_id("sig-rep", "entry", prefix="x")
+    assert first.outcome is ExecutionOutcome.PENDING and first.order_link_id == link
+    w.fill_on_stream(link, ("0.01", "60005"))
+    assert w.final("sig-rep").outcome is ExecutionOutcome.FILLED
+    again = w.signal("sig-rep", qty=Decimal("0.01"))
+    assert again.outcome is ExecutionOutcome.FILLED and again.order_link_id == link
+    assert w.gateway.calls["create_order"] == 1
+    assert any(e["event"] == "executor.duplicate_signal" for e in events())
+
+
+def test_a_retry_after_an_unknown_outcome_resends_the_same_order_link_id(tmp_path):
+    w = World(tmp_path)
+
+    def flaky(req):
+        raise OutcomeUnknown("the answer was lost and the lookup found nothing", order_link_id=req.order_link_id)
+
+    w.gateway.on_create = flaky
+    assert w.signal("sig-u", qty=Decimal("0.01")).outcome is ExecutionOutcome.UNKNOWN
+    w.gateway.on_create = None
+    assert w.signal("sig-u", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
+    links = [r.order_link_id for r in w.gateway.created]
+    assert len(links) == 2 and links[0] == links[1] == order_link_id("sig-u", "entry", prefix="x")
+
+
+def test_fresh_state_means_zero_rest_price_calls_and_the_order_carries_tp_sl(tmp_path, events):
+    w = World(tmp_path)
+    w.signal("sig-f", qty=Decimal("0.01"), take_profit=Decimal("66000"), stop_loss=Decimal("57000"))
+    link = order_link_id("sig-f", "entry", prefix="x")
+    w.fill_on_stream(link, ("0.01", "60001"))
+    res = w.final("sig-f")
+    assert res.outcome is ExecutionOutcome.FILLED and res.avg_price == Decimal("60001")
+    assert w.gateway.rest_calls() == {}  # no ticker, wallet, order or execution call
+    assert w.reader.calls == 1 and w.reader.rest_answers == 0
+    req = w.gateway.created[0]
+    assert (req.take_profit, req.stop_loss) == (Decimal("66000"), Decimal("57000")) and not req.reduce_only
+    assert (res.take_profit, res.stop_loss) == (Decimal("66000"), Decimal("57000"))
+    names = [e["event"] for e in events() if e.get("signal_id") == "sig-f"]
+    assert names[:1] == ["signal.received"] and "order.placed" in names and "order.filled" in names
+
+
+def test_avg_price_zero_takes_the_fill_price_from_the_executions_not_a_quote(tmp_path, events):
+    w = World(tmp_path)
+    w.reader.default = ("61000", "61000", "0.0001", "ws")  # a quote that must not become the fill price
+    link = order_link_id("sig-z", "entry", prefix="x")
+    # The stream shows nothing; REST says Filled with avgPrice 0; the executions know the price.
+    w.gateway.orders[link] = Order(orderId=f"oid-{link}", orderLinkId=link, symbol="BTCUSDT", side="Buy",
+                                   orderType="Market", orderStatus="Filled", qty="0.01", avgPrice="0", cumExecQty="0.01",
+                                   createdTime=T0)
+    w.gateway.executions = [execution(link, f"oid-{link}", "0.004", "60990", "a"),
+                            execution(link, f"oid-{link}", "0.006", "60980", "b"),
+                            execution("other", "oid-other", "1", "1", "c")]
+    w.signal("sig-z", qty=Decimal("0.01"))
+    res = w.final("sig-z")
+    assert res.outcome is ExecutionOutcome.FILLED
+    assert res.avg_price == Decimal("60984") and res.price_source == "executions"
+    filled = [e for e in events() if e["event"] == "order.filled"][0]
+    assert filled["avg_price"] == "60984" and filled["confirmed_via"] == "rest"
+
+
+def test_a_flat_signal_goes_to_panic_and_its_result_says_reduce_only(tmp_path):
+    w = World(tmp_path)
+    w.state[0] = snapshot(wallet(), positions=(position("BTCUSDT", Side.BUY, "0.01"),))
+    pending = w.signal("sig-c", direction="flat")
+    assert pending.outcome is ExecutionOutcome.PENDING and pending.reduce_only
+    res = w.final("sig-c")
+    assert res.outcome is ExecutionOutcome.CLOSED and res.reduce_only is True
+    assert res.avg_price == Decimal("60010") and res.filled_qty == Decimal("0.01")
+    asked = w.panic.got(ClosePosition).get()
+    assert len(asked) == 1 and asked[0].signal_id == "sig-c" and asked[0].symbol == "BTCUSDT"
+    check = w.risk.got(RiskCheck).get()[0]
+    assert check.is_close and check.intent.reduce_only and check.intent.side is Side.SELL
+    assert w.gateway.calls.get("create_order") is None  # the Executor never places a close itself
+
+
+def test_entry_results_carry_reduce_only_false_as_sent(tmp_path):
+    w = World(tmp_path)
+    res = w.signal("sig-e", qty=Decimal("0.01"))
+    assert res.reduce_only is False and w.gateway.created[0].reduce_only is False
+
+
+def test_halted_does_nothing_and_reducing_lets_only_closes_through(tmp_path):
+    w = World(tmp_path)
+    w.set_state(TradingState.HALTED)
+    assert w.signal("sig-h", qty=Decimal("0.01")).check == "trading_state"
+    assert w.signal("sig-h2", direction="flat").check == "trading_state"
+    assert w.risk.got(RiskCheck).get() == [] and w.panic.got(ClosePosition).get() == []
+    w.set_state(TradingState.REDUCING)
+    assert w.signal("sig-r", qty=Decimal("0.01")).check == "trading_state"
+    w.state[0] = snapshot(wallet(), positions=(position("BTCUSDT", Side.SELL, "0.01"),))
+    assert w.signal("sig-r2", direction="flat").outcome is ExecutionOutcome.PENDING
+    assert w.final("sig-r2").outcome is ExecutionOutcome.CLOSED
+    assert w.gateway.calls.get("create_order") is None
+
+
+def test_risk_block_stops_the_signal(tmp_path):
+    w = World(tmp_path, allow=False)
+    res = w.signal("sig-b", qty=Decimal("0.01"))
+    assert res.outcome is ExecutionOutcome.BLOCKED and res.check == "daily_loss"
+    assert w.gateway.calls.get("create_order") is None
+
+
+def test_stale_price_and_price_deviation_block_entries(tmp_path):
+    w = World(tmp_path)
+    w.reader.stale = True
+    assert w.signal("sig-s", qty=Decimal("0.01")).check == "price"
+    w.reader.stale = False
+    res = w.signal("sig-d", qty=Decimal("0.01"), price=Decimal("58000"))  # market 60000: 3.4 % away
+    assert res.check == "price_deviation"
+    assert w.gateway.calls.get("create_order") is None
+
+
+def test_a_slow_fill_blocks_only_its_own_symbol_and_gives_up_with_an_error_event(tmp_path, events):
+    w = World(tmp_path)
+    w.signal("sig-slow", qty=Decimal("0.01"))
+    # While BTCUSDT waits for its fill, ETHUSDT goes through and a second BTCUSDT signal is held back.
+    assert w.signal("sig-btc2", qty=Decimal("0.01")).check == "order_in_flight"
+    assert w.signal("sig-eth", symbol="ETHUSDT", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
+    res = w.final("sig-slow", timeout=10)
+    assert res.outcome is ExecutionOutcome.UNCONFIRMED
+    assert any(e["event"] == "order.fill_unconfirmed" and e["signal_id"] == "sig-slow" for e in events())
+    # The symbol is free again afterwards.
+    assert w.signal("sig-btc3", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
+
+
+def test_an_entry_without_tp_sl_gets_the_configured_ones_in_the_same_request(tmp_path):
+    w = World(tmp_path, default_stop_loss_pct=Decimal("2"), default_take_profit_pct=Decimal("4"))
+    w.signal("sig-l", qty=Decimal("0.01"))
+    w.signal("sig-s", symbol="ETHUSDT", direction="short", qty=Decimal("0.01"), stop_loss=Decimal("61000"))
+    long_req, short_req = w.gateway.created
+    assert (long_req.take_profit, long_req.stop_loss) == (Decimal("62400"), Decimal("58800"))
+    # The signal's own level wins; only the missing one is filled in.
+    assert (short_req.take_profit, short_req.stop_loss) == (Decimal("57600"), Decimal("61000"))
+    assert w.result("sig-l").stop_loss == Decimal("58800")
+
+
+def test_a_gateway_that_refuses_trading_blocks_before_risk_is_asked(tmp_path):
+    w = World(tmp_path)
+    w.gateway.problems = ["venue mainnet needs trading_mode live"]
+    res = w.signal("sig-m", qty=Decimal("0.01"))
+    assert res.outcome is ExecutionOutcome.BLOCKED and res.check == "mode" and "mainnet" in res.reason
+    assert w.risk.got(RiskCheck).get() == [] and w.gateway.calls.get("create_order") is None
+
+
+def test_a_flat_is_not_held_back_by_an_unconfirmed_entry_but_a_second_close_is(tmp_path):
+    w = World(tmp_path)
+    release = __import__("threading").Event()
+
+    def slow_close(m):
+        if isinstance(m, ClosePosition):
+            release.wait(5)
+            return CloseResult(symbol=m.symbol, outcome=CloseOutcome.CLOSED, signal_id=m.signal_id)
+        return None
+
+    w.panic_reply = slow_close
+    w.signal("sig-in", qty=Decimal("0.01"))  # no fill on the stream: stays in flight
+    w.state[0] = snapshot(wallet(), positions=(position("BTCUSDT", Side.BUY, "0.01"),))
+    assert w.signal("sig-out", direction="flat").outcome is ExecutionOutcome.PENDING
+    assert w.signal("sig-out2", direction="flat").check == "close_in_flight"
+    release.set()
+    assert w.final("sig-out").outcome is ExecutionOutcome.CLOSED
+
+
+def test_a_repeat_while_the_first_is_still_confirming_places_nothing(tmp_path):
+    w = World(tmp_path)
+    first = w.signal("sig-p", qty=Decimal("0.01"))
+    again = w.signal("sig-p", qty=Decimal("0.01"))
+    assert first.outcome is again.outcome is ExecutionOutcome.PENDING
+    assert again.order_link_id == first.order_link_id and w.gateway.calls["create_order"] == 1
+
+
+def test_a_venue_rejection_is_a_result_and_a_repeat_does_not_resend(tmp_path, events):
+    from infra.bybit import Rejected
+
+    w = World(tmp_path)
+
+    def reject(req):
+        raise Rejected(110007, "ab not enough for new order")
+
+    w.gateway.on_create = reject
+    res = w.signal("sig-x", qty=Decimal("0.01"))
+    assert res.outcome is ExecutionOutcome.REJECTED and "not enough" in res.reason
+    assert w.signal("sig-x", qty=Decimal("0.01")).outcome is ExecutionOutcome.REJECTED
+    assert w.gateway.calls["create_order"] == 1
+    assert any(e["event"] == "order.rejected" and e["signal_id"] == "sig-x" for e in events())
+
+
+def test_a_risk_actor_that_does_not_answer_in_time_blocks(tmp_path):
+    w = World(tmp_path, ask_timeout_s=Decimal("0.2"))
+    slow = __import__("threading").Event()
+    w.allow = True
+    original = w._risk
+
+    def stuck(m):
+        if isinstance(m, RiskCheck):
+            slow.wait(1.0)
+        return original(m)
+
+    w.risk_reply = stuck
+    res = w.signal("sig-t", qty=Decimal("0.01"))
+    assert res.outcome is ExecutionOutcome.BLOCKED and res.check == "risk_unavailable"
+    assert w.gateway.calls.get("create_order") is None
+
+
+def test_only_recent_executions_of_the_order_count_newest_first():
+    from datetime import timedelta
+
+    from actors.executor import _executions_of
+
+    now = T0 + timedelta(hours=1)
+    execs = (
+        execution("l1", "o1", "5", "1", "old", at=now - timedelta(minutes=5)),  # before the look-back
+        execution("other", "o2", "1", "1", "x", at=now),
+        execution("l1", "o1", "0.01", "60000", "new", at=now),
+    )
+    got = _executions_of(execs, "l1", "o1", since=now - timedelta(minutes=1))
+    assert [e.exec_id for e in got] == ["new"]
+
+
+def test_a_close_that_panic_does_not_answer_properly_is_a_failed_result_not_a_dead_executor(tmp_path, events):
+    w = World(tmp_path)
+    w.panic_reply = lambda m: None  # e.g. a Panic that does not handle ClosePosition
+    w.state[0] = snapshot(wallet(), positions=(position("BTCUSDT", Side.BUY, "0.01"),))
+    w.signal("sig-nc", direction="flat")
+    res = w.final("sig-nc")
+    assert res.outcome is ExecutionOutcome.FAILED and res.reduce_only is True
+    assert any(e["event"] == "executor.close_failed" for e in events())
+    assert w.ref.is_alive() and w.signal("sig-next", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
