@@ -13,6 +13,10 @@ one columnar batch:
   `threading.Timer` that tells is the whole mechanism);
 * on request: `Flush` from anyone (an `ask` returns a `FlushReport`).
 
+`GetWriterStats` answers what `status` and the metrics show: bars held,
+messages still queued, the last successful flush, and since when flushes
+have been failing (and why), if they are.
+
 A flush that cannot get the file within `lock_wait_ms` (another process is
 writing) or fails in any other way keeps every bar and retries, backing off
 up to `retry_max_ms`; bars are dropped only if they cannot be stored at all
@@ -34,7 +38,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Callable
 
 import pykka
@@ -44,9 +48,10 @@ from infra.store import HistoryStore, StoreBusy
 from infra.store.sync import HistorySync, KlineSource, SyncFailed
 from messages.commands import CatchUp, Flush
 from messages.market import ClosedBar
-from messages.types import ms_to_utc, now_utc
+from messages.queries import GetWriterStats, WriterStats
+from messages.types import now_utc
 
-_BarKey = tuple[str, str, int]
+_BarKey = tuple[str, str, datetime]
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,8 @@ class BarBuffer:
         self._bars: dict[_BarKey, ClosedBar] = {}
 
     def add(self, bar: ClosedBar) -> int:
-        self._bars[(bar.symbol, bar.interval, bar.open_ms)] = bar
+        # Keyed by the datetime itself (hashed in C): `open_ms` would be a Python call per bar.
+        self._bars[(bar.symbol, bar.interval, bar.open_time)] = bar
         return len(self._bars)
 
     def __len__(self) -> int:
@@ -79,11 +85,11 @@ class BarBuffer:
 
     def ranges(self) -> dict[str, list[str]]:
         """Per series, the first and last open time held: what a heal would have to refetch."""
-        spans: dict[str, list[int]] = {}
-        for symbol, interval, open_ms in self._bars:
-            span = spans.setdefault(f"{symbol}/{interval}", [open_ms, open_ms])
-            span[0], span[1] = min(span[0], open_ms), max(span[1], open_ms)
-        return {k: [ms_to_utc(a).isoformat(), ms_to_utc(b).isoformat()] for k, (a, b) in spans.items()}
+        spans: dict[str, list[datetime]] = {}
+        for symbol, interval, open_time in self._bars:
+            span = spans.setdefault(f"{symbol}/{interval}", [open_time, open_time])
+            span[0], span[1] = min(span[0], open_time), max(span[1], open_time)
+        return {k: [a.isoformat(), b.isoformat()] for k, (a, b) in spans.items()}
 
 
 class DbWriter(NodeActor):
@@ -106,10 +112,15 @@ class DbWriter(NodeActor):
         self._timer: threading.Timer | None = None
         self._timer_guard = threading.Lock()
         self._failures = 0  # consecutive failed flushes
+        self._failing_since: str | None = None  # ISO UTC of the first failure of the current run
+        self._last_error: str | None = None
+        self._last_flush_at: str | None = None
+        self._last_flush_bars = 0
         self._stopping = False
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
-        return {ClosedBar: self._on_bar, Flush: self._on_flush, CatchUp: self._on_catch_up}
+        return {ClosedBar: self._on_bar, Flush: self._on_flush, CatchUp: self._on_catch_up,
+                GetWriterStats: self._on_stats}
 
     # --- messages ---------------------------------------------------------
 
@@ -129,6 +140,17 @@ class DbWriter(NodeActor):
                 self._timer = None
         return self._flush(msg.reason, self._lock_wait_s)
 
+    def _on_stats(self, _msg: GetWriterStats) -> WriterStats:
+        return WriterStats(
+            pending_bars=len(self._buffer),
+            # Messages told but not yet handled (bars, flushes, catch-up steps): a backlog shows here first.
+            mailbox=self.actor_inbox.qsize(),
+            last_flush_at=self._last_flush_at,
+            last_flush_bars=self._last_flush_bars,
+            failing_since=self._failing_since,
+            last_error=self._last_error,
+        )
+
     # --- flushing ---------------------------------------------------------
 
     def _flush(self, reason: str, lock_wait_s: float) -> FlushReport:
@@ -146,6 +168,10 @@ class DbWriter(NodeActor):
         self._cancel_timer()
         retried = self._failures
         self._failures = 0
+        self._failing_since = None
+        self._last_error = None
+        self._last_flush_at = now_utc().isoformat()
+        self._last_flush_bars = result.written
         for bar in result.rejected:
             self._log.error("db.bar_rejected", symbol=bar.symbol, interval=bar.interval,
                             open_time=bar.open_time.isoformat(), reason="a value does not fit DECIMAL(38,18)")
@@ -161,6 +187,9 @@ class DbWriter(NodeActor):
 
     def _flush_failed(self, exc: Exception, reason: str) -> FlushReport:
         self._failures += 1
+        if self._failing_since is None:
+            self._failing_since = now_utc().isoformat()
+        self._last_error = f"{type(exc).__name__}: {exc}"
         retry_in = min(self._retry_max_s, self._interval_s * 2 ** (self._failures - 1))
         busy = isinstance(exc, StoreBusy)
         if not busy:  # a broken file, not a wait: said once as an error, then retried quietly

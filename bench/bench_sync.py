@@ -1,59 +1,136 @@
-"""History sync throughput: simulator -> pybit -> gateway backfill lane -> DuckDB.
+"""History sync against the simulator in its own process, and a bare pybit client paging the same klines.
 
     python -m bench sync
 
-* `sync_bars_per_s`: one symbol, interval 1, 30 days (43,200 bars in 44
-  pages) into an empty history file, everything real: the loopback
-  simulator, pybit over HTTP, the gateway's rate limiter, page-by-page
-  sessions on the DuckDB file.
+* `sync_bars_per_s`: one symbol, interval 1, 10 days (14,400 bars in 15
+  pages; 21 rounds) into an empty history file through everything real: pybit over
+  loopback HTTP, the gateway (rate limiter, error mapping, ClosedBar
+  parsing), `HistorySync` (gap plan, paging, venue-hole ledger) and a
+  session per page on the DuckDB file. Reference `sync_raw_bars_per_s`: a
+  bare pybit `HTTP.get_kline` loop paging the same 15 windows (no
+  parsing into messages, no store). The two alternate, round by round,
+  against one `python -m infra.sim` process (its own interpreter, so its
+  work is not counted as ours). -> `sync_ratio`.
 * `sync_resync_s`: the same sync again, which must find nothing to fetch.
+* `sync_1m_bars_per_s` / `sync_1m_peak_rss_mb`: a 1,000,000-bar sync
+  (1,000 pages) in a fresh process: its throughput, and the peak growth
+  of its resident memory (kernel VmHWM: DuckDB's and Arrow's native
+  memory included, see bench/memory.py). Bounded memory means the sync
+  holds one page at a time, whatever the range.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import tempfile
 import time
-from datetime import timedelta
 from pathlib import Path
 
+from bench.compare import alternate, record
+from bench.sim_process import REPO, SIM_CREDENTIALS, sim_process
 from infra.bybit import Gateway
-from infra.config import ExchangeConfig, TradingMode, Venue, load_config
+from infra.bybit.clients import make_http, simulator_urls
+from infra.config import ExchangeConfig, TradingMode, Venue
 from infra.logging import configure_logging
-from infra.sim import ManualClock, Simulator
 from infra.store import HistoryStore
-from infra.store.sync import HistorySync
+from infra.store.sync import PAGE_LIMIT, HistorySync
 from messages.types import ms_to_utc
 
-DAYS = 30
+DAYS = 10
+MINUTE = 60_000
+BIG = 1_000_000
+
+TARGETS = {"sync_ratio": (">=", 0.7)}
 
 
-def run() -> dict[str, float]:
-    with tempfile.TemporaryDirectory(prefix="bench_sync_") as tmp:
-        configure_logging(console="off", file_path=Path(tmp) / "bench.jsonl")
-        cfg = Path(tmp) / "config.yaml"
-        cfg.write_text(f"data_dir: {Path(tmp) / 'data'}\n")
-        app = load_config(cfg)
-        sim = Simulator.from_config(app.node, clock=ManualClock())
-        urls = sim.start()
-        gateway = Gateway.create(urls=urls, credentials=app.credentials, venue=Venue.SIM,
-                                 trading_mode=TradingMode.PAPER, live_confirmed=False, exchange=ExchangeConfig())
-        try:
-            store = HistoryStore.for_node(app.node, owner="bench")
-            sync = HistorySync(store, gateway, now_ms=sim.clock.now_ms)
-            end = ms_to_utc(sim.clock.now_ms())
-            start = end - timedelta(days=DAYS)
+def _windows(start_ms: int, end_ms: int) -> list[tuple[int, int]]:
+    """Newest first, at most PAGE_LIMIT one-minute bars each, inclusive open-time bounds (as the sync pages)."""
+    out, last = [], end_ms - MINUTE
+    while last >= start_ms:
+        first = max(start_ms, last - (PAGE_LIMIT - 1) * MINUTE)
+        out.append((first, last))
+        last = first - MINUTE
+    return out
+
+
+def run(big: bool = True) -> dict[str, float]:
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="bench_sync_") as tmp_name, sim_process() as rest:
+        tmp = Path(tmp_name)
+        configure_logging(console="off", file_path=tmp / "bench.jsonl")
+        end_ms = (int(time.time() * 1000) // MINUTE - 24 * 60) * MINUTE
+        out.update(_ratio(tmp, rest, end_ms))
+        if big:
+            out.update(_big(tmp, rest, end_ms))
+    return out
+
+
+def _ratio(tmp: Path, rest: str, end_ms: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    urls = simulator_urls(rest)
+    gateway = Gateway.create(urls=urls, credentials=SIM_CREDENTIALS, venue=Venue.SIM,
+                             trading_mode=TradingMode.PAPER, live_confirmed=False, exchange=ExchangeConfig())
+    http = make_http(urls, None)
+    # Closed, settled minutes (a day back from now), so every window is full and none is "unpublished".
+    start_ms = end_ms - DAYS * 1440 * MINUTE
+    windows = _windows(start_ms, end_ms)
+    rounds = iter(range(1000))
+    try:
+        def raw() -> float:
             started = time.perf_counter()
-            report = sync.sync("BTCUSDT", "1", start, end)
+            got = 0
+            for first, last in windows:
+                answer = http.get_kline(category="linear", symbol="BTCUSDT", interval="1", start=first, end=last,
+                                        limit=PAGE_LIMIT)
+                got += len(answer["result"]["list"])
             elapsed = time.perf_counter() - started
-            assert report.ok and report.bars_stored == DAYS * 1440, report
+            assert got == DAYS * 1440, got
+            return elapsed
+
+        def ours() -> float:
+            store = HistoryStore(tmp / f"round{next(rounds)}.duckdb", owner="bench")
+            sync = HistorySync(store, gateway)
             started = time.perf_counter()
-            again = sync.sync("BTCUSDT", "1", start, end)
-            resync = time.perf_counter() - started
+            report = sync.sync("BTCUSDT", "1", ms_to_utc(start_ms), ms_to_utc(end_ms))
+            elapsed = time.perf_counter() - started
+            assert report.ok and report.bars_stored == DAYS * 1440 and report.requests == len(windows), report
+            started = time.perf_counter()
+            again = sync.sync("BTCUSDT", "1", ms_to_utc(start_ms), ms_to_utc(end_ms))
+            resync.append(time.perf_counter() - started)
             assert again.requests == 0
-        finally:
-            gateway.close()
-            sim.stop()
-    return {"sync_bars_per_s": round(report.bars_stored / elapsed), "sync_resync_s": round(resync, 4)}
+            store.close()
+            return elapsed
+
+        resync: list[float] = []
+        cmp = alternate(raw=raw, ours=ours, rounds=21, warmup=2)
+        figures = cmp.throughput("sync_bars_per_s", "sync_raw_bars_per_s", DAYS * 1440)
+        out["sync_ratio"] = figures.pop("sync_bars_per_s_ratio")
+        out.update(figures)
+        record("sync_bars_per_s", "sync_raw_bars_per_s", "sync_ratio")
+        out["sync_resync_s"] = round(sorted(resync)[len(resync) // 2], 4)
+    finally:
+        gateway.close()
+    return out
+
+
+def _big(tmp: Path, rest: str, end_ms: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    big_end = end_ms
+    big_start = big_end - BIG * MINUTE
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.probe", "sync", str(tmp / "big.duckdb"), rest, str(big_start), str(big_end)],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the 1M-bar sync failed:\n{done.stderr}")
+    big = json.loads(done.stdout.strip().splitlines()[-1])
+    assert big["bars"] == BIG, big
+    out["sync_1m_bars_per_s"] = round(BIG / big["seconds"])
+    out["sync_1m_peak_rss_mb"] = big["rss_growth_mb"]
+    record("sync_1m_bars_per_s")
+    record("sync_1m_peak_rss_mb")
+    return out
 
 
 if __name__ == "__main__":

@@ -10,6 +10,16 @@ ratio of two things timed *alternately* in one loop (raw, ours, raw, ours,
 Each callable runs one round and returns the seconds it measured (so setup
 outside the timed part stays outside). `ratio` is ours/raw for throughput
 (higher is better) and raw/ours for latency figures named so.
+
+    cmp.latency("db_writer_live_p99_ms", "db_writer_live_raw_p99_ms", unit_s=1e-3)
+
+A round may return any per-round seconds figure (a p99, say), not only a
+duration: the median of those is what `latency` reports.
+
+Every figure made by `throughput`/`latency` (and any ratio a benchmark
+computes itself and names with `record`) is remembered, so `make bench`
+can print the table figure / reference / ratio / target without each
+benchmark repeating it.
 """
 
 from __future__ import annotations
@@ -17,6 +27,32 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from typing import Callable
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the `make bench` table: keys into the results object."""
+
+    figure: str
+    reference: str | None
+    ratio: str | None
+
+
+_ROWS: list[Row] = []
+
+
+def record(figure: str, reference: str | None = None, ratio: str | None = None) -> None:
+    """Name a figure (and its reference and ratio keys) for the table; a figure named again is replaced."""
+    row = Row(figure, reference, ratio)
+    for i, known in enumerate(_ROWS):
+        if known.figure == figure:
+            _ROWS[i] = row
+            return
+    _ROWS.append(row)
+
+
+def recorded() -> list[Row]:
+    return list(_ROWS)
 
 
 @dataclass(frozen=True)
@@ -39,9 +75,23 @@ class Comparison:
 
     def throughput(self, figure: str, reference: str, work_per_round: float) -> dict[str, float]:
         """`figure` (ours, per second), `reference` (raw, per second) and `<figure>_ratio`."""
+        record(figure, reference, f"{figure}_ratio")
         return {
             figure: round(work_per_round / self.ours_median_s, 1),
             reference: round(work_per_round / self.raw_median_s, 1),
+            f"{figure}_ratio": round(self.speed_ratio, 3),
+        }
+
+    def latency(self, figure: str, reference: str, units_per_round: float = 1, unit_s: float = 1e-3,
+                digits: int = 3) -> dict[str, float]:
+        """`figure` and `reference` as the median time per unit (in `unit_s`), and `<figure>_ratio` = raw/ours.
+
+        The ratio reads like a throughput ratio: below 1, ours takes longer than the reference.
+        """
+        record(figure, reference, f"{figure}_ratio")
+        return {
+            figure: round(self.ours_median_s / units_per_round / unit_s, digits),
+            reference: round(self.raw_median_s / units_per_round / unit_s, digits),
             f"{figure}_ratio": round(self.speed_ratio, 3),
         }
 

@@ -65,6 +65,17 @@ class MarketData:
         first row may be the still-open bar. Sent once, no retries (the sync
         owns them); errors are `infra.bybit.errors` types only.
         """
+        return self.parse_kline_rows(symbol, interval, self.fetch_kline_rows(symbol, interval, start_ms, end_ms, limit))
+
+    def fetch_kline_rows(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int, limit: int = _KLINE_MAX
+    ) -> list:
+        """`fetch_klines` without the parsing: the page's `result.list` rows as the venue sent them.
+
+        For the history sync, which turns a whole page into columns at once
+        (infra.store.batch.table_from_rows) and falls back to
+        `parse_kline_rows` for a page that does not pass as a whole.
+        """
         if interval not in INTERVALS:
             raise ValueError(f"unknown interval {interval!r}")
         if not 1 <= limit <= _KLINE_MAX:
@@ -79,5 +90,10 @@ class MarketData:
         answered_symbol = answer.result.get("symbol")
         if answered_symbol not in (None, "", symbol):
             raise MalformedResponse(f"asked for {symbol}, got {answered_symbol}", endpoint=Endpoints.KLINE.path)
+        return rows
+
+    @staticmethod
+    def parse_kline_rows(symbol: str, interval: str, rows: list) -> list[ClosedBar]:
+        """Kline rows into ClosedBars, one by one; a row that does not parse is a MalformedResponse."""
         with parsing(Endpoints.KLINE):
             return [ClosedBar.from_rest_row(symbol, interval, row) for row in rows]

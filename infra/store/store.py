@@ -9,8 +9,7 @@ file, so keep it short: one flush, one page, one scan.
 Every write goes through `StoreSession.write_bars`: one Arrow table
 registered with DuckDB, one statement that removes the stored copies of
 the batch's bars and one that inserts the batch (an upsert, whatever the
-batch size), plus one for the series metadata, in one transaction
-(DATA-002: there is no other write path).
+batch size), in one transaction (DATA-002: there is no other write path).
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from typing import Iterable, Iterator, Sequence
 
 import duckdb
 
-from infra.store.batch import build_batch
+from infra.store.batch import Batch, build_batch
 from infra.store.errors import StoreBusy, StoreError
 from infra.store.lock import StoreLock
 from infra.store.ranges import BarRange, merge, prev_open_ms, subtract
@@ -68,6 +67,19 @@ def _trim(value: Decimal) -> Decimal:
     return n if n.as_tuple().exponent <= 0 else n.quantize(_ONE)
 
 
+# Replace = delete the stored twins, then insert (measured about 20 % cheaper than
+# INSERT OR REPLACE on a 1M-row file; the range predicate lets DuckDB skip row groups
+# outside the batch). Nothing else: a series' first and last bar are read from ohlcv.
+_UPSERT_SCRIPT = """
+BEGIN TRANSACTION;
+DELETE FROM ohlcv USING incoming_bars AS b
+ WHERE ohlcv.open_time BETWEEN (SELECT min(open_time) FROM incoming_bars) AND (SELECT max(open_time) FROM incoming_bars)
+   AND ohlcv.symbol = b.symbol AND ohlcv.interval = b.interval AND ohlcv.open_time = b.open_time;
+INSERT INTO ohlcv BY NAME SELECT * FROM incoming_bars;
+COMMIT;
+"""
+
+
 def _step_sql(interval: str) -> str:
     """The exact distance from one bar's open to the next, as a DuckDB interval."""
     if interval == "M":
@@ -88,43 +100,36 @@ class StoreSession:
 
     def write_bars(self, bars: Iterable[ClosedBar]) -> WriteResult:
         """Upsert the bars in one columnar statement; a bar written twice is replaced, never duplicated."""
-        batch = build_batch(bars)
+        return self.write_batch(build_batch(bars))
+
+    def write_batch(self, batch: Batch) -> WriteResult:
+        """Upsert a batch already in columns (`build_batch`, or a sync page from `table_from_rows`)."""
         if batch.rows == 0:
             return WriteResult(0, batch.rejected)
+        try:
+            self._upsert(batch)
+        except duckdb.ConstraintException:
+            # The batch holds a key twice (the delete cannot see a twin that is not stored
+            # yet): the primary key refused it, nothing was written. Keep the last copy.
+            batch = batch.deduplicated()
+            self._upsert(batch)
+        return WriteResult(batch.rows, batch.rejected)
+
+    def _upsert(self, batch: Batch) -> None:
         conn = self.conn
         conn.register("incoming_bars", batch.table)
         try:
-            conn.execute("BEGIN TRANSACTION")
+            # One call for the whole transaction: each call into DuckDB gives up and takes
+            # back the interpreter lock, which the sync's fetch thread is competing for.
+            conn.execute(_UPSERT_SCRIPT)
+        except BaseException:
             try:
-                # Replace = delete the stored twins, then insert. Measured about 20 %
-                # cheaper than INSERT OR REPLACE on a 1M-row file; the range
-                # predicate lets DuckDB skip row groups outside the batch.
-                conn.execute(
-                    """DELETE FROM ohlcv USING incoming_bars AS b
-                       WHERE ohlcv.open_time BETWEEN epoch_ms($lo::BIGINT) AND epoch_ms($hi::BIGINT)
-                         AND ohlcv.symbol = b.symbol AND ohlcv.interval = b.interval
-                         AND ohlcv.open_time = b.open_time""",
-                    {"lo": min(lo for lo, _ in batch.spans.values()),
-                     "hi": max(hi for _, hi in batch.spans.values())},
-                )
-                conn.execute("INSERT INTO ohlcv BY NAME SELECT * FROM incoming_bars")
-                # The series' first/last from the spans computed in Python: cheaper
-                # than aggregating the Arrow table again in SQL.
-                values = ", ".join(["(?, ?, epoch_ms(?::BIGINT), epoch_ms(?::BIGINT))"] * len(batch.spans))
-                conn.execute(
-                    f"""INSERT INTO series (symbol, interval, first_open, last_open) VALUES {values}
-                        ON CONFLICT (symbol, interval) DO UPDATE SET
-                            first_open = least(series.first_open, excluded.first_open),
-                            last_open = greatest(series.last_open, excluded.last_open)""",
-                    [x for (symbol, interval), (lo, hi) in batch.spans.items() for x in (symbol, interval, lo, hi)],
-                )
-                conn.execute("COMMIT")
-            except BaseException:
                 conn.execute("ROLLBACK")
-                raise
+            except duckdb.Error:
+                pass  # the failure came before BEGIN took effect, or DuckDB already ended it
+            raise
         finally:
             conn.unregister("incoming_bars")
-        return WriteResult(batch.rows, batch.rejected)
 
     def add_venue_holes(self, symbol: str, interval: str, holes: Sequence[BarRange]) -> list[BarRange]:
         """Remember ranges the venue has no bars for (merged with what is known); return the ledger."""
@@ -199,17 +204,26 @@ class StoreSession:
         return [r[0] for r in rows]
 
     def series(self) -> list[SeriesInfo]:
-        rows = self.conn.execute(
-            """SELECT symbol, interval, first_open, last_open, last_sync_at, last_heal_at
-               FROM series ORDER BY symbol, interval"""
-        ).fetchall()
-        return [SeriesInfo(s, i, _utc(a), _utc(b), _utc(c), _utc(d)) for s, i, a, b, c, d in rows]
+        """Every series with a bar or a sync/heal record; first and last bar as stored right now."""
+        return self._series_rows("", [])
 
     def series_info(self, symbol: str, interval: str) -> SeriesInfo | None:
-        for info in self.series():
-            if info.symbol == symbol and info.interval == interval:
-                return info
-        return None
+        rows = self._series_rows("WHERE symbol = ? AND interval = ?", [symbol, interval])
+        return rows[0] if rows else None
+
+    def _series_rows(self, where: str, args: list) -> list[SeriesInfo]:
+        # The first and last bar come from ohlcv (an aggregate over the series' rows),
+        # the sync/heal times from `series`; a series may have either or both.
+        rows = self.conn.execute(
+            f"""WITH spans AS (SELECT symbol, interval, min(open_time) AS first_open, max(open_time) AS last_open
+                               FROM ohlcv {where} GROUP BY ALL),
+                     marks AS (SELECT symbol, interval, last_sync_at, last_heal_at FROM series {where})
+                SELECT symbol, interval, first_open, last_open, last_sync_at, last_heal_at
+                FROM spans FULL OUTER JOIN marks USING (symbol, interval)
+                ORDER BY symbol, interval""",
+            args * 2,
+        ).fetchall()
+        return [SeriesInfo(s, i, _utc(a), _utc(b), _utc(c), _utc(d)) for s, i, a, b, c, d in rows]
 
     def venue_holes(self, symbol: str, interval: str) -> list[BarRange]:
         rows = self.conn.execute(

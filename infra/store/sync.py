@@ -18,6 +18,11 @@ they are recorded, reported, and not asked for again. After an empty
 window, one probe asks whether the rest of the range holds anything at all,
 so the years before a symbol's listing cost one request, not thousands.
 
+A page goes from the venue's rows straight into the store's columns
+(`table_from_rows`: Arrow parses and checks the whole page at once); a page
+that does not pass as a whole is parsed row by row through ClosedBar,
+which names the bad row. The next page is fetched while this one is stored.
+
 Transient errors (timeouts, 5xx, dropped connections, rate limits) are
 retried per request with tenacity: exponential backoff with jitter,
 bounded, one `sync.retry` line per retry, never shorter than the venue's
@@ -29,15 +34,20 @@ short result as success.
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Protocol, runtime_checkable
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
 from infra.bybit.errors import ExchangeError, TransientError
 from infra.logging import get_logger
+from infra.store.batch import SCHEMA, Batch, build_batch, table_from_rows
 from infra.store.errors import StoreError
 from infra.store.ranges import BarRange, missing_opens, windows_newest_first
 from infra.store.store import HistoryStore
@@ -45,6 +55,7 @@ from messages.market import ClosedBar
 from messages.types import align_ms, ms_to_utc, next_open_ms, utc_to_ms
 
 PAGE_LIMIT = 1000
+_TS = pa.timestamp("ms")
 
 
 class KlineSource(Protocol):
@@ -53,6 +64,33 @@ class KlineSource(Protocol):
     def fetch_klines(
         self, symbol: str, interval: str, start_ms: int, end_ms: int, limit: int = PAGE_LIMIT
     ) -> list[ClosedBar]: ...
+
+
+@dataclass(frozen=True)
+class _Page:
+    """One page in the store's columns, plus the open times of bars the venue sent but the
+    column cannot hold (set aside, not stored): they are not venue holes, the venue has them."""
+
+    table: pa.Table
+    unstorable: tuple[int, ...] = ()
+
+    @property
+    def rows(self) -> int:
+        return self.table.num_rows
+
+
+_EMPTY_PAGE = _Page(SCHEMA.empty_table())
+
+
+@runtime_checkable
+class KlineRowSource(Protocol):
+    """A source that can hand over a page's raw rows (the gateway): the sync then builds the
+    page's columns in one go instead of one ClosedBar per row."""
+
+    def fetch_kline_rows(self, symbol: str, interval: str, start_ms: int, end_ms: int,
+                         limit: int = PAGE_LIMIT) -> list: ...
+
+    def parse_kline_rows(self, symbol: str, interval: str, rows: list) -> list[ClosedBar]: ...
 
 
 @dataclass(frozen=True)
@@ -192,50 +230,84 @@ class HistorySync:
     # --- one missing range --------------------------------------------------
 
     def _fill(self, symbol: str, interval: str, rng: BarRange, now: int, report: SyncReport, done: int) -> int:
-        """Page one missing range newest first; return the progress count after it."""
+        """Page one missing range newest first; return the progress count after it.
+
+        The next window is fetched on a helper thread while this one is stored:
+        the venue's answer time and the store's session then overlap instead of
+        adding up (the socket wait and DuckDB's work release the interpreter
+        lock). Only one request is ever in flight, pages are still stored in
+        order, one session each, and an error from a prefetch surfaces exactly
+        where the sequential loop would have raised it.
+        """
         settled = done
         probed = False
-        for window in windows_newest_first(interval, rng, self._page_limit):
-            bars = self._page(symbol, interval, window, now, report)
-            if not bars and not probed and window.start_ms > rng.start_ms:
-                probed = True
-                if not self._page(symbol, interval, BarRange(rng.start_ms, window.start_ms), now, report, probe=True):
-                    # Nothing at all further back (before the listing, say): one hole, no more requests.
-                    self._store_page(symbol, interval, [], BarRange(rng.start_ms, window.end_ms), now, report)
-                    settled = done + rng.bars(interval)
-                    self._report_progress(symbol, interval, report, settled)
-                    return settled
-            self._store_page(symbol, interval, bars, window, now, report)
-            settled += window.bars(interval)
-            self._report_progress(symbol, interval, report, settled)
+        windows = list(windows_newest_first(interval, rng, self._page_limit))
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sync-fetch-{symbol}-{interval}") as fetcher:
+            ahead = fetcher.submit(self._page, symbol, interval, windows[0], now, report) if windows else None
+            for i, window in enumerate(windows):
+                assert ahead is not None
+                bars = ahead.result()
+                probe = bars.rows == 0 and not probed and window.start_ms > rng.start_ms
+
+                def prefetch(i: int = i) -> Future | None:
+                    return (fetcher.submit(self._page, symbol, interval, windows[i + 1], now, report)
+                            if i + 1 < len(windows) else None)
+
+                # After an empty page the probe decides whether there is a next page to fetch at
+                # all, so nothing is fetched ahead of it (and the probe is the only request then).
+                ahead = None if probe else prefetch()
+                if probe:
+                    probed = True
+                    if not self._page(symbol, interval, BarRange(rng.start_ms, window.start_ms), now, report,
+                                      probe=True).rows:
+                        # Nothing at all further back (before the listing, say): one hole, no more requests.
+                        self._store_page(symbol, interval, _EMPTY_PAGE, BarRange(rng.start_ms, window.end_ms), now, report)
+                        settled = done + rng.bars(interval)
+                        self._report_progress(symbol, interval, report, settled)
+                        return settled
+                    ahead = prefetch()
+                self._store_page(symbol, interval, bars, window, now, report)
+                settled += window.bars(interval)
+                self._report_progress(symbol, interval, report, settled)
         return settled
 
     def _page(self, symbol: str, interval: str, window: BarRange, now: int, report: SyncReport,
-              probe: bool = False) -> list[ClosedBar]:
-        """Closed bars of one window (fetched with retries), newest first as the venue sent them."""
+              probe: bool = False) -> _Page:
+        """Closed bars of one window (fetched with retries), as one table in the store's columns."""
         last_open = window.last_open_ms(interval)
-        rows = self._fetch(symbol, interval, window.start_ms, last_open, report)
-        out = [b for b in rows
-               if window.start_ms <= b.open_ms < window.end_ms and next_open_ms(interval, b.open_ms) <= now]
-        if probe and out:
+        page = self._fetch(symbol, interval, window.start_ms, last_open, report)
+        # A bar has closed by `now` if it opened before the bar that holds `now` (bars are aligned).
+        stop_ms = min(window.end_ms, align_ms(interval, now))
+        first = ms_to_utc(window.start_ms).replace(tzinfo=None)
+        stop = ms_to_utc(stop_ms).replace(tzinfo=None)
+        times = page.table["open_time"]
+        out = _Page(
+            page.table.filter(pc.and_(pc.greater_equal(times, pa.scalar(first, _TS)),
+                                      pc.less(times, pa.scalar(stop, _TS)))),
+            tuple(t for t in page.unstorable if window.start_ms <= t < stop_ms),
+        )
+        if probe and out.rows:
             self._store_page(symbol, interval, out, None, now, report)
         return out
 
-    def _store_page(self, symbol: str, interval: str, bars: Sequence[ClosedBar], window: BarRange | None,
+    def _store_page(self, symbol: str, interval: str, page: _Page, window: BarRange | None,
                     now: int, report: SyncReport) -> None:
         holes: list[BarRange] = []
-        if window is not None:
+        bars = page.table
+        # A full window (every slot once; `_page` kept only bars inside it) has no hole to look for.
+        if window is not None and pc.count_distinct(bars["open_time"]).as_py() != window.bars(interval):
             settled_before = now - self._hole_grace_ms
-            for gap in missing_opens(interval, window, (b.open_ms for b in bars)):
+            present = [*bars["open_time"].cast(pa.int64()).to_pylist(), *page.unstorable]
+            for gap in missing_opens(interval, window, present):
                 if next_open_ms(interval, gap.start_ms) <= settled_before:
                     end = min(gap.end_ms, align_ms(interval, settled_before))
                     if end > gap.start_ms:
                         holes.append(BarRange(gap.start_ms, end))
-        if not bars and not holes:
+        if not bars.num_rows and not holes:
             return
         with self._store.session(threads=1) as s:
-            if bars:
-                result = s.write_bars(bars)
+            if bars.num_rows:
+                result = s.write_batch(Batch(table=bars, rejected=()))
                 report.bars_stored += result.written
                 report.pages_stored += 1
             if holes:
@@ -247,7 +319,22 @@ class HistorySync:
 
     # --- requests -------------------------------------------------------------
 
-    def _fetch(self, symbol: str, interval: str, start_ms: int, end_ms: int, report: SyncReport) -> list[ClosedBar]:
+    def _page_table(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> _Page:
+        """One page in columns: straight from the venue's rows when the source gives them and the
+        page passes as a whole (`table_from_rows`), else through ClosedBar, row by row."""
+        source = self._source
+        if isinstance(source, KlineRowSource):
+            rows = source.fetch_kline_rows(symbol, interval, start_ms, end_ms, limit=PAGE_LIMIT)
+            table = table_from_rows(symbol, interval, rows)
+            if table is not None:
+                return _Page(table)
+            bars = source.parse_kline_rows(symbol, interval, rows)
+        else:
+            bars = source.fetch_klines(symbol, interval, start_ms, end_ms, limit=PAGE_LIMIT)
+        batch = build_batch(bars)  # a bar whose decimals the column cannot hold is set aside, as write_bars does
+        return _Page(batch.table, tuple(b.open_ms for b in batch.rejected))
+
+    def _fetch(self, symbol: str, interval: str, start_ms: int, end_ms: int, report: SyncReport) -> _Page:
         policy = self._retry
         backoff = wait_random_exponential(multiplier=policy.initial_s, max=policy.max_s)
 
@@ -270,9 +357,9 @@ class HistorySync:
                 wait_s=round(state.upcoming_sleep, 3),
             )
 
-        def once() -> list[ClosedBar]:
+        def once() -> _Page:
             report.requests += 1
-            return self._source.fetch_klines(symbol, interval, start_ms, end_ms, limit=PAGE_LIMIT)
+            return self._page_table(symbol, interval, start_ms, end_ms)
 
         retrying = Retrying(
             stop=stop_after_attempt(policy.attempts),

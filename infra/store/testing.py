@@ -54,8 +54,8 @@ def make_series(symbol: str, interval: str, start: datetime, count: int, *,
 def fill_minutes_sql(session, symbol: str, start: datetime, count: int, missing: Collection[int] = ()) -> int:
     """Bulk-load `count` one-minute bar slots in SQL (fast setup for big files), leaving out `missing`.
 
-    Test and benchmark setup only: it bypasses `write_bars` and the series
-    metadata, which a caller that needs it should set itself.
+    Test and benchmark setup only: it bypasses `write_bars` (the series'
+    first and last bar are read from the bars, so they are right anyway).
     """
     skip = sorted(set(missing))
     session.conn.execute(
@@ -125,3 +125,19 @@ class FakeVenue:
                 out.append(make_bar(symbol, interval, t, seq=t // 60_000 % 100_000))
             t = prev_open_ms(interval, t)
         return out
+
+    def fetch_kline_rows(self, symbol: str, interval: str, start_ms: int, end_ms: int, limit: int = 1000) -> list:
+        """The same page as the venue's raw `result.list` rows (strings), as the gateway hands them over."""
+        return [bar_row(b) for b in self.fetch_klines(symbol, interval, start_ms, end_ms, limit)]
+
+    @staticmethod
+    def parse_kline_rows(symbol: str, interval: str, rows: list) -> list[ClosedBar]:
+        """As the gateway parses: a row that does not parse is the venue's MalformedResponse."""
+        from infra.bybit.market_data import MarketData  # noqa: PLC0415 - test helper, the gateway's own rule
+
+        return MarketData.parse_kline_rows(symbol, interval, rows)
+
+
+def bar_row(bar: ClosedBar) -> list[str]:
+    """One GET /v5/market/kline row for `bar`: [start, open, high, low, close, volume, turnover]."""
+    return [str(bar.open_ms), *(str(getattr(bar, f)) for f in ("open", "high", "low", "close", "volume", "turnover"))]

@@ -1,9 +1,12 @@
 """The trading path against the simulator: the node's actor tree, a real gateway, real Risk on a real DuckDB file.
 
-Panic is still a placeholder on this branch, so the test plays its part in
-the contract: it tells ACTIVE to Risk and the Executor. The market reader is
-a small stand-in reading the StateStore's tickers (the real one belongs to
-the live-state work); it reports how old each price is, as the real one does.
+The test opens the gate itself (it tells ACTIVE to Risk and the Executor),
+so it exercises the path from signal to fill alone, also in the run without
+a private socket where the real Panic would rightly keep trading HALTED
+(the gate is tested in test_panic_actor and test_example_path). The market
+reader is a small counting reader over the StateStore's tickers, so a test
+can assert how many price reads a signal cost; it reports ages as the
+node's LiveMarketReader does.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ def start_node(sim, write_config, *, without: tuple[Role, ...] = (), risk: str =
     directory.tell(Role.STATE_STORE, gateway.get_wallet())
     wait_until(lambda: directory.get(Role.STATE_STORE).ask(GetSnapshot(), timeout=5).tickers.get("BTCUSDT"),
                timeout=10, what="BTC ticker in the StateStore")
-    # Panic's part of the contract (a placeholder on this branch): trading becomes ACTIVE.
+    # Open the gate here, independent of readiness (see the module docstring).
     for role in (Role.RISK, Role.EXECUTOR):
         directory.tell(role, TradingStateChanged(state=TradingState.ACTIVE, previous=TradingState.HALTED,
                                                  reason="test: seeded and ready"))

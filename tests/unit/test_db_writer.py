@@ -20,6 +20,7 @@ from infra.store import BarRange, HistoryStore
 from infra.store.testing import FakeVenue, make_series
 from messages.market import BarSource
 from messages.commands import Flush
+from messages.queries import GetWriterStats, WriterStats
 from messages.types import UTC, utc_to_ms
 
 pytestmark = pytest.mark.timeout(30)
@@ -150,6 +151,49 @@ def test_a_busy_file_keeps_the_bars_and_retries_until_it_frees(make_writer):
     assert failed["busy"] is True and failed["bars"] > 0 and failed["retry_in_ms"] > 0
     assert logged(logs, "db.flush")[-1]["failed_attempts"] >= 1
     assert ref.is_alive()
+
+
+def test_stats_show_what_is_held_the_last_flush_and_a_run_of_failures(make_writer):
+    ref, store = make_writer(max_bars=100_000)
+    fresh = ref.ask(GetWriterStats(), timeout=10)
+    assert fresh == WriterStats(pending_bars=0, mailbox=0, last_flush_at=None, last_flush_bars=0,
+                                failing_since=None, last_error=None)
+    for bar in make_series("BTCUSDT", "1", T0, 7):
+        ref.tell(bar)
+    held = ref.ask(GetWriterStats(), timeout=10)
+    assert held.pending_bars == 7 and held.last_flush_at is None
+    assert ref.ask(Flush(), timeout=10).written == 7
+    flushed = ref.ask(GetWriterStats(), timeout=10)
+    assert flushed.pending_bars == 0 and flushed.last_flush_bars == 7 and flushed.failing_since is None
+    assert datetime.fromisoformat(flushed.last_flush_at).tzinfo is not None
+
+    with file_held_elsewhere(store.path, owner="the stats test"):
+        for bar in make_series("BTCUSDT", "1", T0 + timedelta(hours=1), 3):
+            ref.tell(bar)
+        assert ref.ask(Flush(), timeout=10).error
+        first = ref.ask(GetWriterStats(), timeout=10)
+        assert first.pending_bars == 3 and first.failing_since is not None
+        assert "StoreBusy" in first.last_error and "the stats test" in first.last_error
+        assert first.last_flush_at == flushed.last_flush_at and first.last_flush_bars == 7
+        ref.ask(Flush(), timeout=10)
+        # The run of failures started at the first one, not the latest.
+        assert ref.ask(GetWriterStats(), timeout=10).failing_since == first.failing_since
+    assert ref.ask(Flush(), timeout=10).written == 3
+    healed = ref.ask(GetWriterStats(), timeout=10)
+    assert healed.failing_since is None and healed.last_error is None and healed.last_flush_bars == 3
+
+
+def test_stats_count_the_messages_still_queued(make_writer):
+    ref, store = make_writer(max_bars=100_000, lock_wait_ms=10_000)
+    with file_held_elsewhere(store.path) as release:
+        ref.tell(make_series("BTCUSDT", "1", T0, 1)[0])
+        ref.tell(Flush())  # waits for the held file: nothing behind it is served meanwhile
+        answer = ref.ask(GetWriterStats(), block=False)
+        for bar in make_series("BTCUSDT", "1", T0 + timedelta(hours=1), 20):
+            ref.tell(bar)  # queued behind the stats ask
+        release.set()
+        stats = answer.get(timeout=15)
+    assert stats.mailbox == 20 and stats.pending_bars == 0 and stats.last_flush_bars == 1
 
 
 def test_an_unopenable_file_does_not_kill_the_writer(make_writer):

@@ -95,3 +95,15 @@ def test_an_old_file_of_a_running_node_is_flagged(tmp_path):
         pub.publish()
         status = read_live_status(tmp_path, "sim", now=time.time() + 30)
     assert status["status_age_s"] > 29 and "WARNING: the status is" in render(status)
+
+
+def test_a_history_file_that_breaks_while_running_shows_in_status(tmp_path):
+    """Issue 12: a store failing at run time is visible to the operator, not only a log line."""
+    stats = WriterStats(pending_bars=40, mailbox=0, last_flush_at="2026-01-01T00:00:00+00:00", last_flush_bars=12,
+                        failing_since="2026-01-01T00:00:05+00:00", last_error="IOException: Could not read from file")
+    pub = StatusPublisher(tmp_path, "sim", state_store=lambda: None, panic=lambda: None,
+                          db_writer=lambda: Peer({GetWriterStats: stats}))
+    status = pub.collect()
+    text = render({**status, "status_age_s": 0.1})
+    assert "queue 40 bars" in text
+    assert "FAILING since 2026-01-01T00:00:05+00:00: IOException: Could not read from file" in text

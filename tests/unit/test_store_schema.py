@@ -54,3 +54,32 @@ def test_a_file_from_a_newer_program_is_refused(tmp_path):
         with HistoryStore(path).session():
             pass
     assert err.value.found == LATEST_VERSION + 5 and str(path) in str(err.value)
+
+
+def test_a_version_1_file_keeps_its_bars_and_marks_and_reads_first_and_last_from_the_bars(tmp_path):
+    from datetime import datetime
+
+    from infra.store.testing import make_series
+    from messages.types import UTC
+
+    path = tmp_path / "v1.duckdb"
+    conn = duckdb.connect(str(path))
+    assert migrate(conn, path, MIGRATIONS[:1]) == 1
+    bars = make_series("BTCUSDT", "1", datetime(2024, 1, 1, tzinfo=UTC), 5)
+    for b in bars:
+        conn.execute("INSERT INTO ohlcv VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     [b.symbol, b.interval, b.open_time.replace(tzinfo=None), b.open, b.high, b.low, b.close,
+                      b.volume, b.turnover, b.source.value])
+    # Version 1 kept first/last in `series` (here deliberately stale) next to the sync time.
+    conn.execute("INSERT INTO series VALUES ('BTCUSDT', '1', '2020-01-01', '2020-01-02', '2024-02-01 10:00', NULL)")
+    conn.execute("INSERT INTO series VALUES ('ETHUSDT', '5', NULL, NULL, '2024-02-02 11:00', NULL)")
+    conn.close()
+
+    with HistoryStore(path).session() as s:
+        assert schema_version(s.conn) == LATEST_VERSION
+        btc, eth = s.series()
+        assert s.count() == 5
+    assert (btc.first_open, btc.last_open) == (bars[0].open_time, bars[-1].open_time)
+    assert btc.last_sync_at == datetime(2024, 2, 1, 10, tzinfo=UTC)
+    assert (eth.symbol, eth.first_open, eth.last_open) == ("ETHUSDT", None, None)
+    assert eth.last_sync_at == datetime(2024, 2, 2, 11, tzinfo=UTC)

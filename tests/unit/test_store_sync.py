@@ -3,6 +3,7 @@ transient errors retried, failure reported (DATA-006, DATA-007)."""
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta
 
 import pytest
@@ -210,3 +211,31 @@ def test_catch_up_heals_a_recent_internal_hole_behind_a_fresh_last_bar(store):
     assert report.ok and report.bars_stored == 10
     with store.session() as s:
         assert s.gaps("BTCUSDT", "1") == []
+
+
+def test_the_next_page_is_fetched_while_this_one_is_stored(store):
+    """Storing page k waits until the fetch of page k+1 has begun: a sequential loop would never get there."""
+    pages = 6  # 5,760 bars
+    asked = [threading.Event() for _ in range(pages + 1)]
+    stored: list[int] = []
+
+    class CountingVenue(FakeVenue):
+        def fetch_klines(self, *args, **kwargs):
+            asked[len(self.requests)].set()
+            return super().fetch_klines(*args, **kwargs)
+
+    real_session = store.session
+
+    def session(*args, **kwargs):
+        if kwargs.get("threads") == 1:  # a page's session (the plan and the final check use the default)
+            page = len(stored)
+            if page + 1 < pages:  # the last page has no next one
+                assert asked[page + 1].wait(5), f"page {page + 1} was not asked for while page {page} was stored"
+            stored.append(page)
+        return real_session(*args, **kwargs)
+
+    store.session = session  # type: ignore[method-assign]
+    report = syncer(store, CountingVenue(NOW_MS)).sync("BTCUSDT", "1", OPEN - 4 * DAY, NOW)
+    assert report.ok and report.bars_stored == 4 * 1440 and report.requests == pages == len(stored)
+    with real_session() as s:
+        assert s.count() == 4 * 1440 and s.gaps("BTCUSDT", "1", report.wanted) == []

@@ -52,6 +52,16 @@ def test_one_batch_holding_the_same_bar_twice_stores_it_once(store):
         assert s.bars("BTCUSDT", "1") == [newer]
 
 
+def test_a_batch_with_several_keys_repeated_keeps_each_ones_last_copy(store):
+    t = utc_to_ms(T0)
+    a1, a2, a3 = (make_bar("BTCUSDT", "1", t, seq=i) for i in (1, 2, 3))
+    b1, b2 = (make_bar("BTCUSDT", "1", t + 60_000, seq=i) for i in (4, 5))
+    c1 = make_bar("ETHUSDT", "1", t, seq=6)
+    assert store.write_bars([a1, b1, a2, c1, a3, b2]).written == 3
+    with store.session() as s:
+        assert s.bars("BTCUSDT", "1") == [a3, b2] and s.bars("ETHUSDT", "1") == [c1]
+
+
 def test_the_schema_itself_refuses_a_duplicate_key(store):
     """Heal's dedupe has nothing to do: even a raw INSERT bypassing the store cannot duplicate a bar."""
     store.write_bars([make_bar("BTCUSDT", "1", utc_to_ms(T0))])
@@ -91,6 +101,25 @@ def test_series_metadata_tracks_first_and_last_bar(store):
     assert (info.symbol, info.interval) == ("BTCUSDT", "60")
     assert info.first_open == bars[0].open_time and info.last_open == bars[-1].open_time
     assert info.last_sync_at is not None and info.last_heal_at is None
+
+
+def test_series_metadata_of_a_mixed_batch_known_new_and_synced_before_any_bar(store):
+    btc = make_series("BTCUSDT", "1", T0, 30)
+    eth = make_series("ETHUSDT", "5", T0, 30)
+    sol = make_series("SOLUSDT", "1", T0, 30)
+    store.write_bars(btc[10:20])
+    with store.session() as s:
+        s.mark_synced("SOLUSDT", "1")  # a series row with no bar yet
+    store.write_bars([*btc[:5], *btc[25:], *eth[3:9], *sol[7:8]])  # known, new, and bar-less series at once
+    with store.session() as s:
+        got = {(i.symbol, i.interval): (i.first_open, i.last_open) for i in s.series()}
+        synced = s.series_info("SOLUSDT", "1").last_sync_at
+    assert got == {
+        ("BTCUSDT", "1"): (btc[0].open_time, btc[-1].open_time),
+        ("ETHUSDT", "5"): (eth[3].open_time, eth[8].open_time),
+        ("SOLUSDT", "1"): (sol[7].open_time, sol[7].open_time),
+    }
+    assert synced is not None
 
 
 def test_a_bar_that_does_not_fit_the_column_is_rejected_not_rounded(store):

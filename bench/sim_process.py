@@ -1,0 +1,56 @@
+"""The simulator in its own process, as a benchmark's venue.
+
+In-process, the simulator shares the interpreter lock with the code it
+serves, so every figure measured against it would count its work as ours.
+`python -m infra.sim` on 127.0.0.1 is what a separate venue looks like.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from pydantic import SecretStr
+
+from infra.config import Credentials
+
+REPO = Path(__file__).resolve().parent.parent
+SIM_KEY, SIM_SECRET = "sim-api-key", "sim-api-secret"
+SIM_CREDENTIALS = Credentials(api_key=SecretStr(SIM_KEY), api_secret=SecretStr(SIM_SECRET), source="simulator")
+_REST = re.compile(r"rest='?(http://127\.0\.0\.1:\d+)")
+
+
+@contextmanager
+def sim_process(timeout_s: float = 30.0) -> Iterator[str]:
+    """Start `python -m infra.sim` on a free loopback port; yield its REST URL; stop it."""
+    with tempfile.TemporaryDirectory(prefix="bench_sim_") as tmp:
+        log = Path(tmp) / "sim.log"
+        with open(log, "w") as out:  # a file, not a pipe: a full pipe would stall the simulator
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "infra.sim", "--port", "0", "--api-key", SIM_KEY, "--api-secret", SIM_SECRET],
+                cwd=REPO, stdout=out, stderr=subprocess.STDOUT, text=True,
+                env={**os.environ, "NO_PROXY": "127.0.0.1,localhost"},
+            )
+        try:
+            deadline = time.monotonic() + timeout_s
+            while (match := _REST.search(log.read_text())) is None:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the simulator exited early:\n{log.read_text()}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the simulator did not say where it listens")
+                time.sleep(0.05)
+            yield match.group(1)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
