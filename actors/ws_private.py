@@ -47,6 +47,8 @@ from messages.types import Message, now_utc, utc_to_ms
 ACCOUNT_TOPICS = ("order", "execution", "position", "wallet")
 DCP_TOPIC = "dcp.future"
 # Overlap of the execution reseed with the last execution seen (duplicates are dropped by execId).
+# Bybit answers a startTime-only execution query with at most 7 days from it.
+_VENUE_WINDOW = timedelta(days=6)
 _EXEC_OVERLAP_MS = 5_000
 
 
@@ -391,7 +393,12 @@ class WsPrivate(WsActor):
         positions = tuple(gateway.get_positions(symbols).values())
         orders = tuple(gateway.get_open_orders())
         start = (last_exec - timedelta(milliseconds=_EXEC_OVERLAP_MS)) if last_exec else requested_at - self._first_lookback
-        executions = tuple(gateway.get_executions(start_ms=utc_to_ms(start), end_ms=utc_to_ms(self._now())))
+        # The venue's clock ends the range: ours may lag it, and a last execution stamped after
+        # our "now" once made startTime > endTime, failing every reseed and keeping the gate shut
+        # for good. Only a start further back than the venue's 7-day window needs an explicit end.
+        now = self._now()
+        end_ms = utc_to_ms(now) if now - start > _VENUE_WINDOW else None
+        executions = tuple(gateway.get_executions(start_ms=utc_to_ms(start), end_ms=end_ms))
         return AccountReseed(wallet=wallet, positions=positions, open_orders=orders, executions=executions,
                              symbols_checked=tuple(symbols), requested_at=requested_at,
                              generation=self._ctx.generation)

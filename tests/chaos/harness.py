@@ -63,6 +63,10 @@ supervisor:
   ask_timeout_s: 3
 db_writer:
   catch_up_days: 0
+exchange:
+  # The simulator's ban lasts about a second; the gateway's pause after a 403 that says
+  # nothing of its length (10 minutes by default) would outlast the run.
+  ip_ban_pause_s: 2
 log:
   metrics_interval_s: 2
 shutdown:

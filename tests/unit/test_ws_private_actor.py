@@ -60,6 +60,7 @@ class FakeGateway:
     def __init__(self, executions=()):
         self.calls: list[str] = []
         self.executions = list(executions)
+        self.execution_ranges: list[tuple] = []
         self._lock = threading.Lock()
 
     def _call(self, name):
@@ -84,7 +85,8 @@ class FakeGateway:
 
     def get_executions(self, *, start_ms=None, end_ms=None):
         self._call("get_executions")
-        assert start_ms is not None and end_ms is not None and start_ms <= end_ms
+        self.execution_ranges.append((start_ms, end_ms))
+        assert start_ms is not None and (end_ms is None or start_ms <= end_ms)
         return list(self.executions)
 
 
@@ -235,3 +237,27 @@ def test_a_retired_generation_closes_its_socket_and_drops_late_frames(rig):
     before = len(store.told)
     sock.on_frame(sample("4.12-private-execution-2.json"))
     assert len(store.told) == before
+
+
+def test_a_last_execution_stamped_after_our_clock_does_not_break_the_reseed(write_config):
+    """Our clock behind the venue's: the range from the last execution seen is ended by the venue, not by us."""
+    from datetime import timedelta, timezone
+
+    app = load_config(write_config("private_ws:\n  reconnect_backoff_s: 0.01\n  auth_timeout_s: 3\n"))
+    directory, store, gateway, sockets = Directory(), StorePeer(), FakeGateway(), []
+    execution = Execution.from_ws(sample("4.12-private-execution-2.json"))[0]
+    store.state.on_execution(execution)
+    directory.register(Role.STATE_STORE, store)
+    behind = execution.exec_time.astimezone(timezone.utc) - timedelta(seconds=30)
+
+    def factory(ctx, **hooks):
+        sockets.append(FakeSocket(**hooks))
+        return sockets[-1]
+
+    ctx = ActorContext(config=app, directory=directory, urls=URLS, gateway=gateway, generation=0)
+    WsPrivate.start(ctx, socket_factory=factory, clock=lambda: behind)
+    _connect(sockets, 0).auth(ok=True)
+    sockets[0].ack_all()
+    wait_until(lambda: any(isinstance(m, AccountReseed) for m in store.kinds()), what="reseed despite the skew")
+    (start_ms, end_ms), = gateway.execution_ranges
+    assert end_ms is None and start_ms < int(execution.exec_time.timestamp() * 1000)
