@@ -62,7 +62,9 @@ supervisor:
   restart_backoff_max_s: 1
   ask_timeout_s: 3
 db_writer:
-  catch_up_days: 0
+  # The default: at start the last day is made complete, so a bar lost before the first
+  # one the stream delivers is a hole inside the history, which a heal can see and fill.
+  catch_up_days: 1
 exchange:
   # The simulator's ban lasts about a second; the gateway's pause after a 403 that says
   # nothing of its length (10 minutes by default) would outlast the run.
@@ -350,11 +352,15 @@ class ChaosRun:
         wait_until(same, timeout=20, interval=0.5, what=f"seed {self.seed}: positions and open orders as the venue's")
 
     def stop(self) -> None:
-        self._stop_clock.set()
-        self._clock_thread.join(timeout=10)
+        # The clock runs until the node is down: a clock that stops first leaves every stream
+        # silent, and the Supervisor rightly replaces the sockets while we wait.
         self.end_ms = self.sim.clock.now_ms()
-        self.supervisor.stop(block=True, timeout=30)
-        self.gateway.close()
+        try:
+            self.supervisor.stop(block=True, timeout=30)
+        finally:
+            self._stop_clock.set()
+            self._clock_thread.join(timeout=10)
+            self.gateway.close()
 
     def close_log(self) -> None:
         from infra.logging import configure_logging
@@ -368,7 +374,10 @@ class ChaosRun:
         try:
             first_missing = self._missing(store, gateway)
             if any(first_missing.values()):
-                heal(store, HistorySync(store, gateway), only=lambda s, i: (s, i) in SERIES)
+                # The venue's clock runs SPEED x ahead of ours, so the heal asks the venue's
+                # "now" which bars are closed (the operator's heal asks ours: the same on a real venue).
+                heal(store, HistorySync(store, gateway, now_ms=self.sim.clock.now_ms),
+                     only=lambda s, i: (s, i) in SERIES)
             missing = self._missing(store, gateway)
             assert not any(missing.values()), f"seed {self.seed}: bars missing after one heal: {missing}"
         finally:
@@ -384,9 +393,16 @@ class ChaosRun:
             if last_closed < first:
                 out[(symbol, interval)] = []
                 continue
-            venue = {b.open_ms: b for b in gateway.fetch_klines(symbol, interval, first, last_closed)}
             with store.session() as s:
                 stored = {b.open_ms: b for b in s.bars(symbol, interval)}
+            # A bar still on the wire when the sockets stopped is the next start's catch-up's
+            # to fetch, not this run's: the window ends at the newest bar stored, which must
+            # be within one bar of what the venue had closed (else the feed had died).
+            newest = max(stored, default=0)
+            assert newest >= last_closed - step, (
+                f"seed {self.seed}: {symbol}/{interval} newest stored bar {newest} is behind the venue's {last_closed}")
+            last_closed = min(last_closed, newest)
+            venue = {b.open_ms: b for b in gateway.fetch_klines(symbol, interval, first, last_closed)}
             out[(symbol, interval)] = sorted(
                 t for t, b in venue.items()
                 if t not in stored or (stored[t].open, stored[t].high, stored[t].low, stored[t].close)
