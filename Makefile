@@ -38,7 +38,7 @@ bench: $(STAMP)
 SEEDS ?= 10
 chaos: $(STAMP)
 	CHAOS_SEEDS="$${CHAOS_SEEDS:-$$(seq -s ' ' 1 $(SEEDS))}" CHAOS_FAULTS=$${CHAOS_FAULTS:-16} CHAOS_SPAN_S=$${CHAOS_SPAN_S:-30} \
-		$(PY) -m pytest tests/chaos -p no:randomly -q $(PYTEST_ARGS)
+		$(PY) -m pytest tests/chaos -q $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info
