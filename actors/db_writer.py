@@ -10,7 +10,7 @@ one columnar batch:
   whole backlog and the per-write cost is shared by more bars;
 * time: the first bar into an empty buffer arms a timer that tells a
   `Flush` after `flush_interval_ms` (Pykka has no timers; a
-  `threading.Timer` that tells is the whole mechanism);
+  timer that tells, `actors.timers.tell_later`, is the whole mechanism);
 * on request: `Flush` from anyone (an `ask` returns a `FlushReport`).
 
 `GetWriterStats` answers what `status` and the metrics show: bars held,
@@ -41,9 +41,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-import pykka
 
 from actors.base import NodeActor, Role
+from actors.timers import tell_later
 from infra.store import HistoryStore, StoreBusy
 from infra.store.sync import HistorySync, KlineSource, SyncFailed
 from messages.commands import CatchUp, Flush
@@ -219,16 +219,7 @@ class DbWriter(NodeActor):
                 if not replace:
                     return
                 self._timer.cancel()
-            timer = threading.Timer(delay_s, self._wake, args=(reason,))
-            timer.daemon = True
-            self._timer = timer
-            timer.start()
-
-    def _wake(self, reason: str) -> None:
-        try:
-            self.actor_ref.tell(Flush(reason=reason))
-        except pykka.ActorDeadError:
-            pass
+            self._timer = tell_later(self.actor_ref, Flush(reason=reason), delay_s)
 
     def _cancel_timer(self) -> None:
         with self._timer_guard:

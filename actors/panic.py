@@ -29,7 +29,7 @@ import pykka
 from actors.base import ActorContext, NodeActor, Role
 from actors.closing import ClosePolicy, Closer, Flattener
 from actors.reconcile import Reconciler
-from actors.timer import PeriodicTell
+from actors.timers import Repeater
 from actors.trading_state import TradingGate
 from infra.bybit.rate_limit import Lane
 from messages.commands import ClosePosition, CloseOutcome, CloseResult, Panic as PanicCommand, PanicReport
@@ -70,7 +70,7 @@ class Panic(NodeActor):
             self._flattener = Flattener(panic_lane, list(node.symbols), policy, deadline_s=float(cfg.deadline_s),
                                         verify_rounds=cfg.verify_rounds)
             self._reconciler = Reconciler(gateway)
-        self._timer: PeriodicTell | None = None
+        self._timer: Repeater | None = None
         self._reconciled_once = False
         with _PANICKED_LOCK:
             earlier = _PANICKED.get(ctx.directory)
@@ -98,7 +98,7 @@ class Panic(NodeActor):
             return
         interval = float(self._cfg.reconcile_interval_s)
         if interval > 0:
-            self._timer = PeriodicTell(self.actor_ref, RECONCILE, interval).start()
+            self._timer = Repeater(self.actor_ref, lambda: Tick(name=RECONCILE), interval, name=f"timer-{RECONCILE}").start()
 
     def on_stop(self) -> None:
         if self._timer is not None:

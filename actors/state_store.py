@@ -27,7 +27,6 @@ trading state.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import OrderedDict, deque
 from datetime import datetime
@@ -35,6 +34,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Iterable
 
 from actors.base import NodeActor, Role
+from actors.timers import Repeater
 from messages.account import AccountReseed, Execution, Order, Position, PrivatePulse, Wallet
 from messages.control import ReadinessChanged, SocketStatus
 from messages.market import ClosedBar, Kline, Ticker
@@ -417,27 +417,6 @@ def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 3)
 
 
-class HealthTicker:
-    """Pykka has no timers: a daemon thread tells a message every `interval_s` until stopped."""
-
-    def __init__(self, interval_s: float, tell: Callable[[], bool]):
-        self._interval_s = interval_s
-        self._tell = tell
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="state-health-ticker", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            if not self._tell():
-                return
-
-
 class StateStore(NodeActor):
     role = Role.STATE_STORE
 
@@ -452,7 +431,8 @@ class StateStore(NodeActor):
         )
         super().__init__(ctx)
         self._watch = ReadinessWatch(self._log)
-        self._ticker = HealthTicker(float(node.supervisor.check_interval_s), self._tell_check)
+        self._check_every_s = float(node.supervisor.check_interval_s)
+        self._ticker: Repeater | None = None
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         s = self._state
@@ -475,23 +455,21 @@ class StateStore(NodeActor):
 
     def on_start(self) -> None:
         self._check()
-        self._ticker.start()
+        # Staleness needs a clock: the Repeater tells CheckHealth every check interval.
+        self._ticker = Repeater(self.actor_ref, CheckHealth, self._check_every_s, name="state-health-ticker").start()
         super().on_start()
 
     def on_stop(self) -> None:
-        self._ticker.stop()
+        self._stop_ticker()
         super().on_stop()
 
     def on_failure(self, *args: Any) -> None:
-        self._ticker.stop()
+        self._stop_ticker()
         super().on_failure(*args)
 
-    def _tell_check(self) -> bool:
-        try:
-            self.actor_ref.tell(CheckHealth())
-        except Exception:  # noqa: BLE001 - the actor is gone: the ticker ends
-            return False
-        return True
+    def _stop_ticker(self) -> None:
+        if self._ticker is not None:
+            self._ticker.stop()
 
     def _on_execution(self, msg: Execution) -> None:
         if self._state.on_execution(msg) and not msg.is_trade:

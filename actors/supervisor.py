@@ -38,6 +38,7 @@ import pykka
 
 from actors.base import ActorContext, Directory, Role
 from actors.supervision import Cause, Escalate, Leave, RestartBook, RestartType
+from actors.timers import Repeater, tell_later
 from infra.bybit.clients import VenueUrls
 from infra.config import AppConfig
 from infra.logging import get_logger
@@ -136,7 +137,8 @@ class Supervisor(pykka.ThreadingActor):
         self._last_metrics = clock()
         self._last_frames: dict[str, int] = {}
         self._stop_budget = float(config.node.shutdown.graceful_timeout_s)
-        self._ticker_stop = threading.Event()
+        self._ticker: Repeater | None = None
+        self._stopping = False
         # The desired public streams (DATA-010): changed here first, then handed to WsPublic;
         # every WsPublic started or restarted gets the current set in its context.
         self._desired = DesiredSubscriptions.from_config(config.node.symbols)
@@ -152,21 +154,16 @@ class Supervisor(pykka.ThreadingActor):
                 self._log.error("supervisor.start_failed", child=role.value, error=repr(exc), generation=0)
                 self._stop_children()
                 raise StartFailed(f"{role.value} did not start: {exc!r}") from exc
-        threading.Thread(target=self._tick_loop, name="supervisor-ticks", daemon=True).start()
+        self._ticker = Repeater(self.actor_ref, SupervisorTick, self._check_s, name="supervisor-ticks").start()
 
     def on_stop(self) -> None:
-        self._ticker_stop.set()
+        self._stopping = True
+        if self._ticker is not None:
+            self._ticker.stop()
         for down in self._down.values():
             if down.timer is not None:
                 down.timer.cancel()
         self._stop_children()
-
-    def _tick_loop(self) -> None:
-        while not self._ticker_stop.wait(self._check_s):
-            try:
-                self.actor_ref.tell(SupervisorTick())
-            except pykka.ActorDeadError:
-                return
 
     # --- messages ---------------------------------------------------------
 
@@ -333,21 +330,12 @@ class Supervisor(pykka.ThreadingActor):
     def _schedule(self, role: Role, delay_s: float, reason: str, down: _Down) -> None:
         if down.timer is not None:
             down.timer.cancel()
-
-        def due() -> None:
-            try:
-                self.actor_ref.tell(RestartDue(role=role.value, reason=reason))
-            except pykka.ActorDeadError:
-                pass
-
-        down.timer = threading.Timer(delay_s, due)
-        down.timer.daemon = True
-        down.timer.start()
+        down.timer = tell_later(self.actor_ref, RestartDue(role=role.value, reason=reason), delay_s)
         self._log.info("supervisor.restart_scheduled", child=role.value, delay_s=round(delay_s, 3), reason=reason)
 
     def _restart_due(self, role: Role, reason: str) -> None:
         down = self._down.get(role)
-        if down is None or role in self._children or self._ticker_stop.is_set():
+        if down is None or role in self._children or self._stopping:
             return
         try:
             self._start_child(role)

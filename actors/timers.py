@@ -36,10 +36,14 @@ class Repeater:
     """
 
     def __init__(self, ref: pykka.ActorRef[Any], make: Callable[[], Any], interval_s: float,
-                 gate: Callable[[], bool] | None = None, name: str = "repeater"):
+                 gate: Callable[[], bool] | None = None, name: str = "repeater",
+                 first_after_s: float | None = None):
+        if interval_s <= 0:
+            raise ValueError("interval_s must be positive")
         self._ref = ref
         self._make = make
         self._interval_s = interval_s
+        self._first_s = interval_s if first_after_s is None else first_after_s
         self._gate = gate
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -52,7 +56,9 @@ class Repeater:
         self._stopped.set()
 
     def _run(self) -> None:
-        while not self._stopped.wait(self._interval_s):
+        wait = self._first_s
+        while not self._stopped.wait(wait):
+            wait = self._interval_s
             if self._gate is not None and not self._gate():
                 continue
             try:

@@ -38,6 +38,7 @@ import pykka
 
 from actors.base import ActorContext, Directory, NodeActor, Role
 from actors.frame_router import Frame, FrameRouter, Parsed
+from actors.timers import tell_later
 from actors.ws_base import WsActor
 from messages.account import AccountReseed, Execution, Order, Position, PrivatePulse, Wallet
 from messages.control import SocketStatus
@@ -411,15 +412,5 @@ class WsPrivate(WsActor):
         self._failures += 1
         delay = min(self._backoff_max_s, self._backoff_s * 2 ** (self._failures - 1))
         self._log.info("ws.retry_scheduled", what=type(msg).__name__, delay_s=round(delay, 3), attempt=self._failures)
-        me = self.actor_ref
-
-        def fire() -> None:
-            try:
-                me.tell(msg)
-            except pykka.ActorDeadError:
-                pass
-
-        timer = threading.Timer(delay, fire)
-        timer.daemon = True
+        timer = tell_later(self.actor_ref, msg, delay)
         self._timers = [t for t in self._timers if t.is_alive()] + [timer]
-        timer.start()

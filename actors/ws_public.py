@@ -31,7 +31,6 @@ restart is healed as well.
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any, Callable
 
@@ -40,6 +39,7 @@ from tenacity import Retrying, stop_after_attempt, stop_after_delay, wait_expone
 
 from actors.base import ActorContext, Directory, Role
 from actors.frame_router import Frame, FrameRouter, Parsed
+from actors.timers import Repeater
 from actors.ws_base import WsActor
 from infra.bybit.clients import ManagedWebSocket, make_managed_public_ws
 from messages.commands import Subscribe, Unsubscribe
@@ -171,7 +171,7 @@ class WsPublic(WsActor):
         self._epoch_seen = 0  # the socket epoch whose SocketUp this actor handled
         self._connections = 0
         self._dead_checks = 0
-        self._watchdog_stop = threading.Event()
+        self._watchdog: Repeater | None = None
         self._check_every = float(ctx.config.node.supervisor.check_interval_s)
         self._stats_every = float(ctx.config.node.log.metrics_interval_s)
         self._stats_at = time.monotonic()
@@ -197,7 +197,8 @@ class WsPublic(WsActor):
         # Replaced while stuck (on_stop never runs): the Supervisor's retire hook closes the socket.
         self._ctx.directory.on_retire(Role.WS_PUBLIC, self._ctx.generation, self._retire)
         self._log.info("ws.connected", url=self._ctx.urls.ws_public)
-        threading.Thread(target=self._watchdog, name="ws-public-watchdog", daemon=True).start()
+        # Pykka has no timers; a socket pybit never reports as lost is caught by this check.
+        self._watchdog = Repeater(self.actor_ref, CheckSocket, self._check_every, name="ws-public-watchdog").start()
         super().on_start()
 
     def on_stop(self) -> None:
@@ -207,7 +208,8 @@ class WsPublic(WsActor):
 
     def _retire(self) -> None:
         """Close this generation's socket for good; safe from any thread, and twice."""
-        self._watchdog_stop.set()
+        if self._watchdog is not None:
+            self._watchdog.stop()
         self._router.retired = True
         ws, self._ws = self._ws, None
         if ws is not None:
@@ -243,11 +245,6 @@ class WsPublic(WsActor):
             self.actor_ref.tell(message)
         except pykka.ActorDeadError:
             pass
-
-    def _watchdog(self) -> None:
-        # Pykka has no timers; a socket pybit never reports as lost is caught here.
-        while not self._watchdog_stop.wait(self._check_every):
-            self._tell_self(CheckSocket())
 
     # --- socket events --------------------------------------------------------------------
 
