@@ -352,15 +352,34 @@ class ChaosRun:
         wait_until(same, timeout=20, interval=0.5, what=f"seed {self.seed}: positions and open orders as the venue's")
 
     def stop(self) -> None:
-        # The clock runs until the node is down: a clock that stops first leaves every stream
-        # silent, and the Supervisor rightly replaces the sockets while we wait.
+        # The clock keeps running until the node is down: a clock that stops first leaves every
+        # stream silent, and the Supervisor rightly replaces the sockets. The bars owed are those
+        # the venue had closed at `end_ms`; the node gets a deadline to hold them all.
         self.end_ms = self.sim.clock.now_ms()
+        self.caught_up: str | None = None
         try:
-            self.supervisor.stop(block=True, timeout=30)
+            wait_until(self._holds_bars_closed_by_end, timeout=20, interval=0.1,
+                       what=f"seed {self.seed}: every bar closed by the end in the StateStore")
+        except AssertionError as exc:
+            self.caught_up = str(exc)
         finally:
-            self._stop_clock.set()
-            self._clock_thread.join(timeout=10)
-            self.gateway.close()
+            try:
+                self.supervisor.stop(block=True, timeout=30)
+            finally:
+                self._stop_clock.set()
+                self._clock_thread.join(timeout=10)
+                self.gateway.close()
+
+    def _holds_bars_closed_by_end(self) -> bool:
+        snap = self.ask(Role.STATE_STORE, GetSnapshot())
+        if snap is None:
+            return False
+        for symbol, interval in SERIES:
+            step = MINUTE_MS * int(interval)
+            held = snap.bars.get((symbol, interval), ())
+            if not held or held[-1].open_ms < self.end_ms // step * step - step:
+                return False
+        return True
 
     def close_log(self) -> None:
         from infra.logging import configure_logging
@@ -369,6 +388,7 @@ class ChaosRun:
 
     def check_bars(self) -> None:
         """Every bar the simulator closed during the run is in DuckDB exactly once (after at most one heal)."""
+        assert self.caught_up is None, self.caught_up
         store = HistoryStore.for_node(self.app.node, owner="chaos check")
         gateway = Gateway.from_config(self.app, self.sim.urls)
         try:
@@ -395,13 +415,6 @@ class ChaosRun:
                 continue
             with store.session() as s:
                 stored = {b.open_ms: b for b in s.bars(symbol, interval)}
-            # A bar still on the wire when the sockets stopped is the next start's catch-up's
-            # to fetch, not this run's: the window ends at the newest bar stored, which must
-            # be within one bar of what the venue had closed (else the feed had died).
-            newest = max(stored, default=0)
-            assert newest >= last_closed - step, (
-                f"seed {self.seed}: {symbol}/{interval} newest stored bar {newest} is behind the venue's {last_closed}")
-            last_closed = min(last_closed, newest)
             venue = {b.open_ms: b for b in gateway.fetch_klines(symbol, interval, first, last_closed)}
             out[(symbol, interval)] = sorted(
                 t for t, b in venue.items()
