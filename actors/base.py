@@ -20,6 +20,7 @@ import pykka
 from infra.bybit.clients import VenueUrls
 from infra.config import AppConfig
 from infra.logging import get_logger
+from actors.timers import Repeater
 from messages.control import ChildFailed, Ping
 
 
@@ -135,6 +136,7 @@ class NodeActor(pykka.ThreadingActor):
         self._ctx = ctx
         self._log = get_logger(f"actors.{self.role.value}").bind(role=self.role.value, generation=ctx.generation)
         self._handlers: dict[type, Callable[[Any], Any]] = self.handlers()
+        self._repeaters: list[Repeater] = []
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {}
@@ -142,10 +144,23 @@ class NodeActor(pykka.ThreadingActor):
     def on_start(self) -> None:
         self._log.info("actor.started")
 
+    def every(self, interval_s: float, make: Callable[[], Any], *, name: str,
+              first_after_s: float | None = None) -> Repeater:
+        """Tell `make()` to this actor every `interval_s`; stopped with the actor (on_stop or on_failure)."""
+        repeater = Repeater(self.actor_ref, make, interval_s, name=name, first_after_s=first_after_s).start()
+        self._repeaters.append(repeater)
+        return repeater
+
+    def _stop_repeaters(self) -> None:
+        for repeater in self._repeaters:
+            repeater.stop()
+
     def on_stop(self) -> None:
+        self._stop_repeaters()
         self._log.info("actor.stopped")
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        self._stop_repeaters()
         self._log.error("actor.failed", error=repr(exception_value), error_type=getattr(exception_type, "__name__", "?"))
         if self._ctx.supervisor is not None:
             try:

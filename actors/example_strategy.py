@@ -25,7 +25,6 @@ from typing import Any, Callable, Iterable
 import pykka
 
 from actors.base import ActorContext, NodeActor, Role
-from actors.timers import Repeater
 from infra.store import BarRange, HistoryStore, StoreError
 from messages.account import Position
 from messages.commands import Direction, Signal
@@ -145,7 +144,6 @@ class ExampleStrategy(NodeActor):
                               take_profit_pct=cfg.take_profit_pct, stop_loss_pct=cfg.stop_loss_pct)
         self._poll_s = float(cfg.poll_interval_s)
         self._ask_timeout = float(node.supervisor.ask_timeout_s)
-        self._timer: Repeater | None = None
         self._warm_logged: set[str] = set()
         self._next_store_try = 0.0
 
@@ -156,18 +154,7 @@ class ExampleStrategy(NodeActor):
         super().on_start()
         self._log.info("strategy.started", kind="EXAMPLE moving-average cross (not advice)", symbols=list(self._symbols),
                        fast=self._logic.fast, slow=self._logic.slow, interval=INTERVAL)
-        self._timer = Repeater(self.actor_ref, lambda: Tick(name=POLL), self._poll_s, name=f"timer-{POLL}",
-                             first_after_s=min(self._poll_s, 0.5)).start()
-
-    def on_stop(self) -> None:
-        if self._timer is not None:
-            self._timer.stop()
-        super().on_stop()
-
-    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
-        if self._timer is not None:
-            self._timer.stop()
-        super().on_failure(exception_type, exception_value, traceback)
+        self.every(self._poll_s, lambda: Tick(name=POLL), name=f"timer-{POLL}", first_after_s=min(self._poll_s, 0.5))
 
     def _on_tick(self, _msg: Tick) -> None:
         try:

@@ -29,7 +29,6 @@ import pykka
 from actors.base import ActorContext, NodeActor, Role
 from actors.closing import ClosePolicy, Closer, Flattener
 from actors.reconcile import Reconciler
-from actors.timers import Repeater
 from actors.trading_state import TradingGate
 from infra.bybit.rate_limit import Lane
 from messages.commands import ClosePosition, CloseOutcome, CloseResult, Panic as PanicCommand, PanicReport
@@ -70,7 +69,6 @@ class Panic(NodeActor):
             self._flattener = Flattener(panic_lane, list(node.symbols), policy, deadline_s=float(cfg.deadline_s),
                                         verify_rounds=cfg.verify_rounds)
             self._reconciler = Reconciler(gateway)
-        self._timer: Repeater | None = None
         self._reconciled_once = False
         with _PANICKED_LOCK:
             earlier = _PANICKED.get(ctx.directory)
@@ -98,17 +96,7 @@ class Panic(NodeActor):
             return
         interval = float(self._cfg.reconcile_interval_s)
         if interval > 0:
-            self._timer = Repeater(self.actor_ref, lambda: Tick(name=RECONCILE), interval, name=f"timer-{RECONCILE}").start()
-
-    def on_stop(self) -> None:
-        if self._timer is not None:
-            self._timer.stop()
-        super().on_stop()
-
-    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
-        if self._timer is not None:
-            self._timer.stop()
-        super().on_failure(exception_type, exception_value, traceback)
+            self.every(interval, lambda: Tick(name=RECONCILE), name=f"timer-{RECONCILE}")
 
     # --- trading state ---------------------------------------------------------------------
 

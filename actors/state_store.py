@@ -34,7 +34,6 @@ from types import MappingProxyType
 from typing import Any, Callable, Iterable
 
 from actors.base import NodeActor, Role
-from actors.timers import Repeater
 from messages.account import AccountReseed, Execution, Order, Position, PrivatePulse, Wallet
 from messages.control import ReadinessChanged, SocketStatus
 from messages.market import ClosedBar, Kline, Ticker
@@ -432,7 +431,6 @@ class StateStore(NodeActor):
         super().__init__(ctx)
         self._watch = ReadinessWatch(self._log)
         self._check_every_s = float(node.supervisor.check_interval_s)
-        self._ticker: Repeater | None = None
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         s = self._state
@@ -456,20 +454,8 @@ class StateStore(NodeActor):
     def on_start(self) -> None:
         self._check()
         # Staleness needs a clock: the Repeater tells CheckHealth every check interval.
-        self._ticker = Repeater(self.actor_ref, CheckHealth, self._check_every_s, name="state-health-ticker").start()
+        self.every(self._check_every_s, CheckHealth, name="state-health-ticker")
         super().on_start()
-
-    def on_stop(self) -> None:
-        self._stop_ticker()
-        super().on_stop()
-
-    def on_failure(self, *args: Any) -> None:
-        self._stop_ticker()
-        super().on_failure(*args)
-
-    def _stop_ticker(self) -> None:
-        if self._ticker is not None:
-            self._ticker.stop()
 
     def _on_execution(self, msg: Execution) -> None:
         if self._state.on_execution(msg) and not msg.is_trade:
