@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -41,13 +41,18 @@ def build(model: type[M], what: str, payload: Mapping[str, Any], **extra: Any) -
     """
     if not isinstance(payload, Mapping):
         raise MalformedPayload(what, [f"<payload>: expected an object, got {type(payload).__name__}"])
+    return build_known(model, lambda: what, payload, **extra)
+
+
+def build_known(model: type[M], what: Callable[[], str], payload: Mapping[str, Any], **extra: Any) -> M:
+    """`build` for a payload already known to be a mapping; `what` is only worked out on failure (hot path)."""
     known = _aliases(model)
     data = {k: v for k, v in payload.items() if k in known}
     data.update(extra)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise MalformedPayload(what, _reasons(exc)) from None
+        raise MalformedPayload(what(), _reasons(exc)) from None
 
 
 @functools.cache

@@ -6,9 +6,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Mapping, Sequence
 
-from pydantic import Field, PrivateAttr, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
-from messages._parse import MalformedPayload, _aliases, _reasons, build, require
+from messages._parse import MalformedPayload, build, build_known, require
 from messages.types import (
     Interval,
     Message,
@@ -99,13 +99,7 @@ class Ticker(Message):
 
 def _validate(model: type[Any], frame: dict[str, Any], payload: dict[str, Any], **extra: Any) -> Any:
     """`build` for a payload already known to be a dict: the same filtering, validation and errors."""
-    known = _aliases(model)
-    data = {k: v for k, v in payload.items() if k in known}
-    data.update(extra)
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise MalformedPayload(f"{model.__name__.lower()} frame {frame.get('topic', '?')}", _reasons(exc)) from None
+    return build_known(model, lambda: f"{model.__name__.lower()} frame {frame.get('topic', '?')}", payload, **extra)
 
 
 class BarSource(StrEnum):
