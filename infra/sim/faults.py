@@ -139,6 +139,18 @@ class Faults:
 
         self._apply("go_silent", run, channel=channel, seconds=seconds)
 
+    def silence_open_sockets(self, channel: str = "public") -> int:
+        """Stick the connections of the channel that are open now; returns how many.
+
+        Each stays open and its protocol PINGs are still answered (by the WebSocket layer), but
+        it sends nothing ever again: no data, no pong to `{"op": "ping"}`, no subscribe ack.
+        What a stuck venue socket looks like, and what pybit never notices by itself
+        (REFERENCE.md 5.2). Connections opened afterwards work normally, so a client that
+        notices the silence and opens a new socket recovers (`go_silent`, by contrast,
+        silences new connections too). Lasts until the connection closes or `clear()`."""
+        chans = _channels(channel)
+        return self._apply("silence_open_sockets", lambda: self._ex.sessions.silence(chans), channel=channel)
+
     def end_silence(self, channel: str = "all") -> None:
         chans = _channels(channel)
 
@@ -322,5 +334,11 @@ class Faults:
                     start_ms=start_ms, end_ms=end_ms, interval=interval)
 
     def clear(self) -> None:
-        """Switch every fault off (holes stay); the load switches stop with it."""
-        self._apply("clear", lambda: setattr(self, "state", FaultState()))
+        """Switch every fault off (holes stay); the load switches stop with it, and connections
+        stuck by `silence_open_sockets` speak again."""
+
+        def run() -> None:
+            self.state = FaultState()
+            self._ex.sessions.unsilence_all()
+
+        self._apply("clear", run)

@@ -76,6 +76,16 @@ class Sessions:
                 conn.abort()
         return len(conns)
 
+    def silence(self, kinds: tuple[str, ...]) -> int:
+        conns = self.connections(kinds)
+        for conn in conns:
+            conn.silence()
+        return len(conns)
+
+    def unsilence_all(self) -> None:
+        for conn in self.conns:
+            conn.silenced = False
+
     def broadcast_raw(self, kinds: tuple[str, ...], text: str) -> int:
         conns = self.connections(kinds)
         for conn in conns:

@@ -54,19 +54,29 @@ class Conn:
         self.snapshotted: set[str] = set()
         self.authed = False
         self.closed = False
+        # Stuck: open, protocol PINGs still answered by aiohttp, but no frame of any kind
+        # (data, pong, ack) ever leaves again. Set by the `silence_open_sockets` switch.
+        self.silenced = False
         self.outbox: asyncio.Queue[Any] = asyncio.Queue()
         self.writer = asyncio.get_running_loop().create_task(self._write())
 
     def send(self, frame: str) -> None:
-        if self.closed or self.ex.faults.state.is_silent(self.kind):
+        if self.closed or self.silenced or self.ex.faults.state.is_silent(self.kind):
             return
         self.outbox.put_nowait(frame)
+
+    def silence(self) -> None:
+        """Send nothing from now on, including what is queued but not yet written: once the
+        switch returns, no frame of this connection reaches the client."""
+        self.silenced = True
+        while not self.outbox.empty():
+            self.outbox.get_nowait()
 
     def send_obj(self, obj: dict) -> None:
         self.send(dumps(obj))
 
     def pause(self, seconds: float) -> None:
-        if seconds > 0 and not self.closed:
+        if seconds > 0 and not self.closed and not self.silenced:
             self.outbox.put_nowait(_Pause(seconds))
 
     async def _write(self) -> None:
