@@ -10,6 +10,11 @@ It notices three ways that a child is gone or useless:
   that cannot be killed) and a dead ref means a child stopped from outside;
 * freshness: the StateStore's health report names streams that delivered
   nothing within their window while the socket stays open (DATA-011).
+  Judged on every tick and, when a watched stream's window (or a new
+  socket's first window) ends before the next tick, once more at that
+  moment (`FreshnessDue`): polling alone would judge a silent socket up to
+  a whole `check_interval_s` late, and every second of it is a second of
+  trading on stale data or not trading at all.
 
 A replaced child is retired first: its generation is marked in the
 `Directory`, so late pybit callbacks of the old socket are dropped (the
@@ -53,6 +58,7 @@ from messages.control import (
 )
 from messages.queries import GetHealth, GetTradingState, GetWriterStats, HealthReport
 from messages.subscriptions import DesiredSubscriptions
+from messages.types import Message
 
 # Which socket a stream belongs to, by the StateStore's stream names.
 _PUBLIC_PREFIXES = ("tickers.", "kline.")
@@ -60,6 +66,15 @@ _PUBLIC_PREFIXES = ("tickers.", "kline.")
 
 def stream_socket(stream: str) -> str:
     return "public" if stream.startswith(_PUBLIC_PREFIXES) else "private"
+
+
+# A one-shot freshness check runs this long after the window ends: the StateStore calls a
+# stream stale only once its age is strictly past the window, on its own reading of the clock.
+FRESHNESS_MARGIN_S = 0.02
+
+
+class FreshnessDue(Message):
+    """To itself: a watched stream's window ends before the next tick; judge freshness then."""
 
 
 class StartFailed(RuntimeError):
@@ -138,6 +153,8 @@ class Supervisor(pykka.ThreadingActor):
         self._last_frames: dict[str, int] = {}
         self._stop_budget = float(config.node.shutdown.graceful_timeout_s)
         self._ticker: Repeater | None = None
+        self._freshness_timer: threading.Timer | None = None
+        self._freshness_at = 0.0
         self._stopping = False
         # The desired public streams (DATA-010): changed here first, then handed to WsPublic;
         # every WsPublic started or restarted gets the current set in its context.
@@ -160,6 +177,8 @@ class Supervisor(pykka.ThreadingActor):
         self._stopping = True
         if self._ticker is not None:
             self._ticker.stop()
+        if self._freshness_timer is not None:
+            self._freshness_timer.cancel()
         for down in self._down.values():
             if down.timer is not None:
                 down.timer.cancel()
@@ -176,6 +195,8 @@ class Supervisor(pykka.ThreadingActor):
                 self._on_child_failed(message)
             elif isinstance(message, SupervisorTick):
                 self._on_tick()
+            elif isinstance(message, FreshnessDue):
+                self._on_freshness_due()
             elif isinstance(message, RestartDue):
                 self._restart_due(Role(message.role), message.reason)
             elif isinstance(message, (Subscribe, Unsubscribe)):
@@ -271,7 +292,49 @@ class Supervisor(pykka.ThreadingActor):
             return None  # a StateStore that does not answer is the heartbeat's business
         return answer if isinstance(answer, HealthReport) else None
 
+    def _on_freshness_due(self) -> None:
+        self._freshness_timer = None
+        health = self._health()
+        if health is not None:
+            self._check_freshness(health, self._clock())
+
     def _check_freshness(self, health: HealthReport, now: float) -> None:
+        self._judge_freshness(health, now)
+        self._plan_freshness(health, now)
+
+    def _plan_freshness(self, health: HealthReport, now: float) -> None:
+        """A one-shot check when the first watched stream's window ends before the next tick."""
+        due = self._next_window_end(health, now)
+        if due is None or due >= self._check_s:
+            return  # the next tick is on time
+        at = now + due
+        if self._freshness_timer is not None:
+            if self._freshness_at <= at:
+                return  # an earlier check is already planned; it plans the next one
+            self._freshness_timer.cancel()
+        self._freshness_at = at
+        self._freshness_timer = tell_later(self.actor_ref, FreshnessDue(), due + FRESHNESS_MARGIN_S)
+
+    def _next_window_end(self, health: HealthReport, now: float) -> float | None:
+        """Seconds until some running socket child's watched stream could first be judged stale:
+        a fresh stream when its window ends, any stream not before the socket's first window ends."""
+        soonest: float | None = None
+        for role, child in self._children.items():
+            spec = self._specs[role]
+            if spec.socket is None:
+                continue
+            window = self._stale_after[spec.socket]
+            first_window_left = child.started_at + window - now
+            for name, h in health.streams.items():
+                if not h.watched or stream_socket(name) != spec.socket:
+                    continue
+                left = 0.0 if h.stale or h.age_s is None else window - h.age_s
+                left = max(left, first_window_left, 0.0)
+                if soonest is None or left < soonest:
+                    soonest = left
+        return soonest
+
+    def _judge_freshness(self, health: HealthReport, now: float) -> None:
         for role, child in list(self._children.items()):
             spec = self._specs[role]
             if spec.socket is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pykka
 import pytest
@@ -189,3 +190,51 @@ def test_a_late_failure_of_a_retired_generation_is_ignored(app, events, release)
     assert starts.counts["risk"] == 1
     sup.stop(block=True, timeout=10)
     assert pykka.ActorRegistry.get_all() == []
+
+
+def test_a_stream_is_judged_when_its_window_ends_not_at_the_next_tick(write_config, events, release):
+    # Ticks every 3 s, a 0.3 s window: polling alone would judge the silence up to 3 s late.
+    app = load_config(write_config(FAST.replace("check_interval_s: 0.05", "check_interval_s: 3")
+                                   .replace("public_stale_after_s: 0.2", "public_stale_after_s: 0.3")))
+    lock = threading.Lock()
+    feed = {"on": True, "last": 0.0, "asks": 0, "pings": 0}
+
+    def health(_):
+        with lock:
+            now = time.monotonic()
+            feed["asks"] += 1
+            if feed["on"]:
+                feed["last"] = now  # frames keep arriving
+            age = now - feed["last"]
+        stream = StreamHealth(connected=True, age_s=age, stale=age > 0.3, frames=1, rejected=0)
+        return HealthReport(ready=age <= 0.3, reasons=(), streams={"tickers.BTCUSDT": stream},
+                            wallet_seeded=True, positions_seeded=True)
+
+    class Store(NodeActor):
+        role = Role.STATE_STORE
+
+        def handlers(self):
+            return {GetHealth: health}
+
+        def on_receive(self, message):
+            if isinstance(message, Ping):
+                with lock:
+                    feed["pings"] += 1  # one at its start, then one per tick
+            return super().on_receive(message)
+
+    starts, directory = Starts(), Directory()
+    closed = threading.Event()
+    sup = started(app, directory, [
+        ChildSpec(role=Role.STATE_STORE, start=Store.start),
+        child(Role.WS_PUBLIC, starts, release, socket="public"),
+    ])
+    directory.on_retire(Role.WS_PUBLIC, 0, closed.set)
+    wait_until(lambda: feed["asks"] >= 1, timeout=10, what="the first tick's health check")
+    with lock:
+        feed["on"] = False  # the socket goes silent
+    wait_until(closed.is_set, timeout=10, what="the silent socket replaced")
+    with lock:
+        assert feed["pings"] == 2  # still before the second tick
+    stale = [e for e in events() if e["event"] == "supervisor.stale"]
+    assert len(stale) == 1 and 0.3 < stale[0]["ages_s"]["tickers.BTCUSDT"] < 1.5
+    sup.stop(block=True, timeout=10)
