@@ -15,7 +15,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from pydantic import SecretStr
 
@@ -28,13 +28,15 @@ _REST = re.compile(r"rest='?(http://127\.0\.0\.1:\d+)")
 
 
 @contextmanager
-def sim_process(timeout_s: float = 30.0) -> Iterator[str]:
-    """Start `python -m infra.sim` on a free loopback port; yield its REST URL; stop it."""
+def sim_process(timeout_s: float = 30.0, extra_args: Sequence[str] = ()) -> Iterator[str]:
+    """Start `python -m infra.sim` on a free loopback port; yield its REST URL; stop it.
+    `extra_args` go to the simulator's command line (e.g. `--symbols A,B,C`)."""
     with tempfile.TemporaryDirectory(prefix="bench_sim_") as tmp:
         log = Path(tmp) / "sim.log"
         with open(log, "w") as out:  # a file, not a pipe: a full pipe would stall the simulator
             proc = subprocess.Popen(
-                [sys.executable, "-m", "infra.sim", "--port", "0", "--api-key", SIM_KEY, "--api-secret", SIM_SECRET],
+                [sys.executable, "-m", "infra.sim", "--port", "0", "--api-key", SIM_KEY, "--api-secret", SIM_SECRET,
+                 *extra_args],
                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT, text=True,
                 env={**os.environ, "NO_PROXY": "127.0.0.1,localhost"},
             )
