@@ -238,3 +238,27 @@ def test_a_stream_is_judged_when_its_window_ends_not_at_the_next_tick(write_conf
     stale = [e for e in events() if e["event"] == "supervisor.stale"]
     assert len(stale) == 1 and 0.3 < stale[0]["ages_s"]["tickers.BTCUSDT"] < 1.5
     sup.stop(block=True, timeout=10)
+
+
+def test_a_socket_that_will_not_close_is_abandoned_not_waited_on(app, events, release):
+    starts, directory = Starts(), Directory()
+    health = [report(stale_public=False)]
+    closing = threading.Event()
+
+    def close_forever():  # what closing a socket whose peer never answers looks like
+        closing.set()
+        release.wait(30)
+
+    sup = started(app, directory, [
+        child(Role.STATE_STORE, starts, release, health=health),
+        child(Role.WS_PUBLIC, starts, release, socket="public"),
+    ])
+    directory.on_retire(Role.WS_PUBLIC, 0, close_forever)
+    health[0] = report(stale_public=True)
+    wait_until(closing.is_set, timeout=10, what="the old socket's close to begin")
+    health[0] = report(stale_public=False)
+    # The replacement comes up and the Supervisor keeps answering while the close still hangs.
+    wait_until(lambda: starts.counts.get("ws_public") == 2, timeout=10, what="the replacement")
+    assert not release.is_set() and directory.get(Role.WS_PUBLIC).ask(Ping(), timeout=2) is True
+    assert sup.ask(Ping(), timeout=2) is True
+    sup.stop(block=True, timeout=10)
