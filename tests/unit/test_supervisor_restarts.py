@@ -237,6 +237,14 @@ def test_a_stream_is_judged_when_its_window_ends_not_at_the_next_tick(write_conf
         assert feed["pings"] == 2  # still before the second tick
     stale = [e for e in events() if e["event"] == "supervisor.stale"]
     assert len(stale) == 1 and 0.3 < stale[0]["ages_s"]["tickers.BTCUSDT"] < 1.5
+    # The replacement hears nothing either: judged when its own first window ends, again
+    # before the next tick.
+    wait_until(lambda: directory.is_retired(Role.WS_PUBLIC, 1), timeout=10, what="the silent replacement replaced")
+    with lock:
+        assert feed["pings"] == 2
+        assert feed["asks"] <= 5  # one check per window end, no busy re-checking in between
+    stale = [e for e in events() if e["event"] == "supervisor.stale"]
+    assert [e["generation"] for e in stale] == [0, 1]
     sup.stop(block=True, timeout=10)
 
 
