@@ -266,7 +266,9 @@ def test_a_socket_that_will_not_close_is_abandoned_not_waited_on(app, events, re
     wait_until(closing.is_set, timeout=10, what="the old socket's close to begin")
     health[0] = report(stale_public=False)
     # The replacement comes up and the Supervisor keeps answering while the close still hangs.
-    wait_until(lambda: starts.counts.get("ws_public") == 2, timeout=10, what="the replacement")
-    assert not release.is_set() and directory.get(Role.WS_PUBLIC).ask(Ping(), timeout=2) is True
+    # (on_start runs before the Supervisor registers the child: wait for both)
+    replacement = wait_until(lambda: starts.counts.get("ws_public") == 2 and directory.get(Role.WS_PUBLIC),
+                             timeout=10, what="the replacement registered")
+    assert not release.is_set() and replacement.ask(Ping(), timeout=2) is True
     assert sup.ask(Ping(), timeout=2) is True
     sup.stop(block=True, timeout=10)
