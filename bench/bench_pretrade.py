@@ -3,9 +3,10 @@
     python -m bench pretrade
 
 * `pretrade_p99_us` (and `_p50_us`): a Signal told to the real Executor,
-  which asks the real StateStore for a snapshot, reads the price through a
-  market reader over that StateStore (fresh ticker: no REST), sizes the
-  order with the instrument, asks the real Risk actor (seeded, its latch in
+  which asks the real StateStore for its trading view (portfolio and the
+  symbol's ticker), reads the price through the node's LiveMarketReader
+  over that view (fresh ticker: no REST; the bench fails if one is made),
+  sizes the order with the instrument, asks the real Risk actor (seeded, its latch in
   a real DuckDB file), checks the price deviation and hands the order to
   the gateway. The gateway is faked: the clock stops when `create_order`
   is called. Logging is on (JSON lines to a file), as in the node.
@@ -30,6 +31,7 @@ import statistics
 import tempfile
 import threading
 import time
+from datetime import timedelta
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -47,7 +49,7 @@ from infra.bybit.clients import make_http
 from infra.bybit.instruments import Instrument
 from infra.config import load_config
 from infra.logging import configure_logging
-from infra.market_reader import Quote, StaleMarketData
+from infra.market_reader import LiveMarketReader
 from infra.sim import ManualClock, Simulator
 from infra.store import HistoryStore
 from infra.store.risk_state import RiskStateStore
@@ -55,7 +57,6 @@ from messages.account import Order, Wallet
 from messages.commands import Signal
 from messages.control import TradingState, TradingStateChanged
 from messages.market import Ticker
-from messages.queries import GetSnapshot
 from messages.trading import GetExecution
 from messages.types import now_utc
 
@@ -91,21 +92,6 @@ class _Hopper(pykka.ThreadingActor):
         self._done.set()
 
 
-class _StateReader:
-    """A market reader over the StateStore's ticker (what the node's reader does when the stream is fresh)."""
-
-    def __init__(self, directory: Directory):
-        self._directory = directory
-
-    def quote(self, symbol: str, *, max_age_s: float | None = None) -> Quote:
-        snap = self._directory.get(Role.STATE_STORE).ask(GetSnapshot(), timeout=2)
-        ticker, age = snap.tickers.get(symbol), snap.age_s(f"tickers.{symbol}")
-        if ticker is None or age is None or (max_age_s is not None and age > max_age_s):
-            raise StaleMarketData(symbol, "last_price", age, max_age_s)
-        return Quote(symbol=symbol, last_price=ticker.last_price, mark_price=ticker.mark_price,
-                     funding_rate=ticker.funding_rate, next_funding_time=None, source="ws", age_s=age)
-
-
 @dataclass
 class _Gateway:
     """Stops the clock when the order is handed over; answers as if the venue filled it at once."""
@@ -115,8 +101,14 @@ class _Gateway:
     done: threading.Event
     expected: int = 0
 
+    rest_reads: int = 0
+
     def trading_problems(self) -> list[str]:
         return []
+
+    def get_ticker(self, symbol: str) -> Ticker:
+        self.rest_reads += 1  # the reader's fallback: must not happen while the stream is fresh
+        raise RuntimeError("REST fallback on a fresh stream")
 
     def instrument(self, symbol: str) -> Instrument:
         return self.instrument_rules
@@ -146,7 +138,7 @@ def _wallet() -> Wallet:
 
 def _ticker() -> Ticker:
     return Ticker(symbol=SYMBOL, is_snapshot=True, lastPrice="60000", markPrice="60000.5", indexPrice="60000",
-                  fundingRate="0.0001", ts=now_utc())
+                  fundingRate="0.0001", nextFundingTime=now_utc() + timedelta(hours=1), ts=now_utc())
 
 
 def _p(samples: list[float], q: float) -> float:
@@ -181,7 +173,8 @@ def run() -> dict[str, float]:
             risk = Risk.start(ctx, state=RiskStateStore(HistoryStore(Path(tmp) / "data" / "risk.duckdb")))
             refs.append(risk)
             directory.register(Role.RISK, risk)
-            executor = Executor.start(ctx, reader=_StateReader(directory))
+            reader = LiveMarketReader.from_config(app.node, lambda: directory.get(Role.STATE_STORE), gateway)
+            executor = Executor.start(ctx, reader=reader)
             refs.append(executor)
             directory.register(Role.EXECUTOR, executor)
             for ref in (risk, executor):
@@ -230,6 +223,8 @@ def run() -> dict[str, float]:
                 return statistics.median(lat)
 
             cmp = alternate(raw=rest_round, ours=ours_round, rounds=ROUNDS, warmup=1)
+            if gateway.rest_reads:
+                raise RuntimeError(f"{gateway.rest_reads} REST price reads on a fresh stream")
             # Drop the warm-up round's samples: alternate() discards its medians too.
             ours_kept = ours_samples[PER_ROUND:]
             rest_kept = rest_samples[REST_PER_ROUND:]
