@@ -361,28 +361,23 @@ class Executor(NodeActor):
             raise Blocked("mode", "; ".join(problems))
 
     def _snapshot(self) -> StateSnapshot:
-        return self._ask_state(GetSnapshot())
+        return self._ask(Role.STATE_STORE, GetSnapshot(), check="state", who="StateStore")
 
     def _trading_view(self, symbol: str) -> TradingView:
-        return self._ask_state(GetTradingView(symbol=symbol))
+        return self._ask(Role.STATE_STORE, GetTradingView(symbol=symbol), check="state", who="StateStore")
 
-    def _ask_state(self, query: Message) -> Any:
-        ref = self._ctx.directory.get(Role.STATE_STORE)
+    def _ask_risk(self, check: RiskCheck) -> RiskDecision:
+        return self._ask(Role.RISK, check, check="risk_unavailable", who="Risk")
+
+    def _ask(self, role: Role, query: Message, *, check: str, who: str) -> Any:
+        """Ask a peer below; no peer, a timeout or a dead peer blocks the signal (fail closed)."""
+        ref = self._ctx.directory.get(role)
         if ref is None:
-            raise Blocked("state", "no StateStore running")
+            raise Blocked(check, f"no {who} running")
         try:
             return ref.ask(query, timeout=self._ask_s)
         except (pykka.Timeout, pykka.ActorDeadError) as exc:
-            raise Blocked("state", f"StateStore did not answer: {type(exc).__name__}") from None
-
-    def _ask_risk(self, check: RiskCheck) -> RiskDecision:
-        ref = self._ctx.directory.get(Role.RISK)
-        if ref is None:
-            raise Blocked("risk_unavailable", "no Risk actor running")
-        try:
-            return ref.ask(check, timeout=self._ask_s)
-        except (pykka.Timeout, pykka.ActorDeadError) as exc:
-            raise Blocked("risk_unavailable", f"Risk did not answer: {type(exc).__name__}") from None
+            raise Blocked(check, f"{who} did not answer: {type(exc).__name__}") from None
 
     # --- entries -----------------------------------------------------------------------
 
