@@ -290,6 +290,11 @@ def configure_logging(
         # Without any handler Python's last-resort handler would print raw event dicts to stderr.
         root.addHandler(logging.NullHandler())
     root.setLevel(level)
+    # The logging HOWTO's "Optimization" switches, for what no line of ours shows: the caller's
+    # file and line (a stack walk on every event, on the actor's thread) and process names.
+    logging._srcfile = None
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     # Library chatter below WARNING is noise for an operator, not signal.
     for noisy in ("websocket", "urllib3", "aiohttp.access", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
