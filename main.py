@@ -474,6 +474,9 @@ class StopRequest:
         return self.reason
 
     def force_exit(self, signal_name: str) -> None:
+        from infra.logging import flush_logging
+
+        flush_logging(timeout_s=1.0)  # what was logged before the second signal, if the writer can
         line = json.dumps({"event": "node.forced_exit", "level": "warning", "signal": signal_name,
                            "ts": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")}) + "\n"
         for path in (self._forced_log, None):

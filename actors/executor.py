@@ -58,10 +58,12 @@ from messages.trading import (
     ExecutionOutcome,
     ExecutionResult,
     GetExecution,
+    GetTradingView,
     OrderIntent,
     PortfolioSnapshot,
     RiskCheck,
     RiskDecision,
+    TradingView,
 )
 from messages.types import Message, Side, now_utc, utc_to_ms
 
@@ -343,11 +345,10 @@ class Executor(NodeActor):
         busy = self._busy_symbols.get(signal.symbol)
         if not closing and busy is not None and busy != signal.signal_id:
             raise Blocked("order_in_flight", f"signal {busy} on {signal.symbol} is not finished yet")
-        snapshot = self._snapshot()
-        portfolio = PortfolioSnapshot.from_state(snapshot)
+        view = self._trading_view(signal.symbol)
         if closing:
-            return self._close(signal, portfolio)
-        return self._enter(signal, portfolio, received_mono)
+            return self._close(signal, view.portfolio)
+        return self._enter(signal, view, received_mono)
 
     def _check_mode(self) -> None:
         node = self._node
@@ -360,30 +361,33 @@ class Executor(NodeActor):
             raise Blocked("mode", "; ".join(problems))
 
     def _snapshot(self) -> StateSnapshot:
-        ref = self._ctx.directory.get(Role.STATE_STORE)
-        if ref is None:
-            raise Blocked("state", "no StateStore running")
-        try:
-            return ref.ask(GetSnapshot(), timeout=self._ask_s)
-        except (pykka.Timeout, pykka.ActorDeadError) as exc:
-            raise Blocked("state", f"StateStore did not answer: {type(exc).__name__}") from None
+        return self._ask(Role.STATE_STORE, GetSnapshot(), check="state", who="StateStore")
+
+    def _trading_view(self, symbol: str) -> TradingView:
+        return self._ask(Role.STATE_STORE, GetTradingView(symbol=symbol), check="state", who="StateStore")
 
     def _ask_risk(self, check: RiskCheck) -> RiskDecision:
-        ref = self._ctx.directory.get(Role.RISK)
+        return self._ask(Role.RISK, check, check="risk_unavailable", who="Risk")
+
+    def _ask(self, role: Role, query: Message, *, check: str, who: str) -> Any:
+        """Ask a peer below; no peer, a timeout or a dead peer blocks the signal (fail closed)."""
+        ref = self._ctx.directory.get(role)
         if ref is None:
-            raise Blocked("risk_unavailable", "no Risk actor running")
+            raise Blocked(check, f"no {who} running")
         try:
-            return ref.ask(check, timeout=self._ask_s)
+            return ref.ask(query, timeout=self._ask_s)
         except (pykka.Timeout, pykka.ActorDeadError) as exc:
-            raise Blocked("risk_unavailable", f"Risk did not answer: {type(exc).__name__}") from None
+            raise Blocked(check, f"{who} did not answer: {type(exc).__name__}") from None
 
     # --- entries -----------------------------------------------------------------------
 
-    def _enter(self, signal: Signal, portfolio: PortfolioSnapshot, received_mono: float) -> ExecutionResult:
+    def _enter(self, signal: Signal, view: TradingView, received_mono: float) -> ExecutionResult:
         if self._reader is None:
             raise Blocked("price", "no market reader configured")
+        portfolio = view.portfolio
         try:
-            quote = self._reader.quote(signal.symbol, max_age_s=float(self._risk_cfg.max_quote_age_s))
+            quote = self._reader.quote(signal.symbol, max_age_s=float(self._risk_cfg.max_quote_age_s),
+                                       stream=view.ticker)
         except StaleMarketData as exc:
             raise Blocked("price", f"no fresh price: {exc}") from None
         price = reference_price(quote)

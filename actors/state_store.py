@@ -48,6 +48,7 @@ from messages.queries import (
     StreamHealth,
     TickerView,
 )
+from messages.trading import GetTradingView, PortfolioSnapshot, TradingView
 
 PRIVATE = "private"  # the private socket's own liveness stream
 PRIVATE_TOPICS = ("order", "execution", "position", "wallet")
@@ -362,6 +363,10 @@ class LiveState:
     def ticker_view(self, symbol: str) -> TickerView:
         return TickerView(ticker=self.tickers.get(symbol), age_s=self._age(f"tickers.{symbol}", self._clock()))
 
+    def trading_view(self, symbol: str) -> TradingView:
+        return TradingView(portfolio=PortfolioSnapshot.of(self.wallet, self.positions.values()),
+                           ticker=self.ticker_view(symbol))
+
     def snapshot(self) -> StateSnapshot:
         return StateSnapshot(
             tickers=MappingProxyType(dict(self.tickers)),
@@ -449,6 +454,7 @@ class StateStore(NodeActor):
             GetSnapshot: lambda _: s.snapshot(),
             GetHealth: lambda _: s.health(),
             GetTicker: lambda m: s.ticker_view(m.symbol),
+            GetTradingView: lambda m: s.trading_view(m.symbol),
         }
 
     def on_start(self) -> None:

@@ -10,15 +10,27 @@ Redaction happens twice: sensitive keys are masked in the event dict, and the
 final rendered line is scrubbed of every registered secret value and of
 anything shaped like an HMAC-SHA256 signature. The second pass is what makes
 the guarantee hold for secrets hidden in reprs, tracebacks or library prose.
+
+Rendering and writing happen on one writer thread (the standard library's
+QueueListener), not on the thread that logs: an actor pays for its event
+dict and a queue put, while the JSON rendering, the redaction and the
+file write (a flush per line) are done off its path. Lines keep the order
+they were logged in. `flush_logging()` waits until everything logged so
+far is written; `shutdown_logging()` (and interpreter exit) drains the
+queue before the files close.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import logging.handlers
+import queue
 import re
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, TextIO
 
@@ -97,6 +109,14 @@ _SHARED: list[Callable[..., Any]] = [
 ]
 
 
+def _capture_exc_info(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """`log.exception(...)` means "the exception being handled now": take it on the caller's thread,
+    because the line is rendered on the writer thread, where no exception is being handled."""
+    if event_dict.get("exc_info") is True:
+        event_dict["exc_info"] = sys.exc_info()
+    return event_dict
+
+
 def _exception_in_one_line(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """The terminal gets `Type: message`; the traceback goes to the JSON log file only."""
     exc_info = event_dict.pop("exc_info", None)
@@ -153,6 +173,86 @@ def _console_renderer(mode: str, stream: TextIO) -> Callable[..., str] | None:
     return structlog.processors.KeyValueRenderer(key_order=["ts", "level", "event"], drop_missing=True)
 
 
+class _Handoff(logging.handlers.QueueHandler):
+    """Hands the record over as it is: the formatter runs on the writer thread.
+
+    The stock `prepare` formats on the caller's thread (to make the record
+    picklable for other processes), which is the work this handler exists to
+    move. A structlog record's event dict is its own, never touched again by
+    the caller, so passing it by reference is safe.
+    """
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
+class _DeferredFlushFileHandler(logging.FileHandler):
+    """Writes each line at once but flushes the file once per burst, not once per line.
+
+    The writer thread flushes it whenever the queue runs empty: a burst of lines
+    costs one write syscall, and nothing waits in the buffer once the burst is over.
+    """
+
+    def flush(self) -> None:  # called by emit() after every line: deferred to flush_now()
+        pass
+
+    def flush_now(self) -> None:
+        super().flush()
+
+    def close(self) -> None:
+        self.flush_now()
+        super().close()
+
+
+class _Writer(logging.handlers.QueueListener):
+    def handle(self, record: logging.LogRecord) -> None:
+        super().handle(record)
+        if self.queue.empty():
+            for handler in self.handlers:
+                if isinstance(handler, _DeferredFlushFileHandler):
+                    handler.flush_now()
+
+
+_writer: logging.handlers.QueueListener | None = None
+_writer_queue: queue.Queue | None = None
+_writer_lock = threading.Lock()
+
+
+def _stop_writer() -> None:
+    """Write whatever is queued, stop the writer thread and close its handlers."""
+    global _writer, _writer_queue
+    with _writer_lock:
+        writer, _writer, _writer_queue = _writer, None, None
+    if writer is not None:
+        writer.stop()  # drains the queue first
+        for handler in writer.handlers:
+            handler.close()
+
+
+atexit.register(_stop_writer)  # runs before logging's own exit hook (registered earlier, run later)
+
+
+def writer_handlers() -> tuple[logging.Handler, ...]:
+    """The handlers the writer thread writes to (the file, the console): for tests and diagnostics."""
+    writer = _writer
+    return tuple(writer.handlers) if writer is not None else ()
+
+
+def flush_logging(timeout_s: float = 5.0) -> bool:
+    """Wait until every line logged so far is written; False if `timeout_s` passed first."""
+    q = _writer_queue
+    if q is None:
+        return True
+    deadline = time.monotonic() + timeout_s
+    with q.all_tasks_done:
+        while q.unfinished_tasks:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            q.all_tasks_done.wait(left)
+    return True
+
+
 def configure_logging(
     level: str = "INFO",
     console: str = "auto",
@@ -169,23 +269,32 @@ def configure_logging(
         # Opened before the old handlers go: a log file that cannot be written raises
         # OSError here and leaves the previous pipeline as it was.
         file_path.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(file_path, encoding="utf-8")
+        file_handler = _DeferredFlushFileHandler(file_path, encoding="utf-8")
         file_handler.setFormatter(_formatter(structlog.processors.JSONRenderer(default=str)))
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
+    _stop_writer()
+    outputs: list[logging.Handler] = []
     if file_handler is not None:
-        root.addHandler(file_handler)
+        outputs.append(file_handler)
     renderer = _console_renderer(console, stream)
     if renderer is not None:
         console_handler = logging.StreamHandler(stream)
         console_handler.setFormatter(_formatter(renderer, console=True))
         console_handler.addFilter(_NotFileOnly())
-        root.addHandler(console_handler)
-    if not root.handlers:
+        outputs.append(console_handler)
+    if outputs:
+        _start_writer(root, outputs)
+    else:
         # Without any handler Python's last-resort handler would print raw event dicts to stderr.
         root.addHandler(logging.NullHandler())
     root.setLevel(level)
+    # The logging HOWTO's "Optimization" switches, for what no line of ours shows: the caller's
+    # file and line (a stack walk on every event, on the actor's thread) and process names.
+    logging._srcfile = None
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     # Library chatter below WARNING is noise for an operator, not signal.
     for noisy in ("websocket", "urllib3", "aiohttp.access", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
@@ -193,6 +302,7 @@ def configure_logging(
         processors=[
             *_SHARED,
             structlog.processors.StackInfoRenderer(),
+            _capture_exc_info,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -203,8 +313,19 @@ def configure_logging(
     )
 
 
+def _start_writer(root: logging.Logger, outputs: list[logging.Handler]) -> None:
+    global _writer, _writer_queue
+    q: queue.Queue = queue.Queue()
+    writer = _Writer(q, *outputs, respect_handler_level=True)
+    writer.start()
+    with _writer_lock:
+        _writer, _writer_queue = writer, q
+    root.addHandler(_Handoff(q))
+
+
 def shutdown_logging() -> None:
-    """Flush and close handlers (files) at exit."""
+    """Write what is queued, then flush and close handlers (files) at exit."""
+    _stop_writer()
     logging.shutdown()
 
 

@@ -55,8 +55,12 @@ class Quote:
 
 
 class MarketReader(Protocol):
-    def quote(self, symbol: str, *, max_age_s: float | None = None) -> Quote:
-        """Latest prices and funding for `symbol`; raises StaleMarketData."""
+    def quote(self, symbol: str, *, max_age_s: float | None = None, stream: TickerView | None = None) -> Quote:
+        """Latest prices and funding for `symbol`; raises StaleMarketData.
+
+        `stream`: the StateStore's view of the symbol the caller already holds
+        (taken with its own ask a moment ago): used instead of asking again.
+        """
         ...
 
 
@@ -103,7 +107,7 @@ class LiveMarketReader:
         return cls(state_store, gateway, price_ttl_s=float(md.price_ttl_s), funding_ttl_s=float(md.funding_ttl_s),
                    ask_timeout_s=float(node.supervisor.ask_timeout_s))
 
-    def quote(self, symbol: str, *, max_age_s: float | None = None,
+    def quote(self, symbol: str, *, max_age_s: float | None = None, stream: TickerView | None = None,
               fields: tuple[str, ...] = ALL_FIELDS) -> Quote:
         """Latest values of `fields` for `symbol` (all by default); raises StaleMarketData."""
         unknown = set(fields) - set(ALL_FIELDS)
@@ -112,7 +116,8 @@ class LiveMarketReader:
         limit = min(self._ttl[f] for f in fields)
         if max_age_s is not None:
             limit = min(limit, max_age_s)
-        seen = [s for s in (self._from_state(symbol), self._from_cache(symbol)) if s is not None and s.has(fields)]
+        from_stream = self._from_view(stream) if stream is not None else self._from_state(symbol)
+        seen = [s for s in (from_stream, self._from_cache(symbol)) if s is not None and s.has(fields)]
         fresh = [s for s in seen if s.age_s <= limit]
         if fresh:
             return min(fresh, key=lambda s: s.age_s).quote()
@@ -138,6 +143,10 @@ class LiveMarketReader:
         except Exception as exc:  # noqa: BLE001 - a busy or dead StateStore means "no stream value"
             log.warning("market.state_unavailable", symbol=symbol, error=repr(exc))
             return None
+        return self._from_view(view)
+
+    @staticmethod
+    def _from_view(view: TickerView | None) -> _Seen | None:
         if view is None or view.ticker is None or view.age_s is None:
             return None
         return _Seen(view.ticker, view.age_s, "ws")

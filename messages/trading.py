@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Mapping
+from typing import Iterable, Mapping
 
+from messages.account import Position, Wallet
 from messages.control import TradingState
-from messages.queries import StateSnapshot
+from messages.queries import StateSnapshot, TickerView
 from messages.types import Message, Side
 
 _ZERO = Decimal(0)
@@ -55,20 +56,40 @@ class PortfolioSnapshot:
 
     @classmethod
     def from_state(cls, state: StateSnapshot) -> "PortfolioSnapshot":
-        wallet = state.wallet
+        return cls.of(state.wallet, state.positions.values())
+
+    @classmethod
+    def of(cls, wallet: Wallet | None, positions: Iterable[Position]) -> "PortfolioSnapshot":
         views = []
-        for (symbol, _idx), pos in state.positions.items():
+        for pos in positions:
             if not pos.is_open:
                 continue
             price = pos.mark_price or pos.entry_price
             assert price is not None  # an open Position always has an entry price
-            views.append(PositionView(symbol=symbol, signed_size=pos.signed_size, price=price))
+            views.append(PositionView(symbol=pos.symbol, signed_size=pos.signed_size, price=price))
         return cls(
             equity=wallet.total_equity if wallet else None,
             wallet_balance=wallet.total_wallet_balance if wallet else None,
             available_balance=(wallet.total_available_balance if wallet else None),
             positions=tuple(sorted(views, key=lambda v: v.symbol)),
         )
+
+
+class GetTradingView(Message):
+    """Ask the StateStore for what one pre-trade decision reads, in one answer.
+
+    Lighter than `GetSnapshot` (no copy of bars, klines, executions, no health
+    report), and it carries the symbol's ticker too, so the market reader
+    needs no second ask: each hop is a thread wake on the signal's path.
+    """
+
+    symbol: str
+
+
+@dataclass(frozen=True, slots=True)
+class TradingView:
+    portfolio: PortfolioSnapshot
+    ticker: TickerView
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,14 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: flo
 
 
 def read_events(path: Path) -> list[dict]:
-    """The JSON log as a list of dicts (missing file: empty)."""
+    """The JSON log as a list of dicts (missing file: empty).
+
+    Lines this process logged are written by the logging writer thread:
+    wait for it first, so an event logged before the call is in the answer.
+    """
+    from infra.logging import flush_logging
+
+    flush_logging()
     if not path.exists():
         return []
     out = []

@@ -15,7 +15,8 @@ from infra.bybit import OrderAck, Resolution
 from infra.bybit.instruments import Instrument
 from infra.market_reader import Quote, StaleMarketData
 from messages.account import Execution, Order, Position, Wallet
-from messages.queries import StateSnapshot
+from messages.queries import GetSnapshot, StateSnapshot, TickerView
+from messages.trading import GetTradingView, PortfolioSnapshot, TradingView
 from messages.types import Side
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
@@ -67,6 +68,25 @@ def snapshot(w: Wallet | None = None, positions: tuple[Position, ...] = (), exec
     )
 
 
+def trading_view(state: StateSnapshot, symbol: str) -> TradingView:
+    """What the StateStore answers to GetTradingView, from a snapshot a test holds."""
+    return TradingView(portfolio=PortfolioSnapshot.from_state(state),
+                       ticker=TickerView(ticker=state.tickers.get(symbol), age_s=state.age_s(f"tickers.{symbol}")))
+
+
+def answer_state(state: Callable[[], StateSnapshot]) -> Callable[[Any], Any]:
+    """A mocked StateStore's reply: the snapshot for GetSnapshot, its trading view for GetTradingView."""
+
+    def reply(message: Any) -> Any:
+        if isinstance(message, GetSnapshot):
+            return state()
+        if isinstance(message, GetTradingView):
+            return trading_view(state(), message.symbol)
+        return None
+
+    return reply
+
+
 def execution(link: str, order_id: str, qty: str, price: str, exec_id: str, symbol: str = "BTCUSDT",
               side: Side = Side.BUY, at: datetime | None = None) -> Execution:
     """A trade execution, by default timed now (the Executor looks at recent ones only)."""
@@ -93,7 +113,7 @@ class FakeReader:
         self.stale = False
         self.default = (price, mark or price, funding, source)
 
-    def quote(self, symbol: str, *, max_age_s: float | None = None) -> Quote:
+    def quote(self, symbol: str, *, max_age_s: float | None = None, stream: Any = None) -> Quote:
         self.calls += 1
         if self.stale:
             raise StaleMarketData(symbol, "last_price", 99.0, max_age_s)

@@ -4,9 +4,8 @@ The test opens the gate itself (it tells ACTIVE to Risk and the Executor),
 so it exercises the path from signal to fill alone, also in the run without
 a private socket where the real Panic would rightly keep trading HALTED
 (the gate is tested in test_panic_actor and test_example_path). The market
-reader is a small counting reader over the StateStore's tickers, so a test
-can assert how many price reads a signal cost; it reports ages as the
-node's LiveMarketReader does.
+reader is the node's LiveMarketReader over the StateStore: a fresh ticker
+stream must cost no REST price read (`market.rest_fallback` never logged).
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from actors.tree import default_children
 from actors.base import ActorContext, Directory
 from infra.bybit import Gateway, order_link_id
 from infra.config import ExchangeConfig, TradingMode, Venue, load_config
-from infra.market_reader import Quote, StaleMarketData
+from infra.market_reader import LiveMarketReader
 from messages.commands import Signal
 from messages.control import Ping, TradingState, TradingStateChanged
 from messages.queries import GetSnapshot
@@ -34,23 +33,6 @@ from tests.integration.conftest import SIM_KEY, SIM_SECRET
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 PRICE = Decimal("60000")
-
-
-class StateStoreReader:
-    """Prices from the StateStore's ticker stream; StaleMarketData when older than asked."""
-
-    def __init__(self, directory: Directory):
-        self._directory = directory
-        self.calls = 0
-
-    def quote(self, symbol: str, *, max_age_s: float | None = None) -> Quote:
-        self.calls += 1
-        snap = self._directory.get(Role.STATE_STORE).ask(GetSnapshot(), timeout=2)
-        ticker, age = snap.tickers.get(symbol), snap.age_s(f"tickers.{symbol}")
-        if ticker is None or age is None or (max_age_s is not None and age > max_age_s):
-            raise StaleMarketData(symbol, "last_price", age, max_age_s)
-        return Quote(symbol=symbol, last_price=ticker.last_price, mark_price=ticker.mark_price,
-                     funding_rate=ticker.funding_rate, next_funding_time=ticker.next_funding_time, source="ws", age_s=age)
 
 
 def start_node(sim, write_config, *, without: tuple[Role, ...] = (), risk: str = ""):
@@ -68,7 +50,7 @@ def start_node(sim, write_config, *, without: tuple[Role, ...] = (), risk: str =
                                 retry_max_wait_s=Decimal("0.2")),
     )
     directory = Directory()
-    reader = StateStoreReader(directory)
+    reader = LiveMarketReader.from_config(app.node, lambda: directory.get(Role.STATE_STORE), gateway)
     children = [
         ChildSpec(role=s.role, start=(lambda ctx: Executor.start(ctx, reader=reader)) if s.role is Role.EXECUTOR
                   else s.start)
@@ -135,11 +117,11 @@ def test_a_signal_through_real_risk_fills_with_tp_sl_on_the_venue(sim, node, eve
     for name in ("signal.received", "risk.allowed", "order.placed", "order.filled"):
         assert name in names, names
     assert names.index("risk.allowed") < names.index("order.placed") < names.index("order.filled")
-    assert reader.calls == 1
+    assert not [e for e in events() if e["event"] == "market.rest_fallback"]  # the stream's price, no REST
 
 
 def test_a_create_that_timed_out_but_was_accepted_yields_exactly_one_order(sim, node, events):
-    directory, gateway, _, ctx = node
+    directory, gateway, reader, ctx = node
     wait_seeded(directory, events)
     sim.faults.timeout_next_order_create(n=1, hold_s=2.0)
     # Small enough that a second one would still pass Risk: only the orderLinkId stands in its way.
@@ -153,7 +135,7 @@ def test_a_create_that_timed_out_but_was_accepted_yields_exactly_one_order(sim, 
     # The same signal again: the Executor remembers it.
     assert send(directory, signal).outcome is ExecutionOutcome.FILLED
     # A new Executor that has forgotten it (a restart): the orderLinkId still keeps it to one order.
-    fresh = Executor.start(ctx, reader=StateStoreReader(directory))
+    fresh = Executor.start(ctx, reader=reader)
     try:
         fresh.tell(TradingStateChanged(state=TradingState.ACTIVE, previous=TradingState.HALTED, reason="test"))
         again = fresh.ask(signal, timeout=10)

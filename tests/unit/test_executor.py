@@ -14,11 +14,10 @@ from infra.market_reader import Quote
 from messages.account import Order
 from messages.commands import ClosePosition, CloseOutcome, CloseResult, Signal
 from messages.control import TradingState, TradingStateChanged
-from messages.queries import GetSnapshot
 from messages.trading import ExecutionOutcome, GetExecution, RiskCheck, RiskDecision
 from messages.types import Side
 from tests.helpers import wait_until
-from tests.trading_fakes import T0, FakeGateway, FakeReader, Peer, btc_instrument, execution, position, snapshot, wallet
+from tests.trading_fakes import T0, FakeGateway, FakeReader, Peer, answer_state, btc_instrument, execution, position, snapshot, wallet
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -32,7 +31,7 @@ class World:
         self.reader = FakeReader()
         self.directory = Directory()
         self.allow = allow
-        store = Peer.start(lambda m: self.state[0] if isinstance(m, GetSnapshot) else None)
+        store = Peer.start(answer_state(lambda: self.state[0]))
         self.store = store.proxy()
         self.directory.register(Role.STATE_STORE, store)
         self.risk_reply = None

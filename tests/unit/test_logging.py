@@ -8,7 +8,7 @@ import logging
 import pytest
 import structlog
 
-from infra.logging import REDACTED, configure_logging, get_logger
+from infra.logging import REDACTED, configure_logging, flush_logging, get_logger, writer_handlers
 from tests.helpers import read_events
 
 KEY = "Xk3vQ9TestApiKey77"
@@ -64,6 +64,7 @@ def test_secrets_never_reach_the_file_or_the_console(logs):
         "Request -> POST /v5/order/create. Headers: %s", {"X-BAPI-API-KEY": KEY, "X-BAPI-SIGN": SIGNATURE}
     )
     logging.getLogger("pybit._websocket_stream").info("auth args %s", [KEY, 1662350400000, SIGNATURE])
+    assert flush_logging()
     written = path.read_text()
     shown = console.getvalue()
     for text in (written, shown):
@@ -98,3 +99,74 @@ def test_console_off_without_a_file_prints_nothing(capfd):
     logging.getLogger("pybit").warning("library warning")
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+
+
+def test_lines_are_written_off_the_callers_thread_in_the_order_they_were_logged(tmp_path):
+    """The writer thread renders and writes; lines from several threads keep their logging order."""
+    import threading
+
+    path = tmp_path / "n.jsonl"
+    configure_logging(console="off", file_path=path)
+    written_by: set[str] = set()
+    file_handler = next(h for h in writer_handlers())
+    original = file_handler.emit
+
+    def spy(record):
+        written_by.add(threading.current_thread().name)
+        original(record)
+
+    file_handler.emit = spy
+    order: list[str] = []
+    lock = threading.Lock()
+
+    def work(name: str) -> None:
+        for i in range(200):
+            with lock:  # the order the lines were logged in, as the file must show it
+                order.append(f"{name}-{i}")
+                get_logger("t").info("order.test", tag=f"{name}-{i}")
+
+    threads = [threading.Thread(target=work, args=(n,), name=f"caller-{n}") for n in "abc"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [e["tag"] for e in read_events(path)] == order
+    assert written_by and not any(n.startswith("caller-") for n in written_by)
+    configure_logging(console="off", file_path=None)
+
+
+def test_reconfiguring_writes_everything_already_logged(tmp_path):
+    path = tmp_path / "n.jsonl"
+    configure_logging(console="off", file_path=path)
+    for i in range(500):
+        get_logger("t").info("drain.test", i=i)
+    configure_logging(console="off", file_path=None)  # stops the writer: it must drain first
+    assert [e["i"] for e in read_events(path)] == list(range(500))
+
+
+def test_a_process_that_exits_without_shutdown_still_writes_every_line(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    path = tmp_path / "n.jsonl"
+    code = ("import sys; from pathlib import Path; from infra.logging import configure_logging, get_logger; "
+            f"configure_logging(console='off', file_path=Path({str(path)!r})); "
+            "[get_logger('t').info('exit.test', i=i) for i in range(2000)]; sys.exit(0)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert [e["i"] for e in read_events(path)] == list(range(2000))
+
+
+def test_exception_is_taken_on_the_callers_thread(tmp_path):
+    """`log.exception` renders on the writer thread, where no exception is being handled."""
+    path = tmp_path / "n.jsonl"
+    configure_logging(console="off", file_path=path)
+    try:
+        raise ValueError("boom-on-caller")
+    except ValueError:
+        get_logger("t").exception("caller.failed")
+    (line,) = read_events(path)
+    assert "ValueError: boom-on-caller" in line["exception"]
+    configure_logging(console="off", file_path=None)

@@ -72,6 +72,16 @@ def test_fresh_stream_costs_no_rest_call():
     assert gw.calls == 0 and state.asks == 20
 
 
+def test_a_view_the_caller_holds_is_used_instead_of_a_second_ask():
+    state, gw = StateRef(ws_ticker(), age=0.5), Gateway()
+    r = reader(state, gw)
+    q = r.quote("BTCUSDT", stream=TickerView(ticker=ws_ticker(), age_s=0.2))
+    assert q.source == "ws" and q.age_s == 0.2 and state.asks == 0 and gw.calls == 0
+    # A view that is too old still falls back to REST, exactly as an asked one would.
+    q = r.quote("BTCUSDT", max_age_s=1, stream=TickerView(ticker=ws_ticker(), age_s=3.0))
+    assert q.source == "rest" and gw.calls == 1 and state.asks == 0
+
+
 def test_stale_stream_reads_rest_once_then_serves_the_cache_until_its_ttl():
     clock = Clock()
     state, gw = StateRef(ws_ticker(), age=12.0), Gateway()

@@ -11,6 +11,7 @@ from actors.state_store import LiveState, StateStore
 from infra.config import load_config
 from messages import ClosedBar, Execution, Kline, Order, Ticker
 from messages.queries import GetSnapshot
+from messages.types import Side
 from tests.conftest import SAMPLES
 
 
@@ -111,6 +112,27 @@ def test_actor_answers_snapshot_asks(write_config):
     ref.tell(kline)
     snap = ref.ask(GetSnapshot(), timeout=5)
     assert snap.klines[("BTCUSDT", "5")] == kline and snap.age_s("kline.5.BTCUSDT") is not None
+
+
+def test_trading_view_is_the_snapshots_portfolio_and_ticker_in_one_answer():
+    """What the Executor reads for one signal equals what it would derive from a whole snapshot."""
+    from messages.trading import PortfolioSnapshot
+    from tests.trading_fakes import position, wallet
+
+    clock = FakeClock()
+    state = LiveState(clock=clock)
+    state.on_wallet(wallet("12000"))
+    state.on_position(position("BTCUSDT", Side.BUY, "0.01"))
+    state.on_position(position("ETHUSDT", None, "0"))  # flat: not a position to judge
+    state.on_ticker(Ticker.from_bybit(sample("4.7-tickers-symbol-linear-1.json")))
+    clock.now += 1.5
+    view = state.trading_view("BTCUSDT")
+    snap = state.snapshot()
+    assert view.portfolio == PortfolioSnapshot.from_state(snap)
+    assert [p.symbol for p in view.portfolio.positions] == ["BTCUSDT"] and view.portfolio.equity == Decimal("12000")
+    assert view.ticker.ticker == snap.tickers["BTCUSDT"] and view.ticker.age_s == 1.5
+    unknown = state.trading_view("SOLUSDT").ticker
+    assert unknown.ticker is None and unknown.age_s is None
 
 
 def test_a_confirmed_kline_lands_in_the_bar_buffer():
