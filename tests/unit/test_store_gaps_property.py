@@ -22,20 +22,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from infra.store import BarRange, HistoryStore
+from infra.store.gaps import find_gaps
 from infra.store.ranges import ceil_open_ms, prev_open_ms
 from infra.store.testing import make_bar
-from messages.types import INTERVALS, UTC, next_open_ms, utc_to_ms
+from messages.types import INTERVALS, UTC, interval_ms, next_open_ms, utc_to_ms
 
 pytestmark = pytest.mark.timeout(120)
 
 T0_MS = utc_to_ms(datetime(2023, 1, 2, tzinfo=UTC))  # a Monday: on the grid of every interval but M
-MAX_SLOTS = 40
+MAX_SLOTS = 40  # sparse series; dense ones span up to two days and a bit (see `max_slots`)
 _symbols = (f"P{i}USDT" for i in itertools.count())  # every example its own series in the shared file
 
 
 def slot_ms(interval: str, i: int) -> int:
     """Open time of bar slot `i` (negative: before the first) of `interval`, counted from T0."""
     t = ceil_open_ms(interval, T0_MS)
+    step = interval_ms(interval)
+    if step is not None:
+        return t + i * step
     for _ in range(i):
         t = next_open_ms(interval, t)
     for _ in range(-i):
@@ -72,10 +76,16 @@ def reference_gaps(interval: str, present: set[int], within: BarRange | None,
     return out
 
 
+def max_slots(interval: str) -> int:
+    """Enough slots for whole UTC days (the day-bucket plan's clean days) where a day holds many bars."""
+    step = interval_ms(interval)
+    return MAX_SLOTS if step is None or step >= 86_400_000 else min(2 * 86_400_000 // step + 10, 3000)
+
+
 @st.composite
-def bound(draw, interval: str) -> int:
+def bound(draw, interval: str, count: int) -> int:
     """A range bound: a slot a little outside to a little past the series, on the grid or inside a bar."""
-    i = draw(st.integers(-3, MAX_SLOTS + 3))
+    i = draw(st.integers(-3, count + 3))
     at, nxt = slot_ms(interval, i), slot_ms(interval, i + 1)
     offset = draw(st.sampled_from([0, 0, 1, (nxt - at) // 2, nxt - at - 1]))
     return at + offset
@@ -84,16 +94,23 @@ def bound(draw, interval: str) -> int:
 @st.composite
 def cases(draw):
     interval = draw(st.sampled_from(INTERVALS))
-    count = draw(st.integers(0, MAX_SLOTS))
-    present = draw(st.sets(st.integers(0, count - 1), max_size=count)) if count else set()
+    if draw(st.booleans()):  # sparse: any subset of a few slots
+        count = draw(st.integers(0, MAX_SLOTS))
+        present = draw(st.sets(st.integers(0, count - 1), max_size=count)) if count else set()
+    else:  # dense: long, with a few missing runs (whole days complete, as real series mostly are)
+        count = draw(st.integers(1, max_slots(interval)))
+        present = set(range(draw(st.integers(0, count - 1)), count))  # the series may start mid-day
+        for _ in range(draw(st.integers(0, 4))):
+            first = draw(st.integers(0, count - 1))
+            present -= set(range(first, first + draw(st.integers(1, 30))))
     within = None
     if draw(st.booleans()):
-        a, b = draw(bound(interval)), draw(bound(interval))
+        a, b = draw(bound(interval, count)), draw(bound(interval, count))
         if a != b:
             within = BarRange(min(a, b), max(a, b))
     holes = []
     for _ in range(draw(st.integers(0, 3))):
-        first = draw(st.integers(-2, MAX_SLOTS + 1))
+        first = draw(st.integers(-2, count + 1))
         holes.append(BarRange(slot_ms(interval, first), slot_ms(interval, first + draw(st.integers(1, 6)))))
     # Another series in the same file, bars where ours has none: a scan that leaks across series shows.
     other = draw(st.sampled_from([None, "interval", "symbol"]))
@@ -118,7 +135,8 @@ def test_gaps_match_a_slot_by_slot_walk(store, case):
     if other is not None:
         # The complement of ours (and a margin around it), in a neighbouring series.
         o_symbol, o_interval = (symbol, "D" if interval != "D" else "60") if other == "interval" else (next(_symbols), interval)
-        lo, hi = slot_ms(o_interval, -5), slot_ms(o_interval, MAX_SLOTS + 5)
+        lo = slot_ms(o_interval, -5)
+        hi = slot_ms(interval, len(slots) and max(slots) + 5) if o_interval == interval else slot_ms(o_interval, MAX_SLOTS)
         t, k = lo, 0
         while t < hi:
             if t not in present or o_interval != interval:
@@ -144,3 +162,38 @@ def test_the_reference_itself_on_a_hand_worked_case(interval):
     assert reference_gaps(interval, present, within, [BarRange(s[3], s[5])]) == [
         BarRange(s[2], s[3]), BarRange(s[5], s[6] + 1)]
     assert reference_gaps(interval, set(), BarRange(s[0] + 1, s[1])) == []  # no bar opens inside
+
+
+_BY_DAY = [i for i in INTERVALS if i not in ("W", "M")]
+
+
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(interval=st.sampled_from(_BY_DAY), data=st.data())
+def test_both_plans_agree_with_bars_off_the_grid(store, interval, data):
+    """Only raw SQL can store a bar off its grid (`ClosedBar` refuses it), but the answer for such a
+    file must not depend on the plan: the day-bucket plan must treat its day as ragged (DATA-004)."""
+    symbol = next(_symbols)
+    count = data.draw(st.integers(1, max_slots(interval)))
+    missing = data.draw(st.sets(st.integers(0, count - 1), max_size=5))
+    step = interval_ms(interval)
+    off = data.draw(st.lists(st.tuples(st.integers(-2, count + 1), st.integers(1, step - 1)), min_size=1, max_size=4))
+    wanted = None
+    if data.draw(st.booleans()):
+        a, b = data.draw(bound(interval, count)), data.draw(bound(interval, count))
+        wanted = BarRange(min(a, b), max(a, b)) if a != b else None
+    with store.session() as s:
+        s.write_bars([make_bar(symbol, interval, slot_ms(interval, i), seq=i) for i in range(count) if i not in missing])
+        for i, late_by in off:
+            s.conn.execute(
+                "INSERT OR REPLACE INTO ohlcv VALUES (?, ?, epoch_ms(?::BIGINT), 100, 101, 99, 100.5, 1, 100, 'rest')",
+                [symbol, interval, slot_ms(interval, i) + late_by],
+            )
+        by_day = find_gaps(s.conn, symbol, interval, wanted, by_day=True)
+        ordered = find_gaps(s.conn, symbol, interval, wanted, by_day=False)
+    assert by_day == ordered
+
+
+def test_a_plan_that_does_not_fit_the_interval_is_refused(store):
+    with store.session() as s, pytest.raises(ValueError, match="do not nest in UTC days"):
+        find_gaps(s.conn, "BTCUSDT", "W", None, by_day=True)
