@@ -24,9 +24,9 @@ Two plans give that same answer:
   are sorted per day. Measured on 1,051,200 one-minute bars with 20 gaps:
   about 2.5x faster than `_ORDERED` in wall time, a third of its CPU
   (bench/bench_store.py `_gap_scan`). When more than `RAGGED_SHARE` of
-  the days are ragged (a thinly traded symbol with holes every day), the
-  same statement falls back to the ordered scan, so it is never much
-  slower than `_ORDERED` (by the day count it already paid for).
+  the days are ragged (a thinly traded symbol with holes every day), it
+  says so instead of comparing them, and the ordered scan runs: never much
+  slower than `_ORDERED` alone (by the day count already paid for).
 
 The on-the-grid condition keeps the plans equal for a bar stored off its
 grid (only raw SQL can write one; `ClosedBar` refuses it): its day is
@@ -42,9 +42,10 @@ from messages.types import interval_ms, next_open_ms
 
 _DAY_MS = 86_400_000
 # Above this share of ragged days, comparing their bars costs more than sorting the whole
-# series (measured on 1,051,200 one-minute bars: by day wins up to about a quarter ragged,
-# breaks even near a half, and costs 2-2.7x the ordered scan when every day is ragged).
-RAGGED_SHARE = 1 / 3
+# series. Measured on 1,051,200 one-minute bars: by day wins while up to about a quarter of
+# the days are ragged, loses from about a third, and costs 2-2.7x the ordered scan when every
+# day is; falling back (after the day count) caps that at about 1.3x.
+RAGGED_SHARE = 1 / 4
 
 # $symbol, $interval, and with a range $lo/$hi (the range) and $before (the bar before it).
 _BARS = "SELECT open_time FROM ohlcv WHERE symbol = $symbol AND interval = $interval"
@@ -69,13 +70,11 @@ day_edges AS (
     FROM (SELECT first, last FROM days{sentinel_day}) WHERE NOT (SELECT ordered FROM plan)),
 inside AS (
     SELECT open_time, lag(open_time) OVER (PARTITION BY open_time::DATE ORDER BY open_time) AS prev
-    FROM bars WHERE NOT (SELECT ordered FROM plan) AND open_time::DATE IN (SELECT day FROM ragged)),
-everything AS (
-    SELECT open_time, lag(open_time{default}) OVER (ORDER BY open_time) AS prev
-    FROM (SELECT * FROM ({bars}{sentinel}) WHERE (SELECT ordered FROM plan)))
-SELECT epoch_ms(prev), epoch_ms(open_time)
-FROM (SELECT * FROM day_edges UNION ALL SELECT * FROM inside UNION ALL SELECT * FROM everything)
-WHERE open_time > prev + {step} ORDER BY open_time"""
+    FROM bars WHERE NOT (SELECT ordered FROM plan) AND open_time::DATE IN (SELECT day FROM ragged))
+SELECT epoch_ms(prev), epoch_ms(open_time) FROM (SELECT * FROM day_edges UNION ALL SELECT * FROM inside)
+WHERE open_time > prev + {step}
+UNION ALL SELECT NULL, NULL FROM plan WHERE ordered  -- too ragged: the caller runs the ordered scan
+ORDER BY 2 NULLS FIRST"""
 
 
 def _step_sql(interval: str) -> str:
@@ -116,7 +115,7 @@ def gaps_sql(symbol: str, interval: str, within: BarRange | None, *, by_day: boo
     if by_day:
         args["step_us"] = int(interval_ms(interval) or 0) * 1000
         args["ragged_share"] = float(ragged_share)
-        return _BY_DAY.format(bars=bars, default=default, sentinel=sentinel, sentinel_day=sentinel_day, step=step), args
+        return _BY_DAY.format(bars=bars, default=default, sentinel_day=sentinel_day, step=step), args
     return _ORDERED.format(bars=bars, default=default, sentinel=sentinel, step=step), args
 
 
@@ -124,4 +123,7 @@ def find_gaps(conn: duckdb.DuckDBPyConnection, symbol: str, interval: str, withi
               *, by_day: bool | None = None, ragged_share: float = RAGGED_SHARE) -> list[BarRange]:
     """See `StoreSession.gaps`."""
     sql, args = gaps_sql(symbol, interval, within, by_day=by_day, ragged_share=ragged_share)
-    return [BarRange(next_open_ms(interval, prev), nxt) for prev, nxt in conn.execute(sql, args).fetchall()]
+    rows = conn.execute(sql, args).fetchall()
+    if rows and rows[0][0] is None:  # the day plan found too many ragged days: compare every bar in order
+        rows = conn.execute(*gaps_sql(symbol, interval, within, by_day=False)).fetchall()
+    return [BarRange(next_open_ms(interval, prev), nxt) for prev, nxt in rows]
