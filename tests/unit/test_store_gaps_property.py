@@ -135,7 +135,8 @@ def test_gaps_match_a_slot_by_slot_walk(store, case):
     present = {slot_ms(interval, i) for i in slots}
     bars = [make_bar(symbol, interval, t, seq=k) for k, t in enumerate(sorted(present))]
     if other is not None:
-        # The complement of ours (and a margin around it), in a neighbouring series.
+        # A neighbouring series in the same file: another symbol with bars exactly where ours has
+        # none (and a margin around), or our symbol on another interval with every slot.
         o_symbol, o_interval = (symbol, "D" if interval != "D" else "60") if other == "interval" else (next(_symbols), interval)
         lo = slot_ms(o_interval, -5)
         hi = slot_ms(interval, len(slots) and max(slots) + 5) if o_interval == interval else slot_ms(o_interval, MAX_SLOTS)
