@@ -30,11 +30,12 @@ import duckdb
 
 from infra.store.batch import Batch, build_batch
 from infra.store.errors import StoreBusy, StoreError
+from infra.store.gaps import find_gaps
 from infra.store.lock import StoreLock
-from infra.store.ranges import BarRange, merge, prev_open_ms, subtract
+from infra.store.ranges import BarRange, merge, subtract
 from infra.store.schema import migrate
 from messages.market import BarSource, ClosedBar
-from messages.types import UTC, interval_ms, ms_to_utc, next_open_ms, now_utc
+from messages.types import UTC, ms_to_utc, now_utc
 
 _ONE = Decimal(1)
 _DEFAULT_THREADS = max(1, min(4, os.cpu_count() or 1))
@@ -78,15 +79,6 @@ DELETE FROM ohlcv USING incoming_bars AS b
 INSERT INTO ohlcv BY NAME SELECT * FROM incoming_bars;
 COMMIT;
 """
-
-
-def _step_sql(interval: str) -> str:
-    """The exact distance from one bar's open to the next, as a DuckDB interval."""
-    if interval == "M":
-        return "INTERVAL 1 MONTH"
-    step = interval_ms(interval)
-    assert step is not None
-    return f"to_milliseconds({int(step)})"
 
 
 class StoreSession:
@@ -241,35 +233,7 @@ class StoreSession:
         The next bar is expected exactly one interval later (a calendar month
         for "M"), so one missing bar is always a gap, on every interval (DATA-004).
         """
-        step = _step_sql(interval)
-        if within is None:
-            sql = f"""
-                SELECT epoch_ms(prev), epoch_ms(open_time) FROM (
-                    SELECT open_time, lag(open_time) OVER (ORDER BY open_time) AS prev
-                    FROM ohlcv WHERE symbol = $symbol AND interval = $interval)
-                WHERE open_time > prev + {step} ORDER BY open_time"""
-            args: dict = {"symbol": symbol, "interval": interval}
-        else:
-            # A sentinel at the range's end and a lag default one bar before its
-            # start turn the two edges into ordinary gaps of the same scan.
-            sql = f"""
-                WITH bars AS (
-                    SELECT open_time FROM ohlcv
-                    WHERE symbol = $symbol AND interval = $interval
-                      AND open_time >= epoch_ms($lo::BIGINT) AND open_time < epoch_ms($hi::BIGINT)
-                    UNION ALL SELECT epoch_ms($hi::BIGINT))
-                SELECT epoch_ms(prev), epoch_ms(open_time) FROM (
-                    SELECT open_time, lag(open_time, 1, epoch_ms($before::BIGINT)) OVER (ORDER BY open_time) AS prev
-                    FROM bars)
-                WHERE open_time > prev + {step} ORDER BY open_time"""
-            args = {
-                "symbol": symbol,
-                "interval": interval,
-                "lo": within.start_ms,
-                "hi": within.end_ms,
-                "before": prev_open_ms(interval, within.start_ms),
-            }
-        return [BarRange(next_open_ms(interval, prev), nxt) for prev, nxt in self.conn.execute(sql, args).fetchall()]
+        return find_gaps(self.conn, symbol, interval, within)
 
     def fillable_gaps(self, symbol: str, interval: str, within: BarRange | None = None) -> list[BarRange]:
         """Gaps minus the ranges the venue is known to have no bars for."""

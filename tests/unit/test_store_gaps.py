@@ -125,3 +125,78 @@ def test_count_bars_agrees_with_the_calendar():
     start = datetime(2024, 1, 1, tzinfo=UTC)
     slots = list(opens("M", start, 13))
     assert count_bars("M", slots[0], slots[12]) == 12
+
+
+# --- edges of the series and of the range -------------------------------------------------
+
+
+def test_an_empty_series_has_no_gap_and_a_range_over_it_is_one_gap(store):
+    slots = list(opens("60", T0, 10))
+    store.write_bars(make_series("ETHUSDT", "60", T0, 10))  # another series in the file
+    with store.session() as s:
+        assert s.gaps("BTCUSDT", "60") == []
+        assert s.fillable_gaps("BTCUSDT", "60") == []
+        assert s.gaps("BTCUSDT", "60", BarRange(slots[2], slots[5])) == [BarRange(slots[2], slots[5])]
+
+
+def test_range_bounds_off_the_grid(store):
+    """A range starting inside a bar skips that bar (it opened before the range); one ending inside
+    a bar keeps that bar (it opens inside the range), and a gap reaching the end ends at the range's end."""
+    slots = list(opens("60", T0, 20))
+    store.write_bars(make_series("BTCUSDT", "60", T0, 20, missing=[3, 4, 12, 13]))
+    half = (slots[1] - slots[0]) // 2
+    with store.session() as s:
+        assert s.gaps("BTCUSDT", "60", BarRange(slots[2] + half, slots[13] + half)) == [
+            BarRange(slots[3], slots[5]), BarRange(slots[12], slots[13] + half)]
+        # Slot 3 opens before the range: the first missing bar that opens inside it is slot 4.
+        assert s.gaps("BTCUSDT", "60", BarRange(slots[3] + half, slots[6])) == [BarRange(slots[4], slots[5])]
+        # No bar opens inside [slot 3 + half, slot 4): nothing can be missing there.
+        assert s.gaps("BTCUSDT", "60", BarRange(slots[3] + half, slots[4])) == []
+
+
+def test_a_range_outside_the_stored_bars_or_inside_one_gap_is_one_gap(store):
+    slots = list(opens("15", T0, 60))
+    series = make_series("BTCUSDT", "15", T0, 60)
+    store.write_bars(series[10:20] + series[40:50])  # slots 10..19 and 40..49
+    with store.session() as s:
+        before, after, inside = BarRange(slots[0], slots[10]), BarRange(slots[50], slots[59]), BarRange(slots[22], slots[30])
+        assert s.gaps("BTCUSDT", "15", before) == [before]
+        assert s.gaps("BTCUSDT", "15", after) == [after]
+        assert s.gaps("BTCUSDT", "15", inside) == [inside]
+        assert s.gaps("BTCUSDT", "15") == [BarRange(slots[20], slots[40])]
+        assert s.gaps("BTCUSDT", "15", BarRange(slots[5], slots[55])) == [
+            BarRange(slots[5], slots[10]), BarRange(slots[20], slots[40]), BarRange(slots[50], slots[55])]
+
+
+def test_a_single_bar_has_no_gap_and_bounds_a_range(store):
+    slots = list(opens("D", T0, 10))
+    store.write_bars(make_series("BTCUSDT", "D", T0, 10)[4:5])
+    with store.session() as s:
+        assert s.gaps("BTCUSDT", "D") == []
+        assert s.gaps("BTCUSDT", "D", BarRange(slots[2], slots[8])) == [
+            BarRange(slots[2], slots[4]), BarRange(slots[5], slots[8])]
+
+
+def test_months_within_a_range_use_calendar_months(store):
+    """February (28 or 29 days) and 31-day months in one range: every step is one calendar month."""
+    slots = list(opens("M", T0, 30))  # 2023-02 .. 2025-07
+    store.write_bars(make_series("BTCUSDT", "M", T0, 30, missing=[12, 13, 24]))  # 2024-02 (leap), 2024-03, 2025-02
+    with store.session() as s:
+        assert s.gaps("BTCUSDT", "M") == [BarRange(slots[12], slots[14]), BarRange(slots[24], slots[25])]
+        mid_jan = slots[11] + 14 * 86_400_000  # inside January 2024
+        assert s.gaps("BTCUSDT", "M", BarRange(mid_jan, slots[29])) == [
+            BarRange(slots[12], slots[14]), BarRange(slots[24], slots[25])]
+        assert s.gaps("BTCUSDT", "M", BarRange(slots[13], slots[13] + 86_400_000)) == [
+            BarRange(slots[13], slots[13] + 86_400_000)]
+
+
+def test_venue_holes_cut_gaps_within_a_range_too(store):
+    slots = list(opens("5", T0, 120))
+    store.write_bars(make_series("BTCUSDT", "5", T0, 100, missing=list(range(30, 50))))
+    with store.session() as s:
+        s.add_venue_holes("BTCUSDT", "5", [BarRange(slots[35], slots[40]), BarRange(slots[90], slots[95])])
+        wanted = BarRange(slots[32], slots[110])  # past the last stored bar (slot 99)
+        assert s.gaps("BTCUSDT", "5", wanted) == [BarRange(slots[32], slots[50]), BarRange(slots[100], slots[110])]
+        assert s.fillable_gaps("BTCUSDT", "5", wanted) == [
+            BarRange(slots[32], slots[35]), BarRange(slots[40], slots[50]), BarRange(slots[100], slots[110])]
+        assert s.fillable_gaps("BTCUSDT", "5") == [BarRange(slots[30], slots[35]), BarRange(slots[40], slots[50])]
