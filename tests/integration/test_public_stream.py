@@ -134,6 +134,9 @@ def reconnected_with(sim, before_id, topics):
 
 def test_after_a_drop_every_desired_stream_delivers_and_a_removed_one_does_not(venue, node):
     _, directory, supervisor = node
+    # ETH must have delivered on both its streams first: what "stays gone" is compared against.
+    wait_until(lambda: {"tickers.ETHUSDT", "kline.1.ETHUSDT"} <= set(snapshot(directory).received_at), timeout=10,
+               what="both ETH streams delivering before the unsubscribe")
     supervisor.tell(Subscribe(symbol="SOLUSDT", intervals=("1",)))
     supervisor.tell(Unsubscribe(symbol="ETHUSDT"))
     desired = {"tickers.BTCUSDT", "kline.1.BTCUSDT", "tickers.SOLUSDT", "kline.1.SOLUSDT"}
