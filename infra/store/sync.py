@@ -402,9 +402,9 @@ class HistorySync:
         if tables or holes or finish is not None:
             with self._store.session(threads=1) as s:
                 if tables:
-                    # The pages' windows do not overlap, except a probe's page and the windows after
-                    # it: write_batch keeps one copy of a key that comes twice.
-                    result = s.write_batch(Batch(table=pa.concat_tables(tables), rejected=()))
+                    # Gaps by the plan, so expected new. The pages' windows do not overlap, except a
+                    # probe's page and the windows after it: write_batch keeps one copy of a key.
+                    result = s.write_batch(Batch(table=pa.concat_tables(tables), rejected=()), expect_new=True)
                     report.bars_stored += result.written
                     report.pages_stored += len(tables)
                 if holes:
