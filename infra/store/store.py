@@ -4,7 +4,7 @@
 `session()`: take the cross-process lock, open the file, migrate it if
 needed, do the work, close, release (see `lock.py` for why the file is only
 open inside a session). A session is one process's exclusive use of the
-file, so keep it short: one flush, one page, one scan.
+file, so keep it short: one flush, one sync unit (up to 10,000 bars), one scan.
 
 Every write goes through `StoreSession.write_bars`: one Arrow table
 registered with DuckDB, one statement that removes the stored copies of
