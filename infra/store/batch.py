@@ -138,7 +138,8 @@ def table_from_rows(symbol: str, interval: str, rows: list) -> pa.Table | None:
     if not rows:
         return SCHEMA.empty_table()
     step = interval_ms(interval)
-    if step is None or not all(type(r) in (list, tuple) and len(r) == 7 for r in rows):
+    # Each row a list (or tuple) of seven, checked in C (map), not a Python loop per row.
+    if step is None or not set(map(type, rows)) <= {list, tuple} or set(map(len, rows)) != {7}:
         return None
     try:
         start, *values = (pa.array(column, pa.string()) for column in zip(*rows))
