@@ -248,3 +248,21 @@ def test_pages_are_fetched_ahead_while_a_unit_is_stored_and_never_more_than_a_un
     with real_session() as s:
         assert s.count() == 4 * 1440 and s.gaps("BTCUSDT", "1", report.wanted) == []
         assert s.series_info("BTCUSDT", "1").last_sync_at is not None
+
+
+def test_bars_a_venue_sends_outside_the_asked_window_are_not_stored_with_it(store):
+    """Each window keeps only its own closed bars: rows the venue adds around it (older ones,
+    the still-open bar) are neither stored twice nor counted twice."""
+
+    class SloppyVenue(FakeVenue):
+        def fetch_klines(self, symbol, interval, start_ms, end_ms, limit=1000):
+            answer = super().fetch_klines(symbol, interval, start_ms - 3 * 60_000, end_ms + 60_000, limit + 4)
+            self.requests[-1] = (symbol, interval, start_ms, end_ms, limit)
+            return answer
+
+    venue = SloppyVenue(NOW_MS)
+    report = syncer(store, venue).sync("BTCUSDT", "1", OPEN - 2 * DAY, NOW)
+    assert report.ok and report.bars_stored == 2 * 1440 and report.venue_holes == []
+    with store.session() as s:
+        assert s.count() == 2 * 1440 and s.gaps("BTCUSDT", "1", report.wanted) == []
+        assert s.series_info("BTCUSDT", "1").last_open == OPEN - timedelta(minutes=1)  # not the open bar
