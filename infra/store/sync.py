@@ -111,6 +111,10 @@ class _Failed:
 _END = object()  # the fetcher has handed over every page
 
 
+class _Stopped(Exception):
+    """The fetcher was told to stop (the storing side failed or was interrupted)."""
+
+
 @runtime_checkable
 class KlineRowSource(Protocol):
     """A source that can hand over a page's raw rows (the gateway): the sync then builds the
@@ -188,7 +192,7 @@ class HistorySync:
         unit_bars: int = UNIT_BARS,
         hole_grace_ms: int = 120_000,
         progress: Callable[[Progress], None] | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ):
         if not 1 <= page_limit <= PAGE_LIMIT:
             raise ValueError(f"page_limit must be within 1..{PAGE_LIMIT}")
@@ -309,7 +313,7 @@ class HistorySync:
             try:
                 done = 0
                 for rng in reversed(plan):  # newest range first, like the pages inside it
-                    items = self._items(symbol, interval, rng, now, report, done)
+                    items = self._items(symbol, interval, rng, now, report, done, stop)
                     while not stop.is_set():  # checked before each request, not only after
                         item = next(items, None)
                         if item is None or not put(item):
@@ -342,16 +346,16 @@ class HistorySync:
             fetcher.join()
 
     def _items(self, symbol: str, interval: str, rng: BarRange, now: int, report: SyncReport,
-               done: int) -> Iterator[_Item]:
+               done: int, stop: threading.Event | None = None) -> Iterator[_Item]:
         """One missing range, newest window first, as the pages to store (fetched as they are asked for)."""
         settled = done
         probed = False
         for window in windows_newest_first(interval, rng, self._page_limit):
-            page = self._page(symbol, interval, window, now, report)
+            page = self._page(symbol, interval, window, now, report, stop)
             if page.rows == 0 and not probed and window.start_ms > rng.start_ms:
                 # After an empty page, one probe asks whether the rest of the range holds anything.
                 probed = True
-                found = self._page(symbol, interval, BarRange(rng.start_ms, window.start_ms), now, report)
+                found = self._page(symbol, interval, BarRange(rng.start_ms, window.start_ms), now, report, stop)
                 if not found.rows:
                     # Nothing at all further back (before the listing, say): one hole, no more requests.
                     everything = BarRange(rng.start_ms, window.end_ms)
@@ -361,10 +365,11 @@ class HistorySync:
             settled += window.bars(interval)
             yield _Item(page, self._holes(interval, page, window, now), settled)
 
-    def _page(self, symbol: str, interval: str, window: BarRange, now: int, report: SyncReport) -> _Page:
+    def _page(self, symbol: str, interval: str, window: BarRange, now: int, report: SyncReport,
+              stop: threading.Event | None = None) -> _Page:
         """Closed bars of one window (fetched with retries), as one table in the store's columns."""
         last_open = window.last_open_ms(interval)
-        page = self._fetch(symbol, interval, window.start_ms, last_open, report)
+        page = self._fetch(symbol, interval, window.start_ms, last_open, report, stop)
         # A bar has closed by `now` if it opened before the bar that holds `now` (bars are aligned).
         stop_ms = min(window.end_ms, align_ms(interval, now))
         first = ms_to_utc(window.start_ms).replace(tzinfo=None)
@@ -437,7 +442,11 @@ class HistorySync:
         batch = build_batch(bars)  # a bar whose decimals the column cannot hold is set aside, as write_bars does
         return _Page(batch.table, tuple(b.open_ms for b in batch.rejected))
 
-    def _fetch(self, symbol: str, interval: str, start_ms: int, end_ms: int, report: SyncReport) -> _Page:
+    def _fetch(self, symbol: str, interval: str, start_ms: int, end_ms: int, report: SyncReport,
+               stop: threading.Event | None = None) -> _Page:
+        """One page with retries. With `stop` (the fetcher's), a backoff ends as soon as the sync
+        stops (a store failure, Ctrl-C), and no request is sent after that: a rate limit's wait
+        can be minutes, and the sync must not outlive its reason to fetch by that long."""
         policy = self._retry
         backoff = wait_random_exponential(multiplier=policy.initial_s, max=policy.max_s)
 
@@ -460,7 +469,17 @@ class HistorySync:
                 wait_s=round(state.upcoming_sleep, 3),
             )
 
+        def pause(seconds: float) -> None:
+            if self._sleep is not None:
+                self._sleep(seconds)
+            elif stop is not None:
+                stop.wait(seconds)
+            else:
+                time.sleep(seconds)
+
         def once() -> _Page:
+            if stop is not None and stop.is_set():
+                raise _Stopped("the sync stopped")
             report.requests += 1
             return self._page_table(symbol, interval, start_ms, end_ms)
 
@@ -469,7 +488,7 @@ class HistorySync:
             wait=wait,
             retry=retry_if_exception_type(TransientError),
             before_sleep=before_sleep,
-            sleep=self._sleep,
+            sleep=pause,
             reraise=True,
         )
         return retrying(once)

@@ -124,3 +124,43 @@ def test_another_process_gets_the_file_between_units(tmp_path):
     assert report.ok and report.bars_stored == DAYS * 1440
     with store.session() as s:
         assert s.count() == DAYS * 1440
+
+
+@pytest.mark.timeout(30)  # the venue asks for a 60 s wait: only an interrupted backoff ends in time
+def test_a_store_failure_ends_the_fetchers_rate_limit_wait_at_once(tmp_path):
+    from infra.bybit.errors import RateLimited
+
+    db = tmp_path / "sim.duckdb"
+    HistoryStore(db).write_bars([])
+
+    limited = threading.Event()
+
+    class LimitedAfterTwo(FakeVenue):
+        def fetch_klines(self, *args, **kwargs):
+            if len(self.requests) >= 2:
+                self.requests.append(args)
+                limited.set()
+                raise RateLimited("too many visits", retry_after_s=60)
+            return super().fetch_klines(*args, **kwargs)
+
+    venue = LimitedAfterTwo(utc_to_ms(NOW))
+    store = HistoryStore(db, lock_timeout_s=0.5)
+    children: list[subprocess.Popen] = []
+
+    def progress(p: Progress) -> None:
+        if not children:  # the first page is stored, the fetcher is waiting out the limit:
+            assert limited.wait(10)  # now another process takes the file
+            children.append(_holder(db))
+
+    sync = HistorySync(store, venue, now_ms=lambda: venue.now_ms, unit_bars=1000, progress=progress)
+    try:
+        with pytest.raises(SyncFailed) as err:
+            sync.sync("BTCUSDT", "1", NOW - timedelta(days=DAYS), NOW)
+    finally:
+        for child in children:
+            child.kill()
+            child.wait(10)
+    report = err.value.report
+    assert "StoreBusy" in report.error and report.bars_stored == 1000
+    assert len(venue.requests) == 3  # the third was rate limited; none was sent after the stop
+    assert _fetchers() == []
