@@ -115,6 +115,10 @@ def _table(bars: list[ClosedBar]) -> pa.Table:
 
 _TS = pa.timestamp("ms")
 _YEAR_2100_MS = 4_102_444_800_000
+# Operands of compute kernels are made scalars here, never passed as Python numbers: pyarrow
+# converts a Python number by trying optional imports (pandas, dateutil) that are absent,
+# and a failed import is retried every time (~0.3 ms each, a third of a page's parse).
+_ZERO = pa.scalar(0, _DEC)
 
 
 def table_from_rows(symbol: str, interval: str, rows: list) -> pa.Table | None:
@@ -134,7 +138,8 @@ def table_from_rows(symbol: str, interval: str, rows: list) -> pa.Table | None:
     if not rows:
         return SCHEMA.empty_table()
     step = interval_ms(interval)
-    if step is None or not all(type(r) in (list, tuple) and len(r) == 7 for r in rows):
+    # Each row a list (or tuple) of seven, checked in C (map), not a Python loop per row.
+    if step is None or not set(map(type, rows)) <= {list, tuple} or set(map(len, rows)) != {7}:
         return None
     try:
         start, *values = (pa.array(column, pa.string()) for column in zip(*rows))
@@ -146,12 +151,13 @@ def table_from_rows(symbol: str, interval: str, rows: list) -> pa.Table | None:
         if first <= 0 or last >= _YEAR_2100_MS:
             return None
         # On the grid: every open a whole number of steps after one grid point (that of the earliest).
-        since = pc.subtract(opens, align_ms(interval, first))
-        if not pc.all(pc.equal(pc.multiply(pc.divide(since, step), step), since)).as_py():
+        since = pc.subtract(opens, pa.scalar(align_ms(interval, first), pa.int64()))
+        step_ = pa.scalar(step, pa.int64())
+        if not pc.all(pc.equal(pc.multiply(pc.divide(since, step_), step_), since)).as_py():
             return None
         o, h, l, c, v, t = (column.cast(_DEC) for column in values)  # exact, or ArrowInvalid
-        if not (pc.all(pc.greater(l, 0)).as_py() and pc.all(pc.greater_equal(v, 0)).as_py()
-                and pc.all(pc.greater_equal(t, 0)).as_py()):
+        if not (pc.all(pc.greater(l, _ZERO)).as_py() and pc.all(pc.greater_equal(v, _ZERO)).as_py()
+                and pc.all(pc.greater_equal(t, _ZERO)).as_py()):
             return None
         if not (pc.all(pc.and_(pc.less_equal(l, o), pc.less_equal(l, c))).as_py()
                 and pc.all(pc.and_(pc.greater_equal(h, o), pc.greater_equal(h, c))).as_py()

@@ -8,20 +8,26 @@ same range fetches nothing, and a crash mid-sync is resumed by the next run.
 
 Each missing range is paged newest first, as Bybit serves it, in windows
 of at most `page_limit` bars (what the venue returns when a window holds
-more than `limit` bars is undocumented, so a window never does). Every page
-is stored as soon as it arrives, in its own short session, so the running
-node's DbWriter gets the file between pages and a crash loses at most one
-page. Bars still open at `now` are dropped. Bars a window should hold but
+more than `limit` bars is undocumented, so a window never does). A helper
+thread fetches the pages ahead while the calling thread stores them, in
+order, whole pages per session up to `unit_bars` (10,000) bars: the
+session's fixed cost is paid per unit, not per page, and the running
+node's DbWriter still gets the file between units (no process keeps it
+open between units), so a crash loses at most one unit, which the next
+run refetches. At most one unit is fetched ahead of the one being stored,
+so memory stays bounded whatever the range. Bars still open at `now` are
+dropped. Bars a window should hold but
 the venue did not return are venue holes once they are older than
 `hole_grace_ms` (the venue may publish a just-closed bar a moment late):
-they are recorded, reported, and not asked for again. After an empty
-window, one probe asks whether the rest of the range holds anything at all,
-so the years before a symbol's listing cost one request, not thousands.
+they are recorded, in the session that stores their window, reported, and
+not asked for again. After an empty window, one probe asks whether the
+rest of the range holds anything at all, so the years before a symbol's
+listing cost one request, not thousands.
 
 A page goes from the venue's rows straight into the store's columns
 (`table_from_rows`: Arrow parses and checks the whole page at once); a page
 that does not pass as a whole is parsed row by row through ClosedBar,
-which names the bad row. The next page is fetched while this one is stored.
+which names the bad row.
 
 Transient errors (timeouts, 5xx, dropped connections, rate limits) are
 retried per request with tenacity: exponential backoff with jitter,
@@ -33,11 +39,12 @@ short result as success.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Protocol, runtime_checkable
+from typing import Callable, Iterator, Protocol, runtime_checkable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -47,14 +54,19 @@ from tenacity.wait import wait_random_exponential
 
 from infra.bybit.errors import ExchangeError, TransientError
 from infra.logging import get_logger
-from infra.store.batch import SCHEMA, Batch, build_batch, table_from_rows
+from infra.store.batch import Batch, build_batch, table_from_rows
 from infra.store.errors import StoreError
 from infra.store.ranges import BarRange, missing_opens, windows_newest_first
-from infra.store.store import HistoryStore
+from infra.store.store import HistoryStore, StoreSession
 from messages.market import ClosedBar
 from messages.types import align_ms, ms_to_utc, next_open_ms, utc_to_ms
 
 PAGE_LIMIT = 1000
+# Bars per store session. A session costs ~8 ms of lock, attach, migration check and
+# detach (whose checkpoint is most of it) whatever it writes, so a page per session
+# spent more on sessions than on bars; ten pages make it small. It is also how long
+# another process (the node's DbWriter) may wait for the file: ~40 ms here.
+UNIT_BARS = 10_000
 _TS = pa.timestamp("ms")
 
 
@@ -79,7 +91,28 @@ class _Page:
         return self.table.num_rows
 
 
-_EMPTY_PAGE = _Page(SCHEMA.empty_table())
+@dataclass(frozen=True)
+class _Item:
+    """One fetched page on its way to the store: its bars, the venue holes its window proves,
+    and the progress count once it is stored."""
+
+    page: _Page
+    holes: tuple[BarRange, ...]
+    settled: int
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """The fetcher stopped on this error; everything queued before it is to be stored first."""
+
+    exc: BaseException
+
+
+_END = object()  # the fetcher has handed over every page
+
+
+class _Stopped(Exception):
+    """The fetcher was told to stop (the storing side failed or was interrupted)."""
 
 
 @runtime_checkable
@@ -156,17 +189,21 @@ class HistorySync:
         now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         retry: RetryPolicy = RetryPolicy(),
         page_limit: int = PAGE_LIMIT,
+        unit_bars: int = UNIT_BARS,
         hole_grace_ms: int = 120_000,
         progress: Callable[[Progress], None] | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ):
         if not 1 <= page_limit <= PAGE_LIMIT:
             raise ValueError(f"page_limit must be within 1..{PAGE_LIMIT}")
+        if unit_bars < 1:
+            raise ValueError("unit_bars must be at least 1")
         self._store = store
         self._source = source
         self._now_ms = now_ms
         self._retry = retry
         self._page_limit = page_limit
+        self._unit_bars = unit_bars
         self._hole_grace_ms = hole_grace_ms
         self._progress = progress
         self._sleep = sleep
@@ -179,25 +216,31 @@ class HistorySync:
         report = SyncReport(symbol, interval, wanted)
         if wanted is None:
             return report
-        with self._store.session() as s:
-            plan = s.fillable_gaps(symbol, interval, wanted)
+        if self._store.exists():
+            with self._store.session() as s:
+                plan = s.fillable_gaps(symbol, interval, wanted)
+        else:
+            # A file not created yet holds no bar and knows no venue hole: all of it is missing.
+            # The first unit's session creates it (while the next pages are on the wire), instead
+            # of a session up front that only learns that. If another process creates it meanwhile,
+            # the plan is merely too wide: what is already stored is upserted again, identical.
+            plan = [wanted]
         report.planned_bars = sum(r.bars(interval) for r in plan)
         self._log.info("sync.started", symbol=symbol, interval=interval, start=wanted.describe(),
                  missing_ranges=len(plan), missing_bars=report.planned_bars)
-        done = 0
+        left: list[BarRange] | None = None
         try:
-            for rng in reversed(plan):  # newest range first, like the pages inside it
-                done = self._fill(symbol, interval, rng, now, report, done)
+            if plan:
+                left = self._run(symbol, interval, wanted, plan, now, report)
         except (ExchangeError, StoreError) as exc:
             report.error = f"{type(exc).__name__}: {exc}"
-        try:
-            with self._store.session() as s:
-                left = s.fillable_gaps(symbol, interval, wanted)
-                if report.error is None:
-                    s.mark_synced(symbol, interval)
-        except StoreError as exc:  # e.g. the file stayed busy: what is left is unknown, say so
-            report.error = report.error or f"{type(exc).__name__}: {exc}"
-            left = plan
+        if left is None:  # the last unit's session did not check (nothing to fetch, or a failure)
+            try:
+                with self._store.session() as s:
+                    left = self._finish(s, symbol, interval, wanted, report)
+            except StoreError as exc:  # e.g. the file stayed busy: what is left is unknown, say so
+                report.error = report.error or f"{type(exc).__name__}: {exc}"
+                left = plan
         recent = [r for r in left if r.end_ms > now - self._hole_grace_ms]
         report.unpublished = recent
         report.remaining = [r for r in left if r not in recent] if report.error is None else left
@@ -211,6 +254,15 @@ class HistorySync:
             raise SyncFailed(report)
         self._log.info("sync.done", unpublished=[r.describe() for r in report.unpublished] or None, **fields)
         return report
+
+    @staticmethod
+    def _finish(s: StoreSession, symbol: str, interval: str, wanted: BarRange, report: SyncReport) -> list[BarRange]:
+        """What is still missing, checked in the file after the last write; the series is marked
+        synced only if nothing failed."""
+        left = s.fillable_gaps(symbol, interval, wanted)
+        if report.error is None:
+            s.mark_synced(symbol, interval)
+        return left
 
     def catch_up(self, symbol: str, interval: str, lookback_start: datetime) -> SyncReport:
         """What a restart must refetch: every hole since `lookback_start`, and the whole tail
@@ -227,95 +279,151 @@ class HistorySync:
             start = min(info.last_open, lookback_start)
         return self.sync(symbol, interval, start, ms_to_utc(self._now_ms()))
 
-    # --- one missing range --------------------------------------------------
+    # --- the pipeline: a fetcher thread ahead, the calling thread storing units -----
 
-    def _fill(self, symbol: str, interval: str, rng: BarRange, now: int, report: SyncReport, done: int) -> int:
-        """Page one missing range newest first; return the progress count after it.
+    def _run(self, symbol: str, interval: str, wanted: BarRange, plan: list[BarRange], now: int,
+             report: SyncReport) -> list[BarRange]:
+        """Fetch every window of `plan` (newest range first) on a helper thread and store them here,
+        in order, a unit of whole pages per session.
 
-        The next window is fetched on a helper thread while this one is stored:
-        the venue's answer time and the store's session then overlap instead of
-        adding up (the socket wait and DuckDB's work release the interpreter
-        lock). Only one request is ever in flight, pages are still stored in
-        order, one session each, and an error from a prefetch surfaces exactly
-        where the sequential loop would have raised it.
+        The fetcher runs ahead through a bounded queue (one unit's worth of
+        pages), so the venue's answer time and the store's session overlap
+        instead of adding up (the socket wait and DuckDB's work release the
+        interpreter lock), and memory holds at most two units whatever the
+        range. The fetcher's error (after retries) arrives in the queue
+        behind the pages fetched before it: those are stored first, then it
+        is raised here, exactly where a sequential loop would have raised it.
+        A store error here stops the fetcher before its next request. The
+        last unit's session also checks what is still missing and marks the
+        series synced (`_finish`): one session less per sync.
         """
+        pages: queue.Queue = queue.Queue(maxsize=max(1, -(-self._unit_bars // self._page_limit)))
+        stop = threading.Event()
+
+        def put(item: object) -> bool:
+            while not stop.is_set():
+                try:
+                    pages.put(item, timeout=0.05)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def fetch_all() -> None:
+            try:
+                done = 0
+                for rng in reversed(plan):  # newest range first, like the pages inside it
+                    items = self._items(symbol, interval, rng, now, report, done, stop)
+                    while not stop.is_set():  # checked before each request, not only after
+                        item = next(items, None)
+                        if item is None or not put(item):
+                            break
+                    done += rng.bars(interval)
+                end: object = _END
+            except BaseException as exc:  # noqa: BLE001 - handed to the storing thread, which raises it
+                end = _Failed(exc)
+            put(end)
+
+        fetcher = threading.Thread(target=fetch_all, name=f"sync-fetch-{symbol}-{interval}", daemon=True)
+        fetcher.start()
+        try:
+            while True:
+                unit: list[_Item] = []
+                bars = 0
+                # A unit is whole pages, up to `unit_bars`, or what is left at the end.
+                while bars < self._unit_bars:
+                    got = pages.get()
+                    if isinstance(got, _Failed):
+                        self._store_unit(symbol, interval, unit, report)
+                        raise got.exc
+                    if got is _END:
+                        return self._store_unit(symbol, interval, unit, report, finish=wanted)
+                    unit.append(got)
+                    bars += got.page.rows
+                self._store_unit(symbol, interval, unit, report)
+        finally:
+            stop.set()
+            fetcher.join()
+
+    def _items(self, symbol: str, interval: str, rng: BarRange, now: int, report: SyncReport,
+               done: int, stop: threading.Event | None = None) -> Iterator[_Item]:
+        """One missing range, newest window first, as the pages to store (fetched as they are asked for)."""
         settled = done
         probed = False
-        windows = list(windows_newest_first(interval, rng, self._page_limit))
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sync-fetch-{symbol}-{interval}") as fetcher:
-            ahead = fetcher.submit(self._page, symbol, interval, windows[0], now, report) if windows else None
-            for i, window in enumerate(windows):
-                assert ahead is not None
-                bars = ahead.result()
-                probe = bars.rows == 0 and not probed and window.start_ms > rng.start_ms
-
-                def prefetch(i: int = i) -> Future | None:
-                    return (fetcher.submit(self._page, symbol, interval, windows[i + 1], now, report)
-                            if i + 1 < len(windows) else None)
-
-                # After an empty page the probe decides whether there is a next page to fetch at
-                # all, so nothing is fetched ahead of it (and the probe is the only request then).
-                ahead = None if probe else prefetch()
-                if probe:
-                    probed = True
-                    if not self._page(symbol, interval, BarRange(rng.start_ms, window.start_ms), now, report,
-                                      probe=True).rows:
-                        # Nothing at all further back (before the listing, say): one hole, no more requests.
-                        self._store_page(symbol, interval, _EMPTY_PAGE, BarRange(rng.start_ms, window.end_ms), now, report)
-                        settled = done + rng.bars(interval)
-                        self._report_progress(symbol, interval, report, settled)
-                        return settled
-                    ahead = prefetch()
-                self._store_page(symbol, interval, bars, window, now, report)
-                settled += window.bars(interval)
-                self._report_progress(symbol, interval, report, settled)
-        return settled
+        for window in windows_newest_first(interval, rng, self._page_limit):
+            page = self._page(symbol, interval, window, now, report, stop)
+            if page.rows == 0 and not probed and window.start_ms > rng.start_ms:
+                # After an empty page, one probe asks whether the rest of the range holds anything.
+                probed = True
+                found = self._page(symbol, interval, BarRange(rng.start_ms, window.start_ms), now, report, stop)
+                if not found.rows:
+                    # Nothing at all further back (before the listing, say): one hole, no more requests.
+                    everything = BarRange(rng.start_ms, window.end_ms)
+                    yield _Item(page, self._holes(interval, page, everything, now), done + rng.bars(interval))
+                    return
+                yield _Item(found, (), settled)  # stored, but no window to judge holes by
+            settled += window.bars(interval)
+            yield _Item(page, self._holes(interval, page, window, now), settled)
 
     def _page(self, symbol: str, interval: str, window: BarRange, now: int, report: SyncReport,
-              probe: bool = False) -> _Page:
+              stop: threading.Event | None = None) -> _Page:
         """Closed bars of one window (fetched with retries), as one table in the store's columns."""
         last_open = window.last_open_ms(interval)
-        page = self._fetch(symbol, interval, window.start_ms, last_open, report)
+        page = self._fetch(symbol, interval, window.start_ms, last_open, report, stop)
         # A bar has closed by `now` if it opened before the bar that holds `now` (bars are aligned).
         stop_ms = min(window.end_ms, align_ms(interval, now))
         first = ms_to_utc(window.start_ms).replace(tzinfo=None)
         stop = ms_to_utc(stop_ms).replace(tzinfo=None)
-        times = page.table["open_time"]
-        out = _Page(
-            page.table.filter(pc.and_(pc.greater_equal(times, pa.scalar(first, _TS)),
-                                      pc.less(times, pa.scalar(stop, _TS)))),
-            tuple(t for t in page.unstorable if window.start_ms <= t < stop_ms),
-        )
-        if probe and out.rows:
-            self._store_page(symbol, interval, out, None, now, report)
-        return out
+        table = page.table
+        times = table["open_time"]
+        span = pc.min_max(times)
+        # Filtering copies every column: only when some bar is outside (a venue answers the window).
+        if table.num_rows and (span["min"].as_py() < first or span["max"].as_py() >= stop):
+            table = table.filter(pc.and_(pc.greater_equal(times, pa.scalar(first, _TS)),
+                                         pc.less(times, pa.scalar(stop, _TS))))
+        return _Page(table, tuple(t for t in page.unstorable if window.start_ms <= t < stop_ms))
 
-    def _store_page(self, symbol: str, interval: str, page: _Page, window: BarRange | None,
-                    now: int, report: SyncReport) -> None:
-        holes: list[BarRange] = []
+    def _holes(self, interval: str, page: _Page, window: BarRange, now: int) -> tuple[BarRange, ...]:
+        """The slots of `window` the venue did not return, once they are old enough to call holes."""
         bars = page.table
         # A full window (every slot once; `_page` kept only bars inside it) has no hole to look for.
-        if window is not None and pc.count_distinct(bars["open_time"]).as_py() != window.bars(interval):
-            settled_before = now - self._hole_grace_ms
-            present = [*bars["open_time"].cast(pa.int64()).to_pylist(), *page.unstorable]
-            for gap in missing_opens(interval, window, present):
-                if next_open_ms(interval, gap.start_ms) <= settled_before:
-                    end = min(gap.end_ms, align_ms(interval, settled_before))
-                    if end > gap.start_ms:
-                        holes.append(BarRange(gap.start_ms, end))
-        if not bars.num_rows and not holes:
-            return
-        with self._store.session(threads=1) as s:
-            if bars.num_rows:
-                result = s.write_batch(Batch(table=bars, rejected=()))
-                report.bars_stored += result.written
-                report.pages_stored += 1
-            if holes:
-                s.add_venue_holes(symbol, interval, holes)
-        if holes:
-            report.venue_holes.extend(holes)
-            self._log.info("sync.venue_hole", symbol=symbol, interval=interval, holes=[h.describe() for h in holes],
-                     bars=sum(h.bars(interval) for h in holes))
+        if pc.count_distinct(bars["open_time"]).as_py() == window.bars(interval):
+            return ()
+        holes: list[BarRange] = []
+        settled_before = now - self._hole_grace_ms
+        present = [*bars["open_time"].cast(pa.int64()).to_pylist(), *page.unstorable]
+        for gap in missing_opens(interval, window, present):
+            if next_open_ms(interval, gap.start_ms) <= settled_before:
+                end = min(gap.end_ms, align_ms(interval, settled_before))
+                if end > gap.start_ms:
+                    holes.append(BarRange(gap.start_ms, end))
+        return tuple(holes)
+
+    def _store_unit(self, symbol: str, interval: str, unit: list[_Item], report: SyncReport,
+                    finish: BarRange | None = None) -> list[BarRange]:
+        """Store whole pages in one session: their bars in one upsert, then the holes they proved.
+        With `finish` (the last unit), the same session checks what is left of it (`_finish`)."""
+        tables = [item.page.table for item in unit if item.page.rows]
+        holes = [h for item in unit for h in item.holes]
+        left: list[BarRange] = []
+        if tables or holes or finish is not None:
+            with self._store.session(threads=1) as s:
+                if tables:
+                    # Gaps by the plan, so expected new. The pages' windows do not overlap, except a
+                    # probe's page and the windows after it: write_batch keeps one copy of a key.
+                    result = s.write_batch(Batch(table=pa.concat_tables(tables), rejected=()), expect_new=True)
+                    report.bars_stored += result.written
+                    report.pages_stored += len(tables)
+                if holes:
+                    s.add_venue_holes(symbol, interval, holes)
+                    report.venue_holes.extend(holes)
+                    self._log.info("sync.venue_hole", symbol=symbol, interval=interval,
+                                   holes=[h.describe() for h in holes], bars=sum(h.bars(interval) for h in holes))
+                if finish is not None:
+                    left = self._finish(s, symbol, interval, finish, report)
+        if unit:
+            self._report_progress(symbol, interval, report, unit[-1].settled)
+        return left
 
     # --- requests -------------------------------------------------------------
 
@@ -334,7 +442,11 @@ class HistorySync:
         batch = build_batch(bars)  # a bar whose decimals the column cannot hold is set aside, as write_bars does
         return _Page(batch.table, tuple(b.open_ms for b in batch.rejected))
 
-    def _fetch(self, symbol: str, interval: str, start_ms: int, end_ms: int, report: SyncReport) -> _Page:
+    def _fetch(self, symbol: str, interval: str, start_ms: int, end_ms: int, report: SyncReport,
+               stop: threading.Event | None = None) -> _Page:
+        """One page with retries. With `stop` (the fetcher's), a backoff ends as soon as the sync
+        stops (a store failure, Ctrl-C), and no request is sent after that: a rate limit's wait
+        can be minutes, and the sync must not outlive its reason to fetch by that long."""
         policy = self._retry
         backoff = wait_random_exponential(multiplier=policy.initial_s, max=policy.max_s)
 
@@ -357,7 +469,17 @@ class HistorySync:
                 wait_s=round(state.upcoming_sleep, 3),
             )
 
+        def pause(seconds: float) -> None:
+            if self._sleep is not None:
+                self._sleep(seconds)
+            elif stop is not None:
+                stop.wait(seconds)
+            else:
+                time.sleep(seconds)
+
         def once() -> _Page:
+            if stop is not None and stop.is_set():
+                raise _Stopped("the sync stopped")
             report.requests += 1
             return self._page_table(symbol, interval, start_ms, end_ms)
 
@@ -366,7 +488,7 @@ class HistorySync:
             wait=wait,
             retry=retry_if_exception_type(TransientError),
             before_sleep=before_sleep,
-            sleep=self._sleep,
+            sleep=pause,
             reraise=True,
         )
         return retrying(once)

@@ -213,29 +213,56 @@ def test_catch_up_heals_a_recent_internal_hole_behind_a_fresh_last_bar(store):
         assert s.gaps("BTCUSDT", "1") == []
 
 
-def test_the_next_page_is_fetched_while_this_one_is_stored(store):
-    """Storing page k waits until the fetch of page k+1 has begun: a sequential loop would never get there."""
-    pages = 6  # 5,760 bars
+def test_pages_are_fetched_ahead_while_a_unit_is_stored_and_never_more_than_a_unit_ahead(store):
+    """Storing unit k waits until the first page of unit k+1 has been asked for (a sequential loop
+    would never get there), and the fetcher is never more than one unit (plus the page on the wire)
+    ahead of the store: memory stays bounded whatever the range."""
+    pages, per_unit = 6, 2  # 5,760 bars: three units of two pages
     asked = [threading.Event() for _ in range(pages + 1)]
-    stored: list[int] = []
+    sessions: list[int] = []
+    ahead: list[int] = []
 
     class CountingVenue(FakeVenue):
         def fetch_klines(self, *args, **kwargs):
             asked[len(self.requests)].set()
             return super().fetch_klines(*args, **kwargs)
 
+    venue = CountingVenue(NOW_MS)
     real_session = store.session
 
     def session(*args, **kwargs):
-        if kwargs.get("threads") == 1:  # a page's session (the plan and the final check use the default)
-            page = len(stored)
-            if page + 1 < pages:  # the last page has no next one
-                assert asked[page + 1].wait(5), f"page {page + 1} was not asked for while page {page} was stored"
-            stored.append(page)
+        if kwargs.get("threads") == 1:  # a unit's session
+            unit = len(sessions)
+            following = (unit + 1) * per_unit  # the first page of the next unit
+            if following < pages:
+                assert asked[following].wait(5), f"page {following} was not asked for while unit {unit} was stored"
+            ahead.append(len(venue.requests) - following)
+            sessions.append(unit)
         return real_session(*args, **kwargs)
 
     store.session = session  # type: ignore[method-assign]
-    report = syncer(store, CountingVenue(NOW_MS)).sync("BTCUSDT", "1", OPEN - 4 * DAY, NOW)
-    assert report.ok and report.bars_stored == 4 * 1440 and report.requests == pages == len(stored)
+    report = syncer(store, venue, unit_bars=per_unit * 1000).sync("BTCUSDT", "1", OPEN - 4 * DAY, NOW)
+    assert report.ok and report.bars_stored == 4 * 1440 and report.requests == pages == report.pages_stored
+    assert sessions == [0, 1, 2]  # one session per unit (the last one also checks what is left)
+    assert max(ahead) <= per_unit + 1, ahead
     with real_session() as s:
         assert s.count() == 4 * 1440 and s.gaps("BTCUSDT", "1", report.wanted) == []
+        assert s.series_info("BTCUSDT", "1").last_sync_at is not None
+
+
+def test_bars_a_venue_sends_outside_the_asked_window_are_not_stored_with_it(store):
+    """Each window keeps only its own closed bars: rows the venue adds around it (older ones,
+    the still-open bar) are neither stored twice nor counted twice."""
+
+    class SloppyVenue(FakeVenue):
+        def fetch_klines(self, symbol, interval, start_ms, end_ms, limit=1000):
+            answer = super().fetch_klines(symbol, interval, start_ms - 3 * 60_000, end_ms + 60_000, limit + 4)
+            self.requests[-1] = (symbol, interval, start_ms, end_ms, limit)
+            return answer
+
+    venue = SloppyVenue(NOW_MS)
+    report = syncer(store, venue).sync("BTCUSDT", "1", OPEN - 2 * DAY, NOW)
+    assert report.ok and report.bars_stored == 2 * 1440 and report.venue_holes == []
+    with store.session() as s:
+        assert s.count() == 2 * 1440 and s.gaps("BTCUSDT", "1", report.wanted) == []
+        assert s.series_info("BTCUSDT", "1").last_open == OPEN - timedelta(minutes=1)  # not the open bar

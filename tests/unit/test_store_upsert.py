@@ -139,3 +139,24 @@ def test_decimal_fit():
     assert fits(Decimal("9" * 20))
     assert not fits(Decimal("1" + "0" * 20))
     assert not fits(Decimal("NaN"))
+
+
+def test_a_batch_expected_new_is_still_an_upsert_when_some_bar_is_stored_or_repeated(store):
+    """The sync writes its units as `expect_new` (a plain insert first): a bar that got stored
+    meanwhile, or a key twice in the batch, must still end as one row, the last copy."""
+    from infra.store.batch import build_batch
+
+    new = make_series("BTCUSDT", "1", T0, 10)
+    with store.session() as s:
+        assert s.write_batch(build_batch(new), expect_new=True).written == 10  # the plain insert
+        assert s.bars("BTCUSDT", "1") == new
+    replaced = make_bar("BTCUSDT", "1", utc_to_ms(T0), seq=77)  # stored already, other prices
+    twice = [make_bar("BTCUSDT", "1", t, seq=5) for t in opens("1", T0, 12)][10:]  # two new bars
+    last = make_bar("BTCUSDT", "1", twice[0].open_ms, seq=6)
+    with store.session() as s:
+        assert s.write_batch(build_batch([replaced, *twice, last]), expect_new=True).written == 3
+        stored = s.bars("BTCUSDT", "1")
+        assert s.duplicate_keys() == 0
+    assert len(stored) == 12
+    assert stored[0] == replaced and stored[10] == last and stored[11] == twice[1]
+    assert stored[1:10] == new[1:10]
