@@ -55,10 +55,14 @@ def traded(sim, sim_http, open_ws):
     sim_http.place_order(category="linear", symbol="ETHUSDT", side="Buy", orderType="Market", qty="0.10")
     sim_http.place_order(category="linear", symbol="ETHUSDT", side="Sell", orderType="Market", qty="0.10",
                          reduceOnly=True)
+    # The clock then runs to the next funding, up to eight hours on: the stops and the resting order
+    # sit far enough away that the price walk cannot reach them, whatever the time of day.
+    cent = Decimal("0.01")
     sim_http.place_order(category="linear", symbol="ETHUSDT", side="Buy", orderType="Market", qty="0.10",
-                         takeProfit=str(px + 50), stopLoss=str(px - 50))
+                         takeProfit=str((px * Decimal("1.3")).quantize(cent)),
+                         stopLoss=str((px * Decimal("0.7")).quantize(cent)))
     sim_http.place_order(category="linear", symbol="ETHUSDT", side="Buy", orderType="Limit", qty="0.10",
-                         price=str(px - 20), orderLinkId="rest-1")
+                         price=str((px * Decimal("0.92")).quantize(cent)), orderLinkId="rest-1")
     ticker = sim_http.get_tickers(category="linear", symbol="ETHUSDT")["result"]["list"][0]
     sim.clock.advance_to(int(ticker["nextFundingTime"]))
     prv.wait_for(lambda f: f.get("topic") == "execution" and f["data"][0]["execType"] == "Funding")
