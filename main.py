@@ -182,9 +182,27 @@ def _dispatch(app, args) -> int:
 
 def _interrupted_message(command: str | None) -> str:
     if command in ("sync", "heal"):
-        return (f"interrupted: `{command}` stopped by Ctrl-C. The history file is consistent (each page is "
-                f"written in one transaction); run `python main.py {command}` again to finish.")
+        return (f"interrupted: `{command}` stopped by Ctrl-C. The history file is consistent (each unit of pages "
+                f"is written in one transaction); run `python main.py {command}` again to finish.")
     return f"interrupted: `{command}` stopped by Ctrl-C."
+
+
+def _interrupted(exc: BaseException, duckdb) -> bool:
+    """A Ctrl-C that DuckDB caught and reported as its own error.
+
+    DuckDB turns the interrupt into InterruptException, or, when it met the
+    KeyboardInterrupt while calling back into Python (reading a registered
+    Arrow table), into another of its errors that says so only in its text.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (KeyboardInterrupt, duckdb.InterruptException)):
+            return True
+        text = str(seen)
+        if isinstance(seen, (duckdb.Error, RuntimeError)) and ("KeyboardInterrupt" in text or "interrupted" in text.lower()):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _failed(command: str, exc: BaseException, log, log_path) -> int:
@@ -193,9 +211,7 @@ def _failed(command: str, exc: BaseException, log, log_path) -> int:
 
     from infra.store import StoreError
 
-    interrupted = isinstance(exc, duckdb.InterruptException) or (
-        isinstance(exc, RuntimeError) and "interrupted" in str(exc).lower())  # some DuckDB paths say only this
-    if interrupted:  # Ctrl-C met inside a DuckDB statement
+    if _interrupted(exc, duckdb):  # Ctrl-C met inside a DuckDB statement
         print(_interrupted_message(command), file=sys.stderr)
         return EXIT_FORCED
     if isinstance(exc, StoreError):
