@@ -45,7 +45,7 @@ from typing import Any, Callable
 from actors.base import NodeActor, Role
 from actors.timers import tell_later
 from infra.store import HistoryStore, StoreBusy
-from infra.store.sync import HistorySync, KlineSource, SyncFailed
+from infra.store.sync import HistorySync, KlineSource, SyncFailed, venue_clock
 from messages.commands import CatchUp, Flush
 from messages.market import ClosedBar
 from messages.queries import GetWriterStats, WriterStats
@@ -100,6 +100,7 @@ class DbWriter(NodeActor):
         # The node's gateway (backfill lane) unless a test passes its own source.
         self._source = source if source is not None else ctx.gateway
         self._catch_up_days = ctx.config.node.db_writer.catch_up_days
+        self._venue_now: Callable[[], int] | None = None  # "now" on the venue's clock, for a catch-up round
         cfg = ctx.config.node.db_writer
         self._max_bars = cfg.flush_max_bars
         self._interval_s = cfg.flush_interval_ms / 1000
@@ -240,6 +241,16 @@ class DbWriter(NodeActor):
         if pending is None:
             self._flush("catch_up", self._lock_wait_s)  # what arrived first goes in first
             pending = tuple((s, i) for s, cfg in self._ctx.config.node.symbols.items() for i in cfg.intervals)
+            self._venue_now = None  # measured again for every round
+        if self._venue_now is None:
+            try:
+                self._venue_now = venue_clock(self._source)
+            except Exception as exc:  # unknown venue time: no bar can be judged closed, fetch nothing
+                self._venue_now = None
+                unknown = {**dict(msg.done),
+                           **{f"{s}/{i}": f"failed: the venue's clock is unknown: {exc!r}" for s, i in pending}}
+                self._log.warning("db.catch_up", reason=msg.reason, series=unknown)
+                return unknown
         outcome = dict(msg.done)
         if pending:
             (symbol, interval), rest = pending[0], pending[1:]
@@ -261,7 +272,8 @@ class DbWriter(NodeActor):
                 if info is None or info.last_open is None:
                     return "skipped"
             lookback = now_utc() - timedelta(days=self._catch_up_days)
-            report = HistorySync(self._store, self._source).catch_up(symbol, interval, lookback_start=lookback)
+            report = HistorySync(self._store, self._source, now_ms=self._venue_now).catch_up(
+                symbol, interval, lookback_start=lookback)
             return f"{report.bars_stored} bars"
         except SyncFailed as exc:
             return f"failed: {exc.report.error}"

@@ -348,15 +348,13 @@ def venue_source(app: Any) -> Iterator[tuple[Any, Callable[[], int]]]:
     is the same history a running node's simulator serves). "Now" is the
     venue's clock: our wall clock corrected by the skew the venue reports.
     """
-    import time
-
     from infra.bybit.gateway import Gateway
+    from infra.store.sync import venue_clock
     from infra.venue import open_venue
 
     with open_venue(app.node) as urls:
         gateway = Gateway.from_config(app, urls)
         try:
-            skew_ms = gateway.server_time().skew_ms
-            yield gateway, lambda: int(time.time() * 1000) + skew_ms
+            yield gateway, venue_clock(gateway)
         finally:
             gateway.close()

@@ -44,7 +44,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Iterator, Protocol, runtime_checkable
+from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -76,6 +76,23 @@ class KlineSource(Protocol):
     def fetch_klines(
         self, symbol: str, interval: str, start_ms: int, end_ms: int, limit: int = PAGE_LIMIT
     ) -> list[ClosedBar]: ...
+
+
+class VenueClock(Protocol):
+    def server_time(self) -> Any:
+        """The venue's clock: an answer with `skew_ms` (venue minus ours), as the gateway's `server_time`."""
+        ...
+
+
+def venue_clock(venue: VenueClock) -> Callable[[], int]:
+    """"Now" in ms on the venue's clock: ours, corrected by the skew it reports (one request).
+
+    Whether a bar has closed is the venue's call: with a local clock running
+    ahead, the bar still forming would pass for closed and be stored with
+    partial values, over the closed bar the stream may already have stored.
+    """
+    skew_ms = int(venue.server_time().skew_ms)
+    return lambda: int(time.time() * 1000) + skew_ms
 
 
 @dataclass(frozen=True)
@@ -505,5 +522,6 @@ __all__ = [
     "RetryPolicy",
     "SyncFailed",
     "SyncReport",
+    "venue_clock",
     "wanted_range",
 ]

@@ -6,6 +6,7 @@ so a round trip through the store can be compared bar for bar.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from decimal import Decimal
 from typing import Collection, Iterator
@@ -111,6 +112,12 @@ class FakeVenue:
         self.holes = list(holes)  # [start, end) of open times
         self.faults = list(faults)
         self.requests: list[tuple[str, str, int, int, int]] = []
+
+    def server_time(self) -> "ServerTime":
+        """Its clock stands at `now_ms`; the skew is against ours, as the gateway reports it."""
+        from infra.bybit.models import ServerTime  # noqa: PLC0415 - test helper, the gateway's own type
+
+        return ServerTime(server_ms=self.now_ms, skew_ms=self.now_ms - int(time.time() * 1000), round_trip_ms=0)
 
     def fetch_klines(self, symbol: str, interval: str, start_ms: int, end_ms: int, limit: int = 1000) -> list[ClosedBar]:
         self.requests.append((symbol, interval, start_ms, end_ms, limit))

@@ -309,3 +309,32 @@ def test_a_stop_during_the_catch_up_is_served_between_two_series(write_config):
     venue.gate.set()
     assert stopped.get(timeout=10) is True
     assert {(sym, interval) for sym, interval, *_ in venue.requests} == {("BTCUSDT", "1")}
+
+
+def test_the_catch_up_judges_closed_bars_by_the_venues_clock_not_ours(make_writer):
+    """Our clock 90 s ahead of the venue's: by ours the venue's forming bar has closed. Stored, it
+    would hold partial values (and could overwrite the closed bar the stream already stored)."""
+    venue_now = utc_to_ms(datetime.now(UTC)) - 90_000
+    venue = FakeVenue(venue_now)  # answers with the bar still open at its own now, as Bybit does
+    with capture_logs() as logs:
+        ref, store = make_writer(source=venue)
+        wait_until(lambda: any(e["event"] == "db.catch_up" for e in logs), what="the catch-up")
+    forming_open = venue_now // 60_000 * 60_000
+    assert venue.requests, "the catch-up fetched nothing"
+    with store.session() as s:
+        info = s.series_info("BTCUSDT", "1")
+        assert info is not None and utc_to_ms(info.last_open) == forming_open - 60_000
+
+
+def test_a_catch_up_without_the_venues_clock_fetches_nothing(make_writer):
+    class NoClock(FakeVenue):
+        def server_time(self):
+            raise Rejected(10002, "the request time exceeds the time window range")
+
+    venue = NoClock(utc_to_ms(datetime.now(UTC)))
+    with capture_logs() as logs:
+        ref, store = make_writer(source=venue)
+        wait_until(lambda: any(e["event"] == "db.catch_up" for e in logs), what="the catch-up")
+    (done,) = [e for e in logs if e["event"] == "db.catch_up"]
+    assert done["log_level"] == "warning" and "clock is unknown" in done["series"]["BTCUSDT/1"]
+    assert venue.requests == []
