@@ -14,6 +14,10 @@ drop one topic of a multi-topic subscription (REFERENCE.md 5.2), but here
 pybit never subscribes anything, so the op is plain Bybit protocol; frames
 of a removed topic still in flight are counted and dropped by the router.
 
+Market messages for the StateStore (tickers, klines) do not go one tell per
+frame: they ride a coalescing inbox (actors/inbox.py) that wakes the
+StateStore once per batch, in frame order, with nothing stranded.
+
 Tickers are not merged by pybit (its merge raised on a delta that came before
 its snapshot and ended the stream): snapshots and deltas go to the
 StateStore, which merges them and drops a delta it has no snapshot for.
@@ -39,6 +43,7 @@ from tenacity import Retrying, stop_after_attempt, stop_after_delay, wait_expone
 
 from actors.base import ActorContext, Directory, Role
 from actors.frame_router import Frame, FrameRouter, Parsed
+from actors.inbox import Inbox
 from actors.timers import Repeater
 from actors.ws_base import WsActor
 from infra.bybit.clients import ManagedWebSocket, make_managed_public_ws
@@ -75,17 +80,15 @@ class BarGap(Message):
     after_ms: int
 
 
-# --- parsing ----------------------------------------------------------------------------
-
-def parse_ticker(frame: Frame) -> Parsed:
-    yield Role.STATE_STORE, Ticker.from_bybit(frame)
-
-
 class PublicFrameRouter(FrameRouter):
     """Runs on pybit's thread: dispatch by topic, parse, tell. Never raises."""
 
-    def __init__(self, directory: Directory, generation: int, topics: tuple[str, ...] = ()):
+    def __init__(self, directory: Directory, generation: int, topics: tuple[str, ...] = (),
+                 state_inbox: Inbox | None = None):
         super().__init__(directory, Role.WS_PUBLIC, generation)
+        # Market messages for the StateStore ride this coalescing inbox (one wake per batch, not
+        # per frame); without one, each is told on its own.
+        self._state_inbox = state_inbox
         # Swapped whole by the actor (one reference assignment, safe across threads).
         self.topics: frozenset[str] = frozenset(topics)
         self.removed: frozenset[str] = frozenset()
@@ -101,7 +104,7 @@ class PublicFrameRouter(FrameRouter):
             topic = frame.get("topic")
             if isinstance(topic, str) and topic in self.topics:
                 if topic.startswith("tickers."):
-                    self.route(frame, parse_ticker)
+                    self.route_one(frame, Ticker.from_bybit, Role.STATE_STORE)
                 else:
                     self.route(frame, self._parse_kline)
             elif topic is None and frame.get("op") in ("subscribe", "unsubscribe"):
@@ -115,6 +118,13 @@ class PublicFrameRouter(FrameRouter):
             self.counts["errors"] += 1
             self._log.error("ws.callback_error", error=repr(exc))
 
+    def deliver(self, recipient: Role, message: Any) -> None:
+        inbox = self._state_inbox
+        if inbox is None or recipient is not Role.STATE_STORE:
+            super().deliver(recipient, message)
+        elif not inbox.put(message):
+            self.undeliverable(recipient, message)
+
     def on_garbage(self, problem: str, text: str) -> None:
         """A frame that is not a JSON object (from ManagedWebSocket)."""
         self.counts["frames"] += 1
@@ -125,7 +135,7 @@ class PublicFrameRouter(FrameRouter):
         self.route(frame, self._parse_kline)
 
     def on_ticker(self, frame: Frame) -> None:
-        self.route(frame, parse_ticker)
+        self.route_one(frame, Ticker.from_bybit, Role.STATE_STORE)
 
     def _parse_kline(self, frame: Frame) -> Parsed:
         klines = Kline.from_bybit(frame)  # validates every item: a bad one refuses the frame
@@ -164,7 +174,8 @@ class WsPublic(WsActor):
         if desired is None:
             desired = DesiredSubscriptions.from_config(ctx.config.node.symbols)
         self._desired: DesiredSubscriptions = desired
-        super().__init__(ctx, PublicFrameRouter(ctx.directory, ctx.generation, desired.topics()))
+        inbox = Inbox(ctx.directory, Role.STATE_STORE)
+        super().__init__(ctx, PublicFrameRouter(ctx.directory, ctx.generation, desired.topics(), state_inbox=inbox))
         self._socket_factory = socket_factory or make_managed_public_ws
         self._ws: ManagedWebSocket | None = None
         self._connected = False

@@ -103,7 +103,8 @@ class Probe:
 
 
 class ProbedStateStore(StateStore):
-    """The real StateStore; every merged ticker is also shown to the probe."""
+    """The real StateStore; every merged ticker is also shown to the probe (told one by one, or
+    drained in a batch from WsPublic's inbox: shown once the whole batch is merged)."""
 
     def __init__(self, ctx: ActorContext, probe: Probe):
         self._probe = probe
@@ -120,6 +121,13 @@ class ProbedStateStore(StateStore):
 
         handlers[Ticker] = on_ticker
         return handlers
+
+    def _merge_market(self, items: tuple[Any, ...]) -> None:
+        # The drain of WsPublic's inbox: every ticker in the batch is merged when this returns.
+        super()._merge_market(items)
+        for msg in items:
+            if type(msg) is Ticker:
+                self._probe.ticker(msg)
 
 
 class Venue:
