@@ -8,9 +8,13 @@ and merging the frame.
 
 How: the producer (pybit's thread, through the router) appends each parsed,
 immutable message to a FIFO and tells the recipient one `MarketDataPending`
-only when no drain is outstanding. The recipient `take()`s batches until a
-take finds nothing (see `StateStore._on_market_pending` for its linger and
-budget); only that empty take ends the drain, so the next `put` tells anew.
+only when no drain is outstanding, and, when its socket can say so, only at
+the end of a burst (no next frame already waiting: `wake()`) or every
+`MAX_BATCH` messages: frames that are already on the wire behind this one
+are read at once anyway, so waking the consumer for each of them only makes
+it fight the reader for the interpreter lock. The recipient `take()`s
+batches until a take finds nothing (its budget: `StateStore._on_market_pending`);
+only that empty take ends the drain, so the next waking put tells anew.
 
 No frame is stranded: `put` (append + "is a drain outstanding?") and `take`
 (empty the FIFO + "was it empty? then none is outstanding") each run under
@@ -47,23 +51,47 @@ class Inbox:
         self._told: Any = None  # the ActorRef holding an outstanding drain, None if none is
         self._drain = MarketDataPending(inbox=self)  # immutable: one instance serves every wake
 
-    def put(self, message: Any) -> bool:
-        """Queue `message` for the role's actor; False (and not queued) if no actor is running."""
+    def put(self, message: Any, wake: bool = True) -> bool:
+        """Queue `message` for the role's actor; False (and not queued) if no actor is running.
+
+        `wake=False` only queues it: the producer promises a `wake()` (or a waking put) soon,
+        e.g. at the end of the burst of frames it is reading.
+        """
         ref = self._directory.get(self._role)
         if ref is None:
             return False
         with self._lock:
             self._items.append(message)
-            if self._told is ref:
-                return True  # the outstanding drain will take it
+            if not wake or self._told is ref:
+                return True  # the outstanding drain (or the promised wake) will take it
             self._told = ref
+        return self._tell(ref, message)
+
+    def needs_wake(self) -> bool:
+        """Something is queued and no drain for the current actor is outstanding (a hint, read
+        without the lock: called by the only producer right after its own put, so a drain that
+        ends meanwhile either takes that put's item or leaves `_told` cleared for this read)."""
+        return bool(self._items) and self._told is not self._directory.get(self._role)
+
+    def wake(self) -> None:
+        """Tell a drain if anything is pending and none is outstanding."""
+        ref = self._directory.get(self._role)
+        if ref is None:
+            return
+        with self._lock:
+            if not self._items or self._told is ref:
+                return
+            self._told = ref
+        self._tell(ref, None)
+
+    def _tell(self, ref: Any, message: Any) -> bool:
         try:
             ref.tell(self._drain)
         except pykka.ActorDeadError:
             with self._lock:
                 # Undelivered, like a failed tell (identity check: a second producer, e.g. a
                 # closing socket's last callback, may have appended after us).
-                if self._items and self._items[-1] is message:
+                if message is not None and self._items and self._items[-1] is message:
                     self._items.pop()
                 if self._told is ref:
                     self._told = None

@@ -52,9 +52,8 @@ from messages.queries import (
 PRIVATE = "private"  # the private socket's own liveness stream
 PRIVATE_TOPICS = ("order", "execution", "position", "wallet")
 _TOMBSTONES_KEPT = 10_000
-# Market-data drain (StateStore._on_market_pending): the coalescing window after each batch, and
-# how long one drain may hold the actor before the mailbox gets a turn.
-INGEST_LINGER_S = 0.0005
+# How long one market-data drain (StateStore._on_market_pending) may hold the actor before the
+# mailbox gets a turn.
 INGEST_BUDGET_S = 0.005
 
 
@@ -503,13 +502,9 @@ class StateStore(NodeActor):
     def _on_market_pending(self, msg: MarketDataPending) -> None:
         """Merge what the socket side queued (actors/inbox.py), batch after batch, until none is left.
 
-        After each batch this thread sleeps `INGEST_LINGER_S` before taking the next: woken
-        per frame, it traded the interpreter lock with pybit's reader thread on every frame
-        and that hand-off cost more than the merge; lingering lets the reader run alone and
-        hands over ~10 frames per wake in a flood. Cost: at most the linger of added latency
-        per frame. After `INGEST_BUDGET_S` the drain is told to this actor again (the inbox
-        still counts it outstanding, so nothing is stranded) and asks waiting in the mailbox
-        are answered first.
+        After `INGEST_BUDGET_S` the drain is told to this actor again (the inbox still counts
+        it outstanding, so nothing is stranded) and asks waiting in the mailbox are answered
+        first: a flood never starves them.
         """
         inbox = msg.inbox
         until = time.monotonic() + INGEST_BUDGET_S
@@ -518,7 +513,6 @@ class StateStore(NodeActor):
             if time.monotonic() >= until:
                 self.actor_ref.tell(msg)
                 return
-            time.sleep(INGEST_LINGER_S)
 
     def _merge_market(self, items: tuple[Any, ...]) -> None:
         self._state.on_market(items)

@@ -55,6 +55,7 @@ from messages.subscriptions import DesiredSubscriptions
 from messages.types import Message, next_open_ms, utc_to_ms
 
 KLINE_PAGE = 1000
+MAX_BATCH = 256  # market messages queued for the StateStore before it is woken even mid-burst
 HEAL_ATTEMPTS = 3
 HEAL_BUDGET_MAX_S = 10.0
 
@@ -89,6 +90,9 @@ class PublicFrameRouter(FrameRouter):
         # Market messages for the StateStore ride this coalescing inbox (one wake per batch, not
         # per frame); without one, each is told on its own.
         self._state_inbox = state_inbox
+        # True once the socket calls on_frame_done: market messages then wake the StateStore
+        # once per burst of frames (or every MAX_BATCH), not per frame.
+        self.bursts = False
         # Swapped whole by the actor (one reference assignment, safe across threads).
         self.topics: frozenset[str] = frozenset(topics)
         self.removed: frozenset[str] = frozenset()
@@ -122,8 +126,22 @@ class PublicFrameRouter(FrameRouter):
         inbox = self._state_inbox
         if inbox is None or recipient is not Role.STATE_STORE:
             super().deliver(recipient, message)
-        elif not inbox.put(message):
+        elif not inbox.put(message, wake=not self.bursts or len(inbox) >= MAX_BATCH):
             self.undeliverable(recipient, message)
+
+    def on_frame_done(self, data_waiting: Callable[[], bool]) -> None:
+        """After each frame (from the socket): at the end of a burst, wake the StateStore.
+
+        The socket is asked only when something queued still needs a wake (a drain already
+        outstanding will take it): in a flood that is a syscall saved on most frames."""
+        inbox = self._state_inbox
+        if inbox is not None and inbox.needs_wake() and not data_waiting():
+            inbox.wake()
+
+    def on_burst_end(self) -> None:
+        """The socket went down or is being closed: what is queued must not wait for a next frame."""
+        if self._state_inbox is not None:
+            self._state_inbox.wake()
 
     def on_garbage(self, problem: str, text: str) -> None:
         """A frame that is not a JSON object (from ManagedWebSocket)."""
@@ -225,6 +243,7 @@ class WsPublic(WsActor):
         ws, self._ws = self._ws, None
         if ws is not None:
             ws.close()
+        self._router.on_burst_end()  # what this generation queued still reaches state
 
     def _seed_last_closed(self) -> None:
         """A replacement knows where its predecessor's bars stopped, so a seam across the
@@ -250,6 +269,9 @@ class WsPublic(WsActor):
             on_down=lambda reason: self._tell_self(SocketDown(reason=reason)),
             on_garbage=self._router.on_garbage,
         )
+        if hasattr(self._ws, "on_frame_done"):  # set before SocketUp subscribes anything
+            self._ws.on_frame_done = self._router.on_frame_done
+            self._router.bursts = True
 
     def _tell_self(self, message: Message) -> None:
         try:
@@ -272,6 +294,7 @@ class WsPublic(WsActor):
         self._status(True)
 
     def _on_down(self, msg: SocketDown) -> None:
+        self._router.on_burst_end()  # the burst ended with the connection
         self._connected = False
         self._log.warning("ws.disconnected", reason=msg.reason)
         self._status(False, msg.reason)
