@@ -126,7 +126,7 @@ class PublicFrameRouter(FrameRouter):
         inbox = self._state_inbox
         if inbox is None or recipient is not Role.STATE_STORE:
             super().deliver(recipient, message)
-        elif not inbox.put(message, wake=not self.bursts or len(inbox) >= MAX_BATCH):
+        elif not inbox.put(message, wake=not self.bursts or len(inbox) + 1 >= MAX_BATCH):
             self.undeliverable(recipient, message)
 
     def on_frame_done(self, data_waiting: Callable[[], bool]) -> None:
@@ -139,7 +139,8 @@ class PublicFrameRouter(FrameRouter):
             inbox.wake()
 
     def on_burst_end(self) -> None:
-        """The socket went down or is being closed: what is queued must not wait for a next frame."""
+        """What is queued must not wait for a next frame: the socket went down or is being
+        closed, or the actor queued healed bars from its own thread."""
         if self._state_inbox is not None:
             self._state_inbox.wake()
 
@@ -383,6 +384,9 @@ class WsPublic(WsActor):
             self._log.info("ws.seam_healed", symbol=kline.symbol, interval=kline.interval, bars=len(bars),
                            from_ms=bars[0].open_ms, to_ms=bars[-1].open_ms)
         self._router.deliver(Role.STATE_STORE, kline)
+        # Queued behind the router's earlier frames (the inbox keeps their order); no frame of
+        # this thread ends a burst, so wake the StateStore now.
+        self._router.on_burst_end()
 
     def _fetch_missing(self, symbol: str, interval: str, start: int, end: int, found: dict[int, ClosedBar]) -> None:
         """Closed bars with open time in [start, end] into `found` (by open ms), paging backwards.

@@ -236,3 +236,85 @@ def test_a_batch_merge_keeps_the_latest_delta_values_and_its_time():
     assert (t.seq, str(t.bid1_size), str(t.last_price), t.is_snapshot) == (3, "3", "101", True)
     assert t.ts == ms_to_utc(T0) + timedelta(milliseconds=9)
     assert state.frames["tickers.BTCUSDT"] == 4
+
+
+# --- the router: one wake per burst of frames -------------------------------------------
+
+def ticker_frame(seq: int, kind="delta") -> dict:
+    data = {"symbol": "BTCUSDT", "bid1Size": f"{seq}.5"}
+    if kind == "snapshot":
+        data.update(lastPrice="100", markPrice="100", indexPrice="100")
+    return {"topic": "tickers.BTCUSDT", "type": kind, "data": data, "cs": seq, "ts": T0}
+
+
+def bursty_router():
+    from actors.ws_public import PublicFrameRouter
+
+    directory, ref = Directory(), Ref()
+    directory.register(Role.STATE_STORE, ref)
+    inbox = Inbox(directory, Role.STATE_STORE)
+    router = PublicFrameRouter(directory, 1, ("tickers.BTCUSDT",), state_inbox=inbox)
+    router.bursts = True  # what WsPublic sets for a socket that reports on_frame_done
+    return router, inbox, ref
+
+
+def test_frames_of_one_burst_wake_the_state_store_once_at_its_end():
+    router, inbox, ref = bursty_router()
+    asked = []
+
+    def waiting(answer):
+        return lambda: asked.append(answer) or answer
+
+    router.on_frame(ticker_frame(1, "snapshot"))
+    router.on_frame_done(waiting(True))  # more frames already on the wire: no wake yet
+    router.on_frame(ticker_frame(2))
+    router.on_frame_done(waiting(True))
+    assert ref.told == [] and len(inbox) == 2
+    router.on_frame(ticker_frame(3))
+    router.on_frame_done(waiting(False))  # the burst ended
+    assert len(ref.told) == 1 and [m.seq for m in inbox.take()] == [1, 2, 3]
+    # While that drain is outstanding the socket is not even asked (a syscall saved per frame).
+    router.on_frame(ticker_frame(4))
+    router.on_frame_done(waiting(False))
+    assert asked == [True, True, False] and len(ref.told) == 1
+    assert [m.seq for m in inbox.take()] == [4]
+
+
+def test_a_burst_that_ends_with_a_frame_that_is_no_market_data_still_wakes():
+    """The last frame of a burst is an ack (or a pong, a rejected frame): the queued ticker is not stranded."""
+    router, inbox, ref = bursty_router()
+    router.on_frame(ticker_frame(1, "snapshot"))
+    router.on_frame_done(lambda: True)
+    router.on_frame({"op": "subscribe", "success": True, "ret_msg": "", "req_id": "x"})
+    router.on_frame_done(lambda: False)
+    assert len(ref.told) == 1 and [m.seq for m in inbox.take()] == [1]
+
+
+def test_an_endless_burst_still_wakes_every_max_batch():
+    from actors.ws_public import MAX_BATCH
+
+    router, inbox, ref = bursty_router()
+    for seq in range(1, MAX_BATCH + 1):
+        router.on_frame(ticker_frame(seq, "snapshot" if seq == 1 else "delta"))
+        router.on_frame_done(lambda: True)
+    assert len(ref.told) == 1 and len(inbox.take()) == MAX_BATCH
+
+
+def test_a_socket_that_goes_down_mid_burst_wakes_for_what_it_queued():
+    router, inbox, ref = bursty_router()
+    router.on_frame(ticker_frame(1, "snapshot"))
+    router.on_frame_done(lambda: True)  # more was on the wire, then the connection died
+    assert ref.told == []
+    router.on_burst_end()  # WsPublic on SocketDown / retire
+    assert len(ref.told) == 1 and [m.seq for m in inbox.take()] == [1]
+
+
+def test_a_malformed_frame_in_a_burst_is_rejected_and_counted_while_the_good_ones_are_queued():
+    router, inbox, ref = bursty_router()
+    router.on_frame(ticker_frame(1, "snapshot"))
+    router.on_frame({"topic": "tickers.BTCUSDT", "type": "delta", "data": {"symbol": "BTCUSDT", "bid1Size": "x"},
+                     "cs": 2, "ts": T0})
+    router.on_frame(ticker_frame(3))
+    router.on_frame_done(lambda: False)
+    assert router.counts["rejected"] == 1 and router.counts["frames"] == 3
+    assert [m.seq for m in inbox.take()] == [1, 3]
