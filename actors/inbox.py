@@ -71,7 +71,10 @@ class Inbox:
         """Something is queued and no drain for the current actor is outstanding (a hint, read
         without the lock: called by the only producer right after its own put, so a drain that
         ends meanwhile either takes that put's item or leaves `_told` cleared for this read)."""
-        return bool(self._items) and self._told is not self._directory.get(self._role)
+        if not self._items:
+            return False
+        told = self._told
+        return told is None or told is not self._directory.get(self._role)
 
     def wake(self) -> None:
         """Tell a drain if anything is pending and none is outstanding."""

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
-from messages._parse import MalformedPayload, build, build_known, require
+from messages._parse import MalformedPayload, build, build_fast, build_known, require
 from messages.types import (
     Interval,
     Message,
@@ -67,10 +67,11 @@ class Ticker(Message):
         """From a `tickers.{symbol}` WebSocket frame (snapshot or delta)."""
         if type(frame) is dict and type(data := frame.get("data")) is dict and "ts" in frame:
             # The hot path (thousands a second): a JSON object as pybit decoded it; same checks, no
-            # generic Mapping tests (slow through typing's isinstance).
+            # generic Mapping tests (slow through typing's isinstance), one call into validation.
             kind = frame.get("type")
             if (kind == "delta" or kind == "snapshot") and frame.get("topic") == f"tickers.{data.get('symbol')}":
-                return _validate(cls, frame, data, is_snapshot=kind == "snapshot", ts=frame["ts"], seq=frame.get("cs"))
+                return build_fast(cls, lambda: f"ticker frame {frame.get('topic', '?')}", data,
+                                  {"is_snapshot": kind == "snapshot", "ts": frame["ts"], "seq": frame.get("cs")})
         what = f"ticker frame {frame.get('topic', '?') if isinstance(frame, Mapping) else '?'}"
         kind = require(frame, "type", what)
         if kind not in ("snapshot", "delta"):

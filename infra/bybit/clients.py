@@ -253,7 +253,10 @@ class ManagedWebSocket(RoutedWebSocket):
         finally:
             hook = self.on_frame_done
             if hook is not None:
-                self._call(hook, self.data_waiting)
+                try:
+                    hook(self.data_waiting)
+                except Exception as exc:  # noqa: BLE001 - a hook must not kill pybit's thread
+                    self._log.error("ws.hook_failed", error=repr(exc))
 
     def _handle(self, message: Any) -> None:
         try:
