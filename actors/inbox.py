@@ -49,10 +49,12 @@ class Inbox:
         self._items: deque[Any] = deque()
         self._lock = threading.Lock()
         self._told: Any = None  # the ActorRef holding an outstanding drain, None if none is
+        self.dropped = 0  # messages dropped because their addressee was dead when told
         self._drain = MarketDataPending(inbox=self)  # immutable: one instance serves every wake
 
     def put(self, message: Any, wake: bool = True) -> bool:
-        """Queue `message` for the role's actor; False (and not queued) if no actor is running.
+        """Queue `message` for the role's actor; False (and not queued) if no actor is running
+        (or the running one is dead: then what was queued for it is dropped too, see `dropped`).
 
         `wake=False` only queues it: the producer promises a `wake()` (or a waking put) soon,
         e.g. at the end of the burst of frames it is reading.
@@ -69,8 +71,9 @@ class Inbox:
 
     def needs_wake(self) -> bool:
         """Something is queued and no drain for the current actor is outstanding (a hint, read
-        without the lock: called by the only producer right after its own put, so a drain that
-        ends meanwhile either takes that put's item or leaves `_told` cleared for this read)."""
+        without the lock: the socket's thread calls it right after its own put, so a drain that
+        ends meanwhile either takes that put's item or leaves `_told` cleared for this read; the
+        actor's own puts, healed bars, always `wake()` under the lock)."""
         if not self._items:
             return False
         told = self._told
@@ -92,10 +95,10 @@ class Inbox:
             ref.tell(self._drain)
         except pykka.ActorDeadError:
             with self._lock:
-                # Undelivered, like a failed tell (identity check: a second producer, e.g. a
-                # closing socket's last callback, may have appended after us).
-                if message is not None and self._items and self._items[-1] is message:
-                    self._items.pop()
+                # The addressee is dead and not yet replaced: what waited for it is dropped and
+                # counted, as pykka drops a dead actor's mailbox; nothing piles up meanwhile.
+                self.dropped += len(self._items)
+                self._items.clear()
                 if self._told is ref:
                     self._told = None
             return False

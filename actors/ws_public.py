@@ -138,6 +138,16 @@ class PublicFrameRouter(FrameRouter):
         if inbox is not None and inbox.needs_wake() and not data_waiting():
             inbox.wake()
 
+    @property
+    def state_inbox_queued(self) -> int:
+        return len(self._state_inbox) if self._state_inbox is not None else 0
+
+    @property
+    def state_inbox_dropped(self) -> int:
+        """Market messages lost with a dead StateStore: every one queued for it, including the
+        ones whose put found it dead (those are also in `undelivered`)."""
+        return self._state_inbox.dropped if self._state_inbox is not None else 0
+
     def on_burst_end(self) -> None:
         """What is queued must not wait for a next frame: the socket went down or is being
         closed, or the actor queued healed bars from its own thread."""
@@ -306,7 +316,9 @@ class WsPublic(WsActor):
         if time.monotonic() - self._stats_at >= self._stats_every:
             self._stats_at = time.monotonic()
             # The router's counts: frames it refused never reach the StateStore's health.
-            self._log.info("ws.public_stats", connected=self._connected, **dict(self._router.counts))
+            self._log.info("ws.public_stats", connected=self._connected, **dict(self._router.counts),
+                           state_inbox_queued=self._router.state_inbox_queued,
+                           state_inbox_dropped=self._router.state_inbox_dropped)
         ws = self._ws
         if ws is not None and (ws.is_connected() or ws.reconnecting):
             self._dead_checks = 0

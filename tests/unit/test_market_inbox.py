@@ -103,6 +103,10 @@ def test_a_dead_state_store_is_undelivered_and_its_successor_is_told():
     directory.register(Role.STATE_STORE, dead)
     inbox = Inbox(directory, Role.STATE_STORE)
     assert inbox.put("lost") is False and len(inbox) == 0
+    # Queued without a wake (mid-burst), then the wake finds it dead: dropped and counted, not piled up.
+    assert inbox.put("a", wake=False) and inbox.put("b", wake=False) and len(inbox) == 2
+    inbox.wake()
+    assert len(inbox) == 0 and inbox.dropped == 3
     directory.register(Role.STATE_STORE, fresh)
     assert inbox.put("next") and len(fresh.told) == 1 and inbox.take() == ("next",)
 
