@@ -48,6 +48,21 @@ class FrameRouter:
             self.counts["errors"] += 1
             self._log.error("ws.callback_error", error=repr(exc))
 
+    def route_one(self, frame: Frame, parse: Callable[[Frame], Any], recipient: Role) -> None:
+        """`route` for a frame that is always exactly one message for `recipient` (a ticker):
+        the same counts, rejections and error handling, without a generator and a list per frame."""
+        try:
+            if self.retired:
+                self.counts["late"] += 1
+                return
+            self.counts["frames"] += 1
+            self.deliver(recipient, parse(frame))
+        except MalformedPayload as exc:
+            self.reject(exc.what, exc.reasons)
+        except Exception as exc:  # never raise into pybit: it would close the socket for good
+            self.counts["errors"] += 1
+            self._log.error("ws.callback_error", error=repr(exc))
+
     def is_late(self) -> bool:
         """This generation was replaced: retired here, or in the directory by the Supervisor
         (which asks the directory, not a possibly stuck old actor)."""
@@ -56,8 +71,11 @@ class FrameRouter:
     def deliver(self, recipient: Role, message: Any) -> None:
         """Tell `message` to the role's current actor; count and log it if none is running."""
         if not self._directory.tell(recipient, message):
-            self.counts["undelivered"] += 1
-            self._log.error("ws.undeliverable", to=recipient.value, message_type=type(message).__name__)
+            self.undeliverable(recipient, message)
+
+    def undeliverable(self, recipient: Role, message: Any) -> None:
+        self.counts["undelivered"] += 1
+        self._log.error("ws.undeliverable", to=recipient.value, message_type=type(message).__name__)
 
     def reject(self, what: str, reasons: list[str]) -> None:
         """Count a frame that cannot become a message, and log it with its reasons."""

@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable
 from actors.base import NodeActor, Role
 from messages.account import AccountReseed, Execution, Order, Position, PrivatePulse, Wallet
 from messages.control import ReadinessChanged, SocketStatus
-from messages.market import ClosedBar, Kline, Ticker
+from messages.market import ClosedBar, Kline, MarketDataPending, Ticker
 from messages.queries import (
     BarKey,
     CheckHealth,
@@ -53,6 +53,9 @@ from messages.trading import GetTradingView, PortfolioSnapshot, TradingView
 PRIVATE = "private"  # the private socket's own liveness stream
 PRIVATE_TOPICS = ("order", "execution", "position", "wallet")
 _TOMBSTONES_KEPT = 10_000
+# How long one market-data drain (StateStore._on_market_pending) may hold the actor before the
+# mailbox gets a turn.
+INGEST_BUDGET_S = 0.005
 
 
 def configured_public_topics(symbols: dict[str, Any]) -> tuple[str, ...]:
@@ -78,6 +81,9 @@ class LiveState:
         public_topics: Iterable[str] = (),
     ):
         self._bar_buffer_len = bar_buffer_len
+        self._market_handlers: dict[type, Callable[[Any], Any]] = {
+            Ticker: self.on_ticker, Kline: self.on_kline, ClosedBar: self.on_closed_bar,
+        }
         self._clock = clock
         self._public_stale_after_s = public_stale_after_s
         self._private_stale_after_s = private_stale_after_s
@@ -140,6 +146,41 @@ class LiveState:
             self.tickers[msg.symbol] = current.merge(msg)
         self._touch(stream)
         return True
+
+    def on_market(self, items: Iterable[Ticker | Kline | ClosedBar]) -> None:
+        """A batch of market messages in arrival order (the StateStore's drain of the socket's inbox).
+
+        The state ends exactly as if each had gone to its own handler (`on_ticker`, ...), with
+        the same counts and rejections; but a run of ticker deltas of one symbol is folded into
+        one dict of changes and copied into the ticker once per batch, not once per delta.
+        """
+        tickers = self.tickers
+        folded: dict[str, dict[str, Any]] = {}  # symbol -> changes not yet copied into its ticker
+        touched: dict[str, int] = {}  # ticker stream -> merged messages
+        for msg in items:
+            if type(msg) is not Ticker:
+                self._market_handlers[type(msg)](msg)
+                continue
+            symbol = msg.symbol
+            if msg.is_snapshot:
+                folded.pop(symbol, None)  # replaced whole: earlier deltas no longer matter
+                tickers[symbol] = msg
+            elif symbol in folded:
+                folded[symbol].update(msg.changes())
+            elif symbol in tickers:
+                folded[symbol] = msg.changes()
+            else:
+                self._reject(f"tickers.{symbol}", "ticker_delta_without_snapshot")
+                continue
+            touched[symbol] = touched.get(symbol, 0) + 1
+        for symbol, changes in folded.items():
+            tickers[symbol] = tickers[symbol].model_copy(update=changes)
+        if touched:
+            now = self._clock()
+            for symbol, n in touched.items():
+                stream = f"tickers.{symbol}"
+                self.received_at[stream] = now
+                self.frames[stream] = self.frames.get(stream, 0) + n
 
     def on_kline(self, msg: Kline) -> None:
         key = (msg.symbol, msg.interval)
@@ -443,6 +484,7 @@ class StateStore(NodeActor):
             Ticker: s.on_ticker,
             Kline: s.on_kline,
             ClosedBar: s.on_closed_bar,
+            MarketDataPending: self._on_market_pending,
             Wallet: s.on_wallet,
             Position: s.on_position,
             Order: s.on_order,
@@ -462,6 +504,24 @@ class StateStore(NodeActor):
         # Staleness needs a clock: the Repeater tells CheckHealth every check interval.
         self.every(self._check_every_s, CheckHealth, name="state-health-ticker")
         super().on_start()
+
+    def _on_market_pending(self, msg: MarketDataPending) -> None:
+        """Merge what the socket side queued (actors/inbox.py), batch after batch, until none is left.
+
+        After `INGEST_BUDGET_S` the drain is told to this actor again (the inbox still counts
+        it outstanding, so nothing is stranded) and asks waiting in the mailbox are answered
+        first: a flood never starves them.
+        """
+        inbox = msg.inbox
+        until = time.monotonic() + INGEST_BUDGET_S
+        while items := inbox.take():
+            self._merge_market(items)
+            if time.monotonic() >= until:
+                self.actor_ref.tell(msg)
+                return
+
+    def _merge_market(self, items: tuple[Any, ...]) -> None:
+        self._state.on_market(items)
 
     def _on_execution(self, msg: Execution) -> None:
         if self._state.on_execution(msg) and not msg.is_trade:

@@ -14,6 +14,10 @@ drop one topic of a multi-topic subscription (REFERENCE.md 5.2), but here
 pybit never subscribes anything, so the op is plain Bybit protocol; frames
 of a removed topic still in flight are counted and dropped by the router.
 
+Market messages for the StateStore (tickers, klines) do not go one tell per
+frame: they ride a coalescing inbox (actors/inbox.py) that wakes the
+StateStore once per batch, in frame order, with nothing stranded.
+
 Tickers are not merged by pybit (its merge raised on a delta that came before
 its snapshot and ended the stream): snapshots and deltas go to the
 StateStore, which merges them and drops a delta it has no snapshot for.
@@ -39,6 +43,7 @@ from tenacity import Retrying, stop_after_attempt, stop_after_delay, wait_expone
 
 from actors.base import ActorContext, Directory, Role
 from actors.frame_router import Frame, FrameRouter, Parsed
+from actors.inbox import Inbox
 from actors.timers import Repeater
 from actors.ws_base import WsActor
 from infra.bybit.clients import ManagedWebSocket, make_managed_public_ws
@@ -50,6 +55,7 @@ from messages.subscriptions import DesiredSubscriptions
 from messages.types import Message, next_open_ms, utc_to_ms
 
 KLINE_PAGE = 1000
+MAX_BATCH = 256  # market messages queued for the StateStore before it is woken even mid-burst
 HEAL_ATTEMPTS = 3
 HEAL_BUDGET_MAX_S = 10.0
 
@@ -75,17 +81,18 @@ class BarGap(Message):
     after_ms: int
 
 
-# --- parsing ----------------------------------------------------------------------------
-
-def parse_ticker(frame: Frame) -> Parsed:
-    yield Role.STATE_STORE, Ticker.from_bybit(frame)
-
-
 class PublicFrameRouter(FrameRouter):
     """Runs on pybit's thread: dispatch by topic, parse, tell. Never raises."""
 
-    def __init__(self, directory: Directory, generation: int, topics: tuple[str, ...] = ()):
+    def __init__(self, directory: Directory, generation: int, topics: tuple[str, ...] = (),
+                 state_inbox: Inbox | None = None):
         super().__init__(directory, Role.WS_PUBLIC, generation)
+        # Market messages for the StateStore ride this coalescing inbox (one wake per batch, not
+        # per frame); without one, each is told on its own.
+        self._state_inbox = state_inbox
+        # True once the socket calls on_frame_done: market messages then wake the StateStore
+        # once per burst of frames (or every MAX_BATCH), not per frame.
+        self.bursts = False
         # Swapped whole by the actor (one reference assignment, safe across threads).
         self.topics: frozenset[str] = frozenset(topics)
         self.removed: frozenset[str] = frozenset()
@@ -101,7 +108,7 @@ class PublicFrameRouter(FrameRouter):
             topic = frame.get("topic")
             if isinstance(topic, str) and topic in self.topics:
                 if topic.startswith("tickers."):
-                    self.route(frame, parse_ticker)
+                    self.route_one(frame, Ticker.from_bybit, Role.STATE_STORE)
                 else:
                     self.route(frame, self._parse_kline)
             elif topic is None and frame.get("op") in ("subscribe", "unsubscribe"):
@@ -115,6 +122,38 @@ class PublicFrameRouter(FrameRouter):
             self.counts["errors"] += 1
             self._log.error("ws.callback_error", error=repr(exc))
 
+    def deliver(self, recipient: Role, message: Any) -> None:
+        inbox = self._state_inbox
+        if inbox is None or recipient is not Role.STATE_STORE:
+            super().deliver(recipient, message)
+        elif not inbox.put(message, wake=not self.bursts or len(inbox) + 1 >= MAX_BATCH):
+            self.undeliverable(recipient, message)
+
+    def on_frame_done(self, data_waiting: Callable[[], bool]) -> None:
+        """After each frame (from the socket): at the end of a burst, wake the StateStore.
+
+        The socket is asked only when something queued still needs a wake (a drain already
+        outstanding will take it): in a flood that is a syscall saved on most frames."""
+        inbox = self._state_inbox
+        if inbox is not None and inbox.needs_wake() and not data_waiting():
+            inbox.wake()
+
+    @property
+    def state_inbox_queued(self) -> int:
+        return len(self._state_inbox) if self._state_inbox is not None else 0
+
+    @property
+    def state_inbox_dropped(self) -> int:
+        """Market messages lost with a dead StateStore: every one queued for it, including the
+        ones whose put found it dead (those are also in `undelivered`)."""
+        return self._state_inbox.dropped if self._state_inbox is not None else 0
+
+    def on_burst_end(self) -> None:
+        """What is queued must not wait for a next frame: the socket went down or is being
+        closed, or the actor queued healed bars from its own thread."""
+        if self._state_inbox is not None:
+            self._state_inbox.wake()
+
     def on_garbage(self, problem: str, text: str) -> None:
         """A frame that is not a JSON object (from ManagedWebSocket)."""
         self.counts["frames"] += 1
@@ -125,7 +164,7 @@ class PublicFrameRouter(FrameRouter):
         self.route(frame, self._parse_kline)
 
     def on_ticker(self, frame: Frame) -> None:
-        self.route(frame, parse_ticker)
+        self.route_one(frame, Ticker.from_bybit, Role.STATE_STORE)
 
     def _parse_kline(self, frame: Frame) -> Parsed:
         klines = Kline.from_bybit(frame)  # validates every item: a bad one refuses the frame
@@ -164,7 +203,8 @@ class WsPublic(WsActor):
         if desired is None:
             desired = DesiredSubscriptions.from_config(ctx.config.node.symbols)
         self._desired: DesiredSubscriptions = desired
-        super().__init__(ctx, PublicFrameRouter(ctx.directory, ctx.generation, desired.topics()))
+        inbox = Inbox(ctx.directory, Role.STATE_STORE)
+        super().__init__(ctx, PublicFrameRouter(ctx.directory, ctx.generation, desired.topics(), state_inbox=inbox))
         self._socket_factory = socket_factory or make_managed_public_ws
         self._ws: ManagedWebSocket | None = None
         self._connected = False
@@ -214,6 +254,7 @@ class WsPublic(WsActor):
         ws, self._ws = self._ws, None
         if ws is not None:
             ws.close()
+        self._router.on_burst_end()  # what this generation queued still reaches state
 
     def _seed_last_closed(self) -> None:
         """A replacement knows where its predecessor's bars stopped, so a seam across the
@@ -239,6 +280,9 @@ class WsPublic(WsActor):
             on_down=lambda reason: self._tell_self(SocketDown(reason=reason)),
             on_garbage=self._router.on_garbage,
         )
+        if hasattr(self._ws, "on_frame_done"):  # set before SocketUp subscribes anything
+            self._ws.on_frame_done = self._router.on_frame_done
+            self._router.bursts = True
 
     def _tell_self(self, message: Message) -> None:
         try:
@@ -261,6 +305,7 @@ class WsPublic(WsActor):
         self._status(True)
 
     def _on_down(self, msg: SocketDown) -> None:
+        self._router.on_burst_end()  # the burst ended with the connection
         self._connected = False
         self._log.warning("ws.disconnected", reason=msg.reason)
         self._status(False, msg.reason)
@@ -271,7 +316,9 @@ class WsPublic(WsActor):
         if time.monotonic() - self._stats_at >= self._stats_every:
             self._stats_at = time.monotonic()
             # The router's counts: frames it refused never reach the StateStore's health.
-            self._log.info("ws.public_stats", connected=self._connected, **dict(self._router.counts))
+            self._log.info("ws.public_stats", connected=self._connected, **dict(self._router.counts),
+                           state_inbox_queued=self._router.state_inbox_queued,
+                           state_inbox_dropped=self._router.state_inbox_dropped)
         ws = self._ws
         if ws is not None and (ws.is_connected() or ws.reconnecting):
             self._dead_checks = 0
@@ -349,6 +396,9 @@ class WsPublic(WsActor):
             self._log.info("ws.seam_healed", symbol=kline.symbol, interval=kline.interval, bars=len(bars),
                            from_ms=bars[0].open_ms, to_ms=bars[-1].open_ms)
         self._router.deliver(Role.STATE_STORE, kline)
+        # Queued behind the router's earlier frames (the inbox keeps their order); no frame of
+        # this thread ends a burst, so wake the StateStore now.
+        self._router.on_burst_end()
 
     def _fetch_missing(self, symbol: str, interval: str, start: int, end: int, found: dict[int, ClosedBar]) -> None:
         """Closed bars with open time in [start, end] into `found` (by open ms), paging backwards.

@@ -103,7 +103,8 @@ class Probe:
 
 
 class ProbedStateStore(StateStore):
-    """The real StateStore; every merged ticker is also shown to the probe."""
+    """The real StateStore; every merged ticker is also shown to the probe (told one by one, or
+    drained in a batch from WsPublic's inbox: shown once the whole batch is merged)."""
 
     def __init__(self, ctx: ActorContext, probe: Probe):
         self._probe = probe
@@ -120,6 +121,13 @@ class ProbedStateStore(StateStore):
 
         handlers[Ticker] = on_ticker
         return handlers
+
+    def _merge_market(self, items: tuple[Any, ...]) -> None:
+        # The drain of WsPublic's inbox: every ticker in the batch is merged when this returns.
+        super()._merge_market(items)
+        for msg in items:
+            if type(msg) is Ticker:
+                self._probe.ticker(msg)
 
 
 class Venue:
@@ -238,6 +246,11 @@ def run() -> dict[str, float]:
         finally:
             venue.close()
             pykka.ActorRegistry.stop_all(block=True, timeout=10)
+    # The spread behind the medians (a shared machine: one pair can be off by 2x).
+    print(f"[bench]   per round (raw, node) frames/s: "
+          f"{[(round(FRAMES / r), round(FRAMES / o)) for r, o in zip(speed.raw_s, speed.ours_s)]}")
+    print(f"[bench]   per round (raw, node) p99 ms: "
+          f"{[(round(r, 2), round(o, 2)) for r, o in zip(latency.raw_s, latency.ours_s)]}")
     figures = speed.throughput("ingest_msgs_per_s", "raw_pybit_msgs_per_s", FRAMES)
     # Each latency round returns its p99 in ms (unit 1): ratio = raw p99 / ours.
     figures.update(latency.latency("ingest_p99_ms", "raw_pybit_p99_ms", unit_s=1, digits=2))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
-from messages._parse import MalformedPayload, build, build_known, require
+from messages._parse import MalformedPayload, build, build_fast, build_known, require
 from messages.types import (
     Interval,
     Message,
@@ -67,10 +67,11 @@ class Ticker(Message):
         """From a `tickers.{symbol}` WebSocket frame (snapshot or delta)."""
         if type(frame) is dict and type(data := frame.get("data")) is dict and "ts" in frame:
             # The hot path (thousands a second): a JSON object as pybit decoded it; same checks, no
-            # generic Mapping tests (slow through typing's isinstance).
+            # generic Mapping tests (slow through typing's isinstance), one call into validation.
             kind = frame.get("type")
             if (kind == "delta" or kind == "snapshot") and frame.get("topic") == f"tickers.{data.get('symbol')}":
-                return _validate(cls, frame, data, is_snapshot=kind == "snapshot", ts=frame["ts"], seq=frame.get("cs"))
+                return build_fast(cls, lambda: f"ticker frame {frame.get('topic', '?')}", data,
+                                  {"is_snapshot": kind == "snapshot", "ts": frame["ts"], "seq": frame.get("cs")})
         what = f"ticker frame {frame.get('topic', '?') if isinstance(frame, Mapping) else '?'}"
         kind = require(frame, "type", what)
         if kind not in ("snapshot", "delta"):
@@ -92,9 +93,14 @@ class Ticker(Message):
             raise ValueError(f"cannot merge a {delta.symbol} delta into a {self.symbol} ticker")
         if delta.is_snapshot:
             return delta
-        # Only the fields the delta carried (a delta sets a handful of twenty): no walk over all.
-        changed = {k: v for k in delta.model_fields_set if k != "is_snapshot" and (v := getattr(delta, k)) is not None}
-        return self.model_copy(update=changed)
+        return self.model_copy(update=delta.changes())
+
+    def changes(self) -> dict[str, Any]:
+        """The fields this delta carries, by field name: what a merge replaces.
+
+        Only the fields the venue sent (a delta sets a handful of twenty): no walk over all.
+        """
+        return {k: v for k in self.model_fields_set if k != "is_snapshot" and (v := getattr(self, k)) is not None}
 
 
 def _validate(model: type[Any], frame: dict[str, Any], payload: dict[str, Any], **extra: Any) -> Any:
@@ -242,3 +248,23 @@ class ClosedBar(_Ohlcv):
             turnover=t,
             source=BarSource.REST,
         )
+
+
+@runtime_checkable
+class PendingMarketData(Protocol):
+    """Where `MarketDataPending` says the messages are (actors.inbox.Inbox)."""
+
+    def take(self) -> tuple[Any, ...]: ...
+
+
+class MarketDataPending(Message):
+    """Market messages (Ticker, Kline) wait in `inbox`, oldest first: `take()` them all.
+
+    The socket side tells one of these only when none is outstanding, so a
+    flood of frames wakes the StateStore once per batch instead of once per
+    frame (actors/inbox.py). The items are the usual immutable messages.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    inbox: PendingMarketData

@@ -13,7 +13,7 @@ from infra.bybit.clients import VenueUrls
 from infra.config import load_config
 from messages.commands import Subscribe, Unsubscribe
 from messages.control import SocketStatus
-from messages.market import BarSource, ClosedBar, Kline, Ticker
+from messages.market import BarSource, ClosedBar, Kline, MarketDataPending, Ticker
 from messages.subscriptions import DesiredSubscriptions
 from messages.types import ms_to_utc
 from tests.helpers import wait_until
@@ -23,7 +23,8 @@ T0 = 1_700_000_040_000 - 1_700_000_040_000 % 60_000  # a minute boundary
 
 
 class Peer:
-    """A mocked peer: records what it is told (thread-safe)."""
+    """A mocked peer: records what it is told (thread-safe). Like the StateStore, it drains the
+    market messages WsPublic queues in its inbox (`MarketDataPending`) and records each of them."""
 
     def __init__(self):
         self.told = []
@@ -31,7 +32,11 @@ class Peer:
 
     def tell(self, message):
         with self._lock:
-            self.told.append(message)
+            if isinstance(message, MarketDataPending):
+                while items := message.inbox.take():
+                    self.told.extend(items)
+            else:
+                self.told.append(message)
 
     def of(self, kind):
         with self._lock:
