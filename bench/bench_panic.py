@@ -28,7 +28,7 @@ from typing import Any, Callable
 from pybit.exceptions import FailedRequestError, InvalidRequestError
 
 from actors.closing import ClosePolicy, Flattener
-from bench.compare import alternate
+from bench.compare import alternate, record
 from infra.bybit import Gateway, Lane, OrderRequest, OrderType, new_order_link_id
 from infra.bybit.clients import make_http
 from infra.config import ExchangeConfig, TradingMode, Venue, load_config
@@ -41,6 +41,7 @@ QTY = {"BTCUSDT": Decimal("0.01"), "ETHUSDT": Decimal("0.1"), "SOLUSDT": Decimal
 REFUSE_SHARE = 0.3
 RESET_MS = 100
 ROUNDS = 7
+TARGETS = {"panic_flat_s": ("<=", 5.0)}
 
 
 def _setup(sim: Simulator, gateway: Gateway) -> None:
@@ -135,6 +136,8 @@ def run() -> dict[str, float]:
             gateway.close()
             sim.stop()
         assert not not_flat, f"a panic ended not flat: {not_flat}"
+        record("panic_flat_s", "panic_flat_raw_s", "panic_flat_s_ratio")
+        record("panic_flat_max_s")
         return {
             "panic_flat_s": round(cmp.ours_median_s, 3),
             "panic_flat_max_s": round(max(cmp.ours_s), 3),
