@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Mapping
 from actors.base import Directory, Role
 from infra.logging import get_logger
 from messages import MalformedPayload
+from messages.control import FrameRejected
 
 Frame = Mapping[str, Any]
 Parsed = Iterable[tuple[Role, Any]]
@@ -30,6 +31,8 @@ class FrameRouter:
         self.generation = generation
         self.retired = False
         self.counts = {"frames": 0, "rejected": 0, "late": 0, "undelivered": 0, "errors": 0}
+        # Where a frame with no topic is charged in the StateStore's health: the socket itself.
+        self.socket_stream = "public" if role is Role.WS_PUBLIC else "private"
         self._log = get_logger(f"actors.{role.value}").bind(role=role.value, generation=generation)
 
     def route(self, frame: Frame, parse: Callable[[Frame], Parsed]) -> None:
@@ -43,7 +46,7 @@ class FrameRouter:
             for recipient, message in list(parse(frame)):
                 self.deliver(recipient, message)
         except MalformedPayload as exc:
-            self.reject(exc.what, exc.reasons)
+            self.reject(exc.what, exc.reasons, stream=self.stream_of(frame))
         except Exception as exc:  # never raise into pybit: it would close the socket for good
             self.counts["errors"] += 1
             self._log.error("ws.callback_error", error=repr(exc))
@@ -58,7 +61,7 @@ class FrameRouter:
             self.counts["frames"] += 1
             self.deliver(recipient, parse(frame))
         except MalformedPayload as exc:
-            self.reject(exc.what, exc.reasons)
+            self.reject(exc.what, exc.reasons, stream=self.stream_of(frame))
         except Exception as exc:  # never raise into pybit: it would close the socket for good
             self.counts["errors"] += 1
             self._log.error("ws.callback_error", error=repr(exc))
@@ -77,7 +80,15 @@ class FrameRouter:
         self.counts["undelivered"] += 1
         self._log.error("ws.undeliverable", to=recipient.value, message_type=type(message).__name__)
 
-    def reject(self, what: str, reasons: list[str]) -> None:
-        """Count a frame that cannot become a message, and log it with its reasons."""
+    def stream_of(self, frame: Frame) -> str:
+        """The health stream a refused frame is charged to: its topic, else the socket."""
+        topic = frame.get("topic") if isinstance(frame, Mapping) else None
+        return topic if isinstance(topic, str) and topic else self.socket_stream
+
+    def reject(self, what: str, reasons: list[str], stream: str | None = None) -> None:
+        """Count a frame that cannot become a message, log it with its reasons, and tell the
+        StateStore, whose per-stream `rejected` is what health and `status` show."""
         n = self.counts["rejected"] = self.counts["rejected"] + 1
         self._log.warning("ws.frame_rejected", what=what, reasons=reasons, rejected=n)
+        self.deliver(Role.STATE_STORE, FrameRejected(stream=stream or self.socket_stream,
+                                                     reason=reasons[0][:200] if reasons else what))

@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable
 
 from actors.base import NodeActor, Role
 from messages.account import AccountReseed, Execution, Order, Position, PrivatePulse, Wallet
-from messages.control import ReadinessChanged, SocketStatus
+from messages.control import FrameRejected, ReadinessChanged, SocketStatus
 from messages.market import ClosedBar, Kline, MarketDataPending, Ticker
 from messages.queries import (
     BarKey,
@@ -83,6 +83,7 @@ class LiveState:
         self._bar_buffer_len = bar_buffer_len
         self._market_handlers: dict[type, Callable[[Any], Any]] = {
             Ticker: self.on_ticker, Kline: self.on_kline, ClosedBar: self.on_closed_bar,
+            FrameRejected: self.on_frame_rejected,
         }
         self._clock = clock
         self._public_stale_after_s = public_stale_after_s
@@ -121,6 +122,10 @@ class LiveState:
     def _touch(self, stream: str) -> None:
         self.received_at[stream] = self._clock()
         self.frames[stream] = self.frames.get(stream, 0) + 1
+
+    def on_frame_rejected(self, msg: FrameRejected) -> None:
+        """A frame a socket's router refused (malformed, unknown topic): charged to its stream."""
+        self._reject(msg.stream, "frame_rejected")
 
     def _reject(self, stream: str, reason: str) -> None:
         self.rejected[stream] = self.rejected.get(stream, 0) + 1
@@ -359,7 +364,7 @@ class LiveState:
         priv_stale = priv_age is None or priv_age > self._private_stale_after_s
         streams[PRIVATE] = StreamHealth(connected=priv_up, age_s=priv_age, stale=priv_stale,
                                         frames=self.pulses + sum(self.frames.get(t, 0) for t in PRIVATE_TOPICS),
-                                        rejected=sum(self.rejected.get(t, 0) for t in PRIVATE_TOPICS))
+                                        rejected=sum(self.rejected.get(t, 0) for t in (PRIVATE, *PRIVATE_TOPICS)))
         if not priv_up:
             why = self.socket_reason.get(PRIVATE)
             reasons.append(f"private socket down ({why})" if why else "private socket down")
@@ -484,6 +489,7 @@ class StateStore(NodeActor):
             Ticker: s.on_ticker,
             Kline: s.on_kline,
             ClosedBar: s.on_closed_bar,
+            FrameRejected: s.on_frame_rejected,
             MarketDataPending: self._on_market_pending,
             Wallet: s.on_wallet,
             Position: s.on_position,

@@ -125,8 +125,11 @@ class PrivateFrameRouter(FrameRouter):
 
     def on_garbage(self, what: str) -> None:
         """A frame that is not JSON, not an object, or of no topic we know: counted, logged, dropped."""
-        self.counts["rejected"] += 1
-        self._log.warning("ws.frame_rejected", what="private frame", reasons=[what])
+        self.reject("private frame", [what])
+
+    def stream_of(self, frame: Frame) -> str:
+        """Private topics may carry a category (`order.linear`): health counts them by their base."""
+        return super().stream_of(frame).split(".")[0]
 
     def _on_op(self, op: Any, frame: Frame) -> None:
         self._directory.tell(Role.STATE_STORE, self._pulse)

@@ -56,6 +56,17 @@ class Ping(Message):
     """Readiness probe: every actor answers an ask of it with True."""
 
 
+class FrameRejected(Message):
+    """A WebSocket router refused a frame: counted against `stream` in the StateStore's health.
+
+    `stream` is the frame's topic (its base, `order`, on the private socket),
+    or `public` / `private` for a frame with no topic to charge it to.
+    """
+
+    stream: str
+    reason: str = ""
+
+
 class SocketStatus(Message):
     """A WebSocket actor tells the StateStore what its socket is doing.
 

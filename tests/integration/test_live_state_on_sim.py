@@ -165,6 +165,29 @@ def test_market_reader_falls_back_to_one_rest_read_on_the_simulator(sim, write_c
         assert again.source == "rest" and again.age_s >= quote.age_s  # served from the cache
 
 
+def test_malformed_public_frames_are_rejected_and_counted_per_stream_while_good_ones_flow(sim_factory, write_config):
+    sim = sim_factory(clock=WallClock())
+    app = _config(write_config)
+    directory, supervisor, gateway = _start(app, sim)
+    try:
+        wait_until(lambda: _ask(directory, GetHealth()).ready, timeout=20, what="ready")
+        before = _ask(directory, GetHealth()).streams["tickers.BTCUSDT"].frames
+        sim.faults.ticker_rate(per_s=200)
+        sim.faults.malformed_rate(per_s=40, kinds=["wrong_types"])  # a bad ticker delta, a bad kline, in turn
+
+        def counted():
+            h = _ask(directory, GetHealth())
+            t, k = h.streams["tickers.BTCUSDT"], h.streams["kline.1.BTCUSDT"]
+            return t.rejected >= 5 and k.rejected >= 5 and t.frames >= before + 200 and h
+
+        health = wait_until(counted, timeout=20, what="refusals counted per stream while good frames flow")
+        sim.faults.clear()
+        assert health.ready and not health.stale_streams  # the bad frames cost nothing but their count
+    finally:
+        supervisor.stop(block=True, timeout=15)
+        gateway.close()
+
+
 def test_garbage_on_the_private_socket_is_counted_and_the_socket_lives(sim, sim_http, write_config, events):
     app = _config(write_config)
     directory, supervisor, gateway = _start(app, sim)
@@ -180,6 +203,9 @@ def test_garbage_on_the_private_socket_is_counted_and_the_socket_lives(sim, sim_
         assert "ws.disconnected" not in [e["event"] for e in events()]
         rejected = [e for e in events() if e["event"] == "ws.frame_rejected" and e.get("role") == "ws_private"]
         assert len(rejected) >= 3  # not JSON (twice) and the unknown topic; the odd pong is a pong
+        # ... and counted where health and `status` show it: the private stream.
+        wait_until(lambda: _ask(directory, GetHealth()).streams["private"].rejected >= 3, timeout=5,
+                   what="the refusals in the private stream's health")
     finally:
         supervisor.stop(block=True, timeout=15)
         gateway.close()

@@ -39,6 +39,7 @@ from actors.base import Role
 from actors.state_store import LiveState
 from actors.ws_private import PrivateFrameRouter
 from actors.ws_public import PublicFrameRouter
+from messages.control import FrameRejected
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 PHASES = (Phase.explicit, Phase.generate) if os.environ.get("FUZZ_NO_SHRINK") else tuple(Phase)
@@ -294,7 +295,13 @@ def _feed(frames, fed: list[int]) -> None:
             elif bad is False:
                 assert not was_rejected, f"good frame rejected: {where}: {logs[-1]}"
             if was_rejected:
-                assert told == [], where  # a rejected frame tells nothing, not even half of it
+                # A rejected frame tells nothing of its content, not even half of it: only that it
+                # was refused, charged to its stream for the StateStore's health.
+                assert [(r, type(m)) for r, m in told] == [(Role.STATE_STORE, FrameRejected)], where
+                # Its own stream when the topic is one the socket carries; the socket's otherwise.
+                topic = frame.get("topic") if isinstance(frame, dict) else None
+                own = (topic.split(".")[0] if kind_of_router == "private" else topic) if isinstance(topic, str) else None
+                assert told[0][1].stream in (own, kind_of_router), where
                 events = [e for e in logs if e["event"] == "ws.frame_rejected"]
                 assert len(events) == rejected_logged + 1 and events[-1]["reasons"], where
             else:

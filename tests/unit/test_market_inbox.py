@@ -321,4 +321,7 @@ def test_a_malformed_frame_in_a_burst_is_rejected_and_counted_while_the_good_one
     router.on_frame(ticker_frame(3))
     router.on_frame_done(lambda: False)
     assert router.counts["rejected"] == 1 and router.counts["frames"] == 3
-    assert [m.seq for m in inbox.take()] == [1, 3]
+    # In order: the snapshot, the refusal charged to its stream (for the StateStore's health), the next delta.
+    taken = inbox.take()
+    assert [type(m).__name__ for m in taken] == ["Ticker", "FrameRejected", "Ticker"]
+    assert [m.seq for m in taken if isinstance(m, Ticker)] == [1, 3] and taken[1].stream == "tickers.BTCUSDT"

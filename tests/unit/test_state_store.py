@@ -144,3 +144,15 @@ def test_a_confirmed_kline_lands_in_the_bar_buffer():
     state.on_kline(Kline.from_bybit(frame)[0])
     (closed,) = state.snapshot().bars[("BTCUSDT", "5")]
     assert closed.open_ms == 1672324800000 and closed.source == "ws"
+
+
+def test_a_frame_the_router_refused_is_counted_against_its_stream():
+    from messages.control import FrameRejected
+
+    state = LiveState(public_topics=("tickers.BTCUSDT",))
+    state.on_frame_rejected(FrameRejected(stream="tickers.BTCUSDT", reason="lastPrice: not a number"))
+    state.on_frame_rejected(FrameRejected(stream="private", reason="not JSON"))
+    state.on_frame_rejected(FrameRejected(stream="order", reason="orderId: missing"))
+    streams = state.health().streams
+    assert streams["tickers.BTCUSDT"].rejected == 1
+    assert streams["private"].rejected == 2 and streams["order"].rejected == 1

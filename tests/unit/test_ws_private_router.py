@@ -42,4 +42,6 @@ def test_wrong_topic_is_rejected_not_raised():
     directory.register(Role.STATE_STORE, store)
     router = PrivateFrameRouter(directory, generation=3)
     router.on_order(json.loads((SAMPLES / "4.12-private-execution-2.json").read_text()))
-    assert store.told == [] and router.counts["rejected"] == 1
+    # Nothing of the frame reaches state: only the refusal, charged to the frame's stream.
+    assert [(type(m).__name__, m.stream) for m in store.told] == [("FrameRejected", "execution")]
+    assert router.counts["rejected"] == 1

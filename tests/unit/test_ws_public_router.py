@@ -51,7 +51,10 @@ def test_malformed_frames_are_counted_and_never_raise():
     router.on_kline(bad)
     router.on_kline({"nonsense": True})
     router.on_ticker("not even a dict")  # type: ignore[arg-type]
-    assert store.told == [] and writer.told == []
+    # Only the refusals reach the StateStore (for its per-stream health), nothing of the frames.
+    assert [(type(m).__name__, m.stream) for m in store.told] == [
+        ("FrameRejected", "kline.5.BTCUSDT"), ("FrameRejected", "public"), ("FrameRejected", "public")]
+    assert writer.told == []
     assert router.counts["rejected"] == 3
 
 
@@ -84,4 +87,5 @@ def test_a_frame_with_one_bad_item_is_refused_whole():
     bad = dict(good, close="-1")
     frame["data"] = [good, bad]
     router.on_kline(frame)
-    assert store.told == [] and writer.told == [] and router.counts["rejected"] == 1
+    assert [type(m).__name__ for m in store.told] == ["FrameRejected"] and writer.told == []
+    assert router.counts["rejected"] == 1
