@@ -201,16 +201,22 @@ def _bare_socket(venue: Venue, probe: Probe) -> Any:
     return ws
 
 
+def _steady_then(venue: Venue, probe: Probe, fault: str) -> float:
+    """Once the bare socket streams every topic and has run steadily, pull `fault`: when it was pulled."""
+    probe.wait(probe.ready, UP_TIMEOUT_S, "bare socket")
+    time.sleep(STEADY_S)
+    probe.arm()
+    started = time.perf_counter()
+    venue.fault(fault, channel="public")
+    return started
+
+
 def _raw_drop(venue: Venue) -> Callable[[], float]:
     def one() -> float:
         probe = Probe()
         ws = _bare_socket(venue, probe)
         try:
-            probe.wait(probe.ready, UP_TIMEOUT_S, "bare socket")
-            time.sleep(STEADY_S)
-            probe.arm()
-            started = time.perf_counter()
-            venue.fault("drop_sockets", channel="public")
+            started = _steady_then(venue, probe, "drop_sockets")
             probe.wait(probe.recovered, RECOVERY_TIMEOUT_S, "pybit reconnect")
             return probe.recovered_at() - started
         finally:
@@ -226,11 +232,7 @@ def _raw_silence(venue: Venue) -> Callable[[], float]:
         stuck = _bare_socket(venue, probe)
         fresh = None
         try:
-            probe.wait(probe.ready, UP_TIMEOUT_S, "bare socket")
-            time.sleep(STEADY_S)
-            probe.arm()
-            started = time.perf_counter()
-            venue.fault("silence_open_sockets", channel="public")
+            started = _steady_then(venue, probe, "silence_open_sockets")
             # The ideal watchdog: fires the instant the first topic has been silent for the window.
             # Nothing arrives after the switch returns, so the last-seen times are final now.
             fires_at = min(probe.last[t] for t in TOPICS) + WINDOW_S
