@@ -101,6 +101,14 @@ class RoutedWebSocket(WebSocket):
     def _connect(self, url: str) -> Any:  # noqa: ARG002 - pybit passes its own template
         return super()._connect(self._routed_url)
 
+    def send_op(self, op: str, args: list[str]) -> bool:
+        """Send `{"op", "req_id", "args"}` now; False if the socket is not open."""
+        try:
+            self.ws.send(json.dumps({"op": op, "req_id": f"{op}-{uuid4().hex[:12]}", "args": args}))
+        except (AttributeError, OSError, WebSocketException):
+            return False
+        return True
+
 
 def make_public_ws(urls: VenueUrls, **kwargs: Any) -> RoutedWebSocket:
     return RoutedWebSocket(channel_type="linear", testnet=False, ws_url=urls.ws_public, **kwargs)
@@ -292,14 +300,6 @@ class ManagedWebSocket(RoutedWebSocket):
             return bool(self._poller.poll(0))
         except (AttributeError, OSError, ValueError):
             return False
-
-    def send_op(self, op: str, args: list[str]) -> bool:
-        """Send `{"op", "req_id", "args"}` now; False if the socket is not open."""
-        try:
-            self.ws.send(json.dumps({"op": op, "req_id": f"{op}-{uuid4().hex[:12]}", "args": args}))
-        except (AttributeError, OSError, WebSocketException):
-            return False
-        return True
 
     def close(self) -> None:
         """Close for good: no reconnect after this, a pending back-off ends at once."""

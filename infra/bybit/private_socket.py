@@ -14,7 +14,7 @@ socket is used for exactly one connection:
   called once when the connection is lost and the owner (WsPrivate) opens a
   new one with its own back-off, authenticates, subscribes after the auth
   answer and reseeds;
-* `send_op` sends a subscribe (or any op) now, never blocking.
+* `send_op` (RoutedWebSocket's) sends a subscribe (or any op) now, never blocking.
 
 Hooks run on pybit's thread: they must only hand work over (a tell, an Event).
 """
@@ -24,9 +24,6 @@ from __future__ import annotations
 import json
 import threading
 from typing import Any, Callable
-from uuid import uuid4
-
-from websocket import WebSocketException
 
 from infra.bybit.clients import RoutedWebSocket, VenueUrls
 from infra.config import Credentials
@@ -71,14 +68,6 @@ class PrivateSocket(RoutedWebSocket):
         )
 
     # --- what the owner calls ------------------------------------------------
-
-    def send_op(self, op: str, args: list[str]) -> bool:
-        """Send `{"op", "req_id", "args"}` now; False if the socket is not open."""
-        try:
-            self.ws.send(json.dumps({"op": op, "req_id": f"{op}-{uuid4().hex[:12]}", "args": args}))
-        except (AttributeError, OSError, WebSocketException):
-            return False
-        return True
 
     def close(self) -> None:
         """Close for good; `on_down` is not called for it."""
