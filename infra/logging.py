@@ -14,7 +14,7 @@ the guarantee hold for secrets hidden in reprs, tracebacks or library prose.
 Rendering and writing happen on one writer thread (the standard library's
 QueueListener), not on the thread that logs: an actor pays for its event
 dict and a queue put, while the JSON rendering, the redaction and the
-file write (a flush per line) are done off its path. Lines keep the order
+file write (flushed once per burst of lines) are done off its path. Lines keep the order
 they were logged in. `flush_logging()` waits until everything logged so
 far is written; `shutdown_logging()` (and interpreter exit) drains the
 queue before the files close.
@@ -214,15 +214,14 @@ class _Writer(logging.handlers.QueueListener):
 
 
 _writer: logging.handlers.QueueListener | None = None
-_writer_queue: queue.Queue | None = None
 _writer_lock = threading.Lock()
 
 
 def _stop_writer() -> None:
     """Write whatever is queued, stop the writer thread and close its handlers."""
-    global _writer, _writer_queue
+    global _writer
     with _writer_lock:
-        writer, _writer, _writer_queue = _writer, None, None
+        writer, _writer = _writer, None
     if writer is not None:
         writer.stop()  # drains the queue first
         for handler in writer.handlers:
@@ -240,9 +239,10 @@ def writer_handlers() -> tuple[logging.Handler, ...]:
 
 def flush_logging(timeout_s: float = 5.0) -> bool:
     """Wait until every line logged so far is written; False if `timeout_s` passed first."""
-    q = _writer_queue
-    if q is None:
+    writer = _writer
+    if writer is None:
         return True
+    q = writer.queue
     deadline = time.monotonic() + timeout_s
     with q.all_tasks_done:
         while q.unfinished_tasks:
@@ -314,12 +314,12 @@ def configure_logging(
 
 
 def _start_writer(root: logging.Logger, outputs: list[logging.Handler]) -> None:
-    global _writer, _writer_queue
+    global _writer
     q: queue.Queue = queue.Queue()
     writer = _Writer(q, *outputs, respect_handler_level=True)
     writer.start()
     with _writer_lock:
-        _writer, _writer_queue = writer, q
+        _writer = writer
     root.addHandler(_Handoff(q))
 
 
