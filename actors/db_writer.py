@@ -246,7 +246,6 @@ class DbWriter(NodeActor):
             try:
                 self._venue_now = venue_clock(self._source)
             except Exception as exc:  # unknown venue time: no bar can be judged closed, fetch nothing
-                self._venue_now = None
                 unknown = {**dict(msg.done),
                            **{f"{s}/{i}": f"failed: the venue's clock is unknown: {exc!r}" for s, i in pending}}
                 self._log.warning("db.catch_up", reason=msg.reason, series=unknown)

@@ -81,7 +81,9 @@ class LiveState:
         public_topics: Iterable[str] = (),
     ):
         self._bar_buffer_len = bar_buffer_len
-        self._market_handlers: dict[type, Callable[[Any], Any]] = {
+        # What may arrive one by one as a tell or batched through the socket's inbox (on_market):
+        # the StateStore actor's handlers include these same ones.
+        self.market_handlers: dict[type, Callable[[Any], Any]] = {
             Ticker: self.on_ticker, Kline: self.on_kline, ClosedBar: self.on_closed_bar,
             FrameRejected: self.on_frame_rejected,
         }
@@ -164,7 +166,7 @@ class LiveState:
         touched: dict[str, int] = {}  # ticker stream -> merged messages
         for msg in items:
             if type(msg) is not Ticker:
-                self._market_handlers[type(msg)](msg)
+                self.market_handlers[type(msg)](msg)
                 continue
             symbol = msg.symbol
             if msg.is_snapshot:
@@ -486,10 +488,7 @@ class StateStore(NodeActor):
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         s = self._state
         return {
-            Ticker: s.on_ticker,
-            Kline: s.on_kline,
-            ClosedBar: s.on_closed_bar,
-            FrameRejected: s.on_frame_rejected,
+            **s.market_handlers,
             MarketDataPending: self._on_market_pending,
             Wallet: s.on_wallet,
             Position: s.on_position,
