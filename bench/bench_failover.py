@@ -53,9 +53,10 @@ from actors.state_store import StateStore
 from actors.supervisor import ChildSpec, Supervisor
 from actors.ws_public import WsPublic
 from bench.compare import alternate
+from bench.node_config import node_config
 from bench.sim_process import sim_process
 from infra.bybit.clients import VenueUrls, make_managed_public_ws, make_public_ws, simulator_urls
-from infra.config import AppConfig, load_config
+from infra.config import AppConfig
 from infra.logging import configure_logging
 from messages.control import Ping
 
@@ -125,11 +126,8 @@ class Probe:
 
 
 def _config(tmp: Path) -> AppConfig:
-    cfg = tmp / "config.yaml"
     symbols = "".join(f"  {s}:\n    intervals: ['1']\n    tickers: true\n" for s in SYMBOLS)
-    cfg.write_text(f"data_dir: {tmp / 'data'}\nsymbols:\n{symbols}"
-                   f"supervisor:\n  public_stale_after_s: {WINDOW_S}\n")
-    return load_config(cfg)
+    return node_config(tmp, f"symbols:\n{symbols}supervisor:\n  public_stale_after_s: {WINDOW_S}\n")
 
 
 class Venue:

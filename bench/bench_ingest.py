@@ -40,8 +40,8 @@ from actors.base import ActorContext, Directory, Role
 from actors.state_store import StateStore
 from actors.ws_public import WsPublic
 from bench.compare import alternate
+from bench.node_config import node_config
 from infra.bybit.clients import make_public_ws, simulator_urls
-from infra.config import load_config
 from infra.logging import configure_logging
 from messages.market import Ticker
 from messages.subscriptions import DesiredSubscriptions, SymbolStreams
@@ -194,9 +194,7 @@ def _p99(values: list[float]) -> float:
 def run() -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench_ingest_") as tmp:
         configure_logging(console="off", file_path=Path(tmp) / "bench.jsonl")
-        cfg = Path(tmp) / "config.yaml"
-        cfg.write_text(f"data_dir: {Path(tmp) / 'data'}\nsymbols:\n  {SYMBOLS[0]}:\n    intervals: ['1']\n")
-        app = load_config(cfg)
+        app = node_config(Path(tmp), f"symbols:\n  {SYMBOLS[0]}:\n    intervals: ['1']\n")
         venue = Venue()
         desired = DesiredSubscriptions(symbols={s: SymbolStreams(tickers=True) for s in SYMBOLS})
         try:

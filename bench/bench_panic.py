@@ -29,9 +29,10 @@ from pybit.exceptions import FailedRequestError, InvalidRequestError
 
 from actors.closing import ClosePolicy, Flattener
 from bench.compare import alternate, record
+from bench.node_config import node_config
 from infra.bybit import Gateway, Lane, OrderRequest, OrderType, new_order_link_id
 from infra.bybit.clients import make_http
-from infra.config import ExchangeConfig, TradingMode, Venue, load_config
+from infra.config import ExchangeConfig, TradingMode, Venue
 from infra.logging import configure_logging
 from infra.sim import ManualClock, Simulator
 from messages.types import Side
@@ -96,9 +97,7 @@ def _raw_panic(http: Any) -> None:
 def run() -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench_panic_") as tmp:
         configure_logging(console="off", file_path=Path(tmp) / "bench.jsonl")
-        cfg = Path(tmp) / "config.yaml"
-        cfg.write_text(f"data_dir: {Path(tmp) / 'data'}\n")
-        app = load_config(cfg)
+        app = node_config(Path(tmp))
         sim = Simulator(symbols=list(PRICES), api_key=app.node.sim.api_key, api_secret=app.node.sim.api_secret,
                         clock=ManualClock())
         urls = sim.start()

@@ -47,11 +47,11 @@ from actors.executor import Executor
 from actors.risk import Risk
 from actors.state_store import StateStore
 from bench.compare import alternate, record
+from bench.node_config import node_config
 from bench.sim_process import SIM_CREDENTIALS, sim_process
 from infra.bybit import OrderAck, Resolution
 from infra.bybit.clients import make_http, simulator_urls
 from infra.bybit.instruments import Instrument
-from infra.config import load_config
 from infra.logging import configure_logging
 from infra.market_reader import LiveMarketReader
 from infra.store import HistoryStore
@@ -153,9 +153,7 @@ def _p(samples: list[float], q: float) -> float:
 def run() -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench_pretrade_") as tmp, sim_process() as rest:
         configure_logging(console="off", file_path=Path(tmp) / "bench.jsonl")
-        cfg = Path(tmp) / "config.yaml"
-        cfg.write_text(f"data_dir: {Path(tmp) / 'data'}\nsymbols:\n  {SYMBOL}:\n    intervals: ['1']\n")
-        app = load_config(cfg)
+        app = node_config(Path(tmp), f"symbols:\n  {SYMBOL}:\n    intervals: ['1']\n")
         http = make_http(simulator_urls(rest), SIM_CREDENTIALS)
         directory = Directory()
         handed: dict[str, float] = {}

@@ -75,7 +75,7 @@ import pyarrow as pa
 from actors.base import ActorContext, Directory
 from actors.db_writer import DbWriter
 from bench.compare import alternate, record
-from infra.config import load_config
+from bench.node_config import node_config
 from infra.logging import configure_logging
 from infra.store import HistoryStore
 from infra.store.batch import SCHEMA
@@ -99,9 +99,7 @@ TARGETS = {
 
 
 def _app(tmp: Path):
-    cfg = tmp / "config.yaml"
-    cfg.write_text(f"data_dir: {tmp / 'data'}\n")
-    return load_config(cfg)
+    return node_config(tmp)
 
 
 def _prefilled(tmp: Path, rows: int, missing: list[int] = ()) -> HistoryStore:
