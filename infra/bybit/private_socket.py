@@ -14,7 +14,10 @@ socket is used for exactly one connection:
   called once when the connection is lost and the owner (WsPrivate) opens a
   new one with its own back-off, authenticates, subscribes after the auth
   answer and reseeds;
-* `send_op` (RoutedWebSocket's) sends a subscribe (or any op) now, never blocking.
+* `send_op` (RoutedWebSocket's) sends a subscribe (or any op) now, never blocking;
+* frames reach `json.loads` as bytes (`BytesFrames`): one that is not UTF-8
+  is garbage like any other, where websocket-client's own check tore the
+  connection down.
 
 Hooks run on pybit's thread: they must only hand work over (a tell, an Event).
 """
@@ -25,7 +28,7 @@ import json
 import threading
 from typing import Any, Callable
 
-from infra.bybit.clients import RoutedWebSocket, VenueUrls
+from infra.bybit.clients import BytesFrames, RoutedWebSocket, VenueUrls, frame_excerpt
 from infra.config import Credentials
 from infra.logging import get_logger
 
@@ -34,7 +37,7 @@ log = get_logger("infra.bybit.private_socket")
 Frame = dict[str, Any]
 
 
-class PrivateSocket(RoutedWebSocket):
+class PrivateSocket(BytesFrames, RoutedWebSocket):
     def __init__(
         self,
         urls: VenueUrls,
@@ -83,10 +86,10 @@ class PrivateSocket(RoutedWebSocket):
         try:
             frame = json.loads(message)
         except (TypeError, ValueError):
-            self._garbage(f"not JSON: {str(message)[:120]}")
+            self._garbage(f"not JSON: {frame_excerpt(message, 120)}")
             return
         if not isinstance(frame, dict):
-            self._garbage(f"not an object: {str(message)[:120]}")
+            self._garbage(f"not an object: {frame_excerpt(message, 120)}")
             return
         try:
             # Pongs too: they are how a quiet private socket shows it is alive.

@@ -16,14 +16,20 @@ MALFORMED_KINDS = (
     "bad_pong",  # a pong of a shape pybit does not recognise
     "missing_fields",  # a ticker snapshot without its prices, a kline without its bar
     "wrong_types",  # a ticker price that is an object, a kline start that is text
+    "bad_utf8",  # a text frame whose bytes are not UTF-8 (sent as bytes: see Conn.send)
 )
 
 # What a load switch mixes among good frames: every kind a venue could plausibly send.
 FLOOD_KINDS = ("missing_fields", "wrong_types", "unknown_topic", "not_json")
 
 
-def malformed_frame(kind: str, symbol: str, now_ms: int, n: int = 0) -> str:
-    """One malformed frame of `kind` about `symbol`; `n` varies it (e.g. ticker vs kline)."""
+def malformed_frame(kind: str, symbol: str, now_ms: int, n: int = 0) -> str | bytes:
+    """One malformed frame of `kind` about `symbol`; `n` varies it (e.g. ticker vs kline).
+    Bytes are sent as a text frame as they are: the only way to put invalid UTF-8 on the wire."""
+    if kind == "bad_utf8":
+        good = dumps({"topic": f"tickers.{symbol}", "type": "delta", "data": {"symbol": symbol, "bid1Size": "1"},
+                      "cs": 1, "ts": now_ms}).encode()
+        return good.replace(b'"1"', b'"\xff\xfe"')
     if kind == "not_json":
         return "this is not json"
     if kind == "truncated":

@@ -60,7 +60,8 @@ class Conn:
         self.outbox: asyncio.Queue[Any] = asyncio.Queue()
         self.writer = asyncio.get_running_loop().create_task(self._write())
 
-    def send(self, frame: str) -> None:
+    def send(self, frame: str | bytes) -> None:
+        """Queue a text frame; bytes go out as they are (a malformed-frame switch's invalid UTF-8)."""
         if self.closed or self.silenced or self.ex.faults.state.is_silent(self.kind):
             return
         self.outbox.put_nowait(frame)
@@ -88,7 +89,10 @@ class Conn:
                     continue
                 if self.ws.closed:
                     return
-                await self.ws.send_str(item)
+                if isinstance(item, bytes):
+                    await self.ws.send_frame(item, WSMsgType.TEXT)
+                else:
+                    await self.ws.send_str(item)
         except (ConnectionError, RuntimeError, asyncio.CancelledError):
             return
 

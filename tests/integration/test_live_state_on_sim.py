@@ -193,7 +193,9 @@ def test_garbage_on_the_private_socket_is_counted_and_the_socket_lives(sim, sim_
     directory, supervisor, gateway = _start(app, sim)
     try:
         wait_until(lambda: _ask(directory, GetHealth()).private_seam_healed, timeout=15, what="reseed")
-        for kind in ("not_json", "truncated", "unknown_topic", "bad_pong"):
+        # bad_utf8: websocket-client's own UTF-8 check is off on the node's sockets (BytesFrames);
+        # json.loads refuses the bytes instead, and the socket must live on as for any bad frame.
+        for kind in ("not_json", "truncated", "unknown_topic", "bad_pong", "bad_utf8"):
             assert sim.faults.malformed_frames(channel="private", kind=kind) == 1
         sim_http.place_order(category="linear", symbol="BTCUSDT", side="Buy", orderType="Market", qty="0.01",
                              orderLinkId="after-the-garbage")
@@ -202,9 +204,10 @@ def test_garbage_on_the_private_socket_is_counted_and_the_socket_lives(sim, sim_
                    timeout=10, what="the fill, streamed on the same socket")
         assert "ws.disconnected" not in [e["event"] for e in events()]
         rejected = [e for e in events() if e["event"] == "ws.frame_rejected" and e.get("role") == "ws_private"]
-        assert len(rejected) >= 3  # not JSON (twice) and the unknown topic; the odd pong is a pong
+        assert len(rejected) >= 4  # not JSON (three times) and the unknown topic; the odd pong is a pong
+        assert any("\ufffd" in " ".join(e.get("reasons", [])) for e in rejected), rejected  # the bad bytes, shown
         # ... and counted where health and `status` show it: the private stream.
-        wait_until(lambda: _ask(directory, GetHealth()).streams["private"].rejected >= 3, timeout=5,
+        wait_until(lambda: _ask(directory, GetHealth()).streams["private"].rejected >= 4, timeout=5,
                    what="the refusals in the private stream's health")
     finally:
         supervisor.stop(block=True, timeout=15)
