@@ -87,6 +87,22 @@ def test_secret_escaped_inside_json_is_still_caught(tmp_path):
     configure_logging(console="off", file_path=None)
 
 
+def test_secret_with_quotes_is_caught_in_the_key_value_console_too(tmp_path):
+    """The console renders values with repr(), which escapes differently from JSON: the rendered
+    line is scrubbed of that form as well (fields are no longer scrubbed one by one)."""
+    tricky = "it's\"a-secret"  # both quotes: repr escapes the ' and JSON the "
+    console = io.StringIO()
+    configure_logging(console="plain", file_path=tmp_path / "n.jsonl", secrets=[tricky], stream=console)
+    get_logger("x").info("leak.repr_form", value=tricky, nested={"deep": [f"pre {tricky} post"]})
+    assert flush_logging()
+    shown = console.getvalue()
+    assert "leak.repr_form" in shown and REDACTED in shown
+    assert tricky not in shown and repr(tricky)[1:-1] not in shown, shown
+    (line,) = read_events(tmp_path / "n.jsonl")
+    assert tricky not in str(line) and line["nested"]["deep"][0] == f"pre {REDACTED} post"
+    configure_logging(console="off", file_path=None)
+
+
 def test_capture_helper_sees_event_names():
     with structlog.testing.capture_logs() as captured:
         get_logger("t").warning("ws.frame_rejected", what="kline frame")
