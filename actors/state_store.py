@@ -385,6 +385,15 @@ class LiveState:
         if pub_up is False:
             why = self.socket_reason.get("public")
             reasons.append(f"public socket down ({why})" if why else "public socket down")
+        # The socket as a whole, like `private`: what it refused without a topic to charge (not
+        # JSON, not UTF-8, a topic nobody subscribed to) shows here with the topics' refusals.
+        # Its staleness is judged per topic below, so it is shown, never counted toward `ready`.
+        ages = [a for a in (self._age(t, now) for t in self._public_topics) if a is not None]
+        streams["public"] = StreamHealth(
+            connected=bool(pub_up), age_s=min(ages) if ages else None, stale=False,
+            frames=sum(self.frames.get(t, 0) for t in self._public_topics),
+            rejected=self.rejected.get("public", 0) + sum(self.rejected.get(t, 0) for t in self._public_topics),
+            watched=False)
         for topic in self._public_topics:
             age = self._age(topic, now)
             is_stale = age is None or age > self._public_stale_after_s

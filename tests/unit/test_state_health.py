@@ -13,7 +13,7 @@ from infra.config import load_config
 from infra.logging import get_logger
 from messages import Execution, Kline, Order, Position, Ticker, Wallet
 from messages.account import AccountReseed, PositionPnl, PrivatePulse
-from messages.control import ReadinessChanged, SocketStatus
+from messages.control import FrameRejected, ReadinessChanged, SocketStatus
 from messages.queries import GetHealth
 from messages.types import now_utc
 from tests.conftest import SAMPLES
@@ -88,6 +88,21 @@ def test_ready_when_seeded_healed_and_fresh_then_not_when_one_stream_goes_silent
     assert h.ready is False and h.stale_streams == ("kline.5.BTCUSDT",)
     assert h.streams["kline.5.BTCUSDT"].stale and not h.streams["tickers.BTCUSDT"].stale
     assert h.streams["kline.5.BTCUSDT"].age_s == 30.5
+
+
+def test_public_frames_with_no_topic_to_charge_show_on_the_public_socket_line():
+    """A public frame that is not JSON (or names no subscribed topic) is refused by the router
+    with stream "public"; health shows it on the socket's own line, with the topics' refusals."""
+    clock = Clock()
+    state = ready_state(clock)
+    state.on_frame_rejected(FrameRejected(stream="public"))
+    state.on_frame_rejected(FrameRejected(stream="public"))
+    state.on_frame_rejected(FrameRejected(stream="tickers.BTCUSDT"))
+    h = state.health()
+    public = h.streams["public"]
+    assert public.rejected == 3 and h.streams["tickers.BTCUSDT"].rejected == 1
+    assert public.connected and public.frames == 2 and public.age_s == 0 and not public.watched
+    assert h.ready, h.reasons  # a count, not a verdict: freshness is judged per topic
 
 
 def test_a_private_reconnect_closes_the_gate_until_its_reseed():
