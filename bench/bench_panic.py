@@ -15,6 +15,10 @@
   Timed alternately with ours in the same run; `panic_flat_s_ratio` is
   raw / ours (above 1: ours is faster).
 * `panic_flat_max_s`: the slowest of our rounds.
+
+The simulator runs in its own process (bench/sim_process.py), so its work
+answering the requests is not counted as ours or the reference's; its
+switches and prices are set over loopback HTTP, outside the timed part.
 """
 
 from __future__ import annotations
@@ -29,12 +33,11 @@ from pybit.exceptions import FailedRequestError, InvalidRequestError
 
 from actors.closing import ClosePolicy, Flattener
 from bench.compare import alternate, record
-from bench.node_config import node_config
 from infra.bybit import Gateway, Lane, OrderRequest, OrderType, new_order_link_id
-from infra.bybit.clients import make_http
+from bench.sim_process import SIM_CREDENTIALS, SimControl, sim_process
+from infra.bybit.clients import make_http, simulator_urls
 from infra.config import ExchangeConfig, TradingMode, Venue
 from infra.logging import configure_logging
-from infra.sim import ManualClock, Simulator
 from messages.types import Side
 
 PRICES = {"BTCUSDT": Decimal("60000"), "ETHUSDT": Decimal("3000"), "SOLUSDT": Decimal("1.2")}
@@ -45,9 +48,12 @@ ROUNDS = 7
 TARGETS = {"panic_flat_s": ("<=", 5.0)}
 
 
-def _setup(sim: Simulator, gateway: Gateway) -> None:
-    """Three positions with TP/SL and one resting order, with the venue healthy."""
-    sim.faults.clear()
+def _setup(sim: SimControl, gateway: Gateway) -> None:
+    """Three positions with TP/SL and one resting order, with the venue healthy and prices reset
+    (the simulator's clock is wall time: its prices wander between rounds)."""
+    sim.fault("clear")
+    for symbol, price in PRICES.items():
+        sim.set_price(symbol, price)
     time.sleep(1.1)  # untimed: let the venue's 1-second endpoint windows of the previous round pass
     for symbol, side in (("BTCUSDT", Side.BUY), ("ETHUSDT", Side.SELL), ("SOLUSDT", Side.BUY)):
         price = PRICES[symbol]
@@ -95,18 +101,15 @@ def _raw_panic(http: Any) -> None:
 
 
 def run() -> dict[str, float]:
-    with tempfile.TemporaryDirectory(prefix="bench_panic_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench_panic_") as tmp, \
+            sim_process(extra_args=["--symbols", ",".join(PRICES)]) as rest:
         configure_logging(console="off", file_path=Path(tmp) / "bench.jsonl")
-        app = node_config(Path(tmp))
-        sim = Simulator(symbols=list(PRICES), api_key=app.node.sim.api_key, api_secret=app.node.sim.api_secret,
-                        clock=ManualClock())
-        urls = sim.start()
-        for symbol, price in PRICES.items():
-            sim.set_price(symbol, price)
-        gateway = Gateway.create(urls=urls, credentials=app.credentials, venue=Venue.SIM,
+        urls = simulator_urls(rest)
+        sim = SimControl(rest)
+        gateway = Gateway.create(urls=urls, credentials=SIM_CREDENTIALS, venue=Venue.SIM,
                                  trading_mode=TradingMode.PAPER, live_confirmed=False, exchange=ExchangeConfig())
         # pybit replaces an empty retry_codes with its own (10006 included): name one that never occurs.
-        http = make_http(urls, app.credentials, max_retries=1, retry_codes={-2_147_483_648}, retry_delay=0)
+        http = make_http(urls, SIM_CREDENTIALS, max_retries=1, retry_codes={-2_147_483_648}, retry_delay=0)
         policy = ClosePolicy(attempts=8, deadline_s=10, fill_timeout_s=3)
         panic_lane = gateway.on_lane(Lane.PANIC)
         seed = iter(range(1, 1000))
@@ -114,11 +117,11 @@ def run() -> dict[str, float]:
 
         def timed(procedure: Callable[[], Any], who: str) -> float:
             _setup(sim, gateway)
-            sim.faults.rate_limit_randomly(REFUSE_SHARE, reset_ms=RESET_MS, seed=next(seed))
+            sim.fault("rate_limit_randomly", probability=REFUSE_SHARE, reset_ms=RESET_MS, seed=next(seed))
             started = time.perf_counter()
             procedure()
             elapsed = time.perf_counter() - started
-            sim.faults.clear()
+            sim.fault("clear")
             _assert_flat(gateway, who)
             return elapsed
 
@@ -133,7 +136,7 @@ def run() -> dict[str, float]:
             cmp = alternate(raw=lambda: timed(lambda: _raw_panic(http), "raw"), ours=ours, rounds=ROUNDS)
         finally:
             gateway.close()
-            sim.stop()
+            sim.close()
         assert not not_flat, f"a panic ended not flat: {not_flat}"
         record("panic_flat_s", "panic_flat_raw_s", "panic_flat_s_ratio")
         record("panic_flat_max_s")

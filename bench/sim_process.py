@@ -15,8 +15,10 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from decimal import Decimal
+from typing import Any, Iterator, Sequence
 
+import requests
 from pydantic import SecretStr
 
 from infra.config import Credentials
@@ -56,3 +58,24 @@ def sim_process(timeout_s: float = 30.0, extra_args: Sequence[str] = ()) -> Iter
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+class SimControl:
+    """A simulator process's fault switches and price lever, over loopback HTTP."""
+
+    def __init__(self, rest: str) -> None:
+        self._rest = rest.rstrip("/")
+        self._http = requests.Session()
+        self._http.trust_env = False  # a proxy variable must not route loopback traffic away
+
+    def fault(self, name: str, **kwargs: Any) -> Any:
+        answer = self._http.post(f"{self._rest}/sim/fault/{name}", json=kwargs, timeout=10)
+        answer.raise_for_status()
+        return answer.json().get("result")
+
+    def set_price(self, symbol: str, price: Decimal) -> None:
+        self._http.post(f"{self._rest}/sim/price", json={"symbol": symbol, "price": str(price)},
+                        timeout=10).raise_for_status()
+
+    def close(self) -> None:
+        self._http.close()
