@@ -27,6 +27,14 @@ from typing import Callable
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_FORCED = 0, 1, 2, 130
 
+
+def say(*args, **kwargs) -> None:
+    """`infra.logging.say` (print after the log lines before it), imported when first needed:
+    `--help` and the argument errors stay free of the logging stack's import time."""
+    from infra.logging import say as say_after_logs
+
+    say_after_logs(*args, **kwargs)
+
 DESCRIPTION = """\
 The data and exchange layer of a Bybit V5 trading node (USDT perpetuals).
 It keeps live market and account state from Bybit's WebSockets, an OHLCV
@@ -119,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _configured_command(args)
     except KeyboardInterrupt:  # before `run` installs its handlers, or in sync/gaps/heal
-        print(_interrupted_message(args.command), file=sys.stderr)
+        say(_interrupted_message(args.command), file=sys.stderr)
         return EXIT_FORCED
 
 
@@ -133,11 +141,11 @@ def _configured_command(args) -> int:
     try:
         app = load_config(args.config)
     except ConfigError as exc:
-        print(exc.render(), file=sys.stderr)
+        say(exc.render(), file=sys.stderr)
         return EXIT_CONFIG
     node = app.node
     if node.data_dir.exists() and not node.data_dir.is_dir():
-        print(f"configuration error in {app.source}:\n  - data_dir: {node.data_dir} is a file, not a directory",
+        say(f"configuration error in {app.source}:\n  - data_dir: {node.data_dir} is a file, not a directory",
               file=sys.stderr)
         return EXIT_CONFIG
     log_path = node.log_path
@@ -147,7 +155,7 @@ def _configured_command(args) -> int:
         configure_logging(level=node.log.level, console=node.log.console, file_path=log_path,
                           secrets=app.secret_values())
     except OSError as exc:
-        print(f"error: cannot write the log file {node.log_path}: {exc.strerror or exc}. data_dir "
+        say(f"error: cannot write the log file {node.log_path}: {exc.strerror or exc}. data_dir "
               f"({node.data_dir}) must be a writable directory; point data_dir (or log.file) elsewhere.",
               file=sys.stderr)
         return EXIT_FAILURE
@@ -212,7 +220,7 @@ def _failed(command: str, exc: BaseException, log, log_path) -> int:
     from infra.store import StoreError
 
     if _interrupted(exc, duckdb):  # Ctrl-C met inside a DuckDB statement
-        print(_interrupted_message(command), file=sys.stderr)
+        say(_interrupted_message(command), file=sys.stderr)
         return EXIT_FORCED
     if isinstance(exc, StoreError):
         from infra.store.cli import store_failed
@@ -220,13 +228,13 @@ def _failed(command: str, exc: BaseException, log, log_path) -> int:
         return store_failed(exc)
     if isinstance(exc, OSError):
         what = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
-        print(f"error: `{command}` failed: {what}. Check that data_dir exists, is a directory and is writable.",
+        say(f"error: `{command}` failed: {what}. Check that data_dir exists, is a directory and is writable.",
               file=sys.stderr)
         log.error("node.os_error", command=command, error=str(exc), file_only=True)
         return EXIT_FAILURE
     log.error("node.crashed", command=command, error=repr(exc), exc_info=exc, file_only=True)
     where = f"; the traceback is in {log_path}" if log_path else ""
-    print(f"error: `{command}` failed unexpectedly: {type(exc).__name__}: {exc}{where}. This is a bug: "
+    say(f"error: `{command}` failed unexpectedly: {type(exc).__name__}: {exc}{where}. This is a bug: "
           "please report it with that log.", file=sys.stderr)
     return EXIT_FAILURE
 
@@ -256,7 +264,7 @@ def run_node(app, args) -> int:
         presence.acquire()
     except NodeAlreadyRunning as exc:
         log.error("node.already_running", pid=exc.pid, data_dir=str(node.data_dir), venue=node.venue.value)
-        print(f"error: {exc}. Stop it first (or use another data_dir).", file=sys.stderr)
+        say(f"error: {exc}. Stop it first (or use another data_dir).", file=sys.stderr)
         return EXIT_FAILURE
     try:
         if not _history_readable(app, log):
@@ -277,11 +285,11 @@ def _history_readable(app, log) -> bool:
                      catch_up_days=node.db_writer.catch_up_days)
     except StoreBusy as exc:
         log.error("store.busy", path=str(node.db_path), error=str(exc), file_only=True)
-        print(f"error: {exc}", file=sys.stderr)
+        say(f"error: {exc}", file=sys.stderr)
         return False
     except StoreError as exc:
         log.error("store.unreadable", path=str(node.db_path), error=str(exc), file_only=True)
-        print(f"error: the node did not start: {exc}", file=sys.stderr)
+        say(f"error: the node did not start: {exc}", file=sys.stderr)
         return False
     return True
 
@@ -395,9 +403,9 @@ def status_command(app, args) -> int:
     try:
         status = read_live_status(node.data_dir, node.venue.value)
     except StatusUnavailable as exc:
-        print(str(exc), file=sys.stderr)
+        say(str(exc), file=sys.stderr)
         return EXIT_FAILURE
-    print(json.dumps(status, indent=2) if args.json else render(status))
+    say(json.dumps(status, indent=2) if args.json else render(status))
     return EXIT_OK if status["status_age_s"] <= STALE_AFTER_S else EXIT_FAILURE
 
 
@@ -421,14 +429,14 @@ def _startup_safety(app, gateway, urls, log):
         unlisted = unlisted_symbols(gateway, node.symbols)
         if unlisted:
             log.error("node.symbols_unlisted", problems=unlisted, file_only=True)
-            print("error: the node did not start: " + "; ".join(unlisted) + ". Fix `symbols` in the config "
+            say("error: the node did not start: " + "; ".join(unlisted) + ". Fix `symbols` in the config "
                   "(or BYBIT_NODE_SYMBOLS).", file=sys.stderr)
             return None
         if node.trading_mode is TradingMode.LIVE:
             try:
                 require_preflight(gateway, app)
             except PreflightRefused as refused:
-                print(refused.report.render(), file=sys.stderr)
+                say(refused.report.render(), file=sys.stderr)
                 log.error("node.live_start_refused", failed=[c.name for c in refused.report.failed])
                 return None
         safety = prepare_account(

@@ -21,7 +21,7 @@ import pykka
 from pydantic import ValidationError
 
 from actors.base import Directory, Role
-from infra.logging import get_logger
+from infra.logging import get_logger, say
 from messages.commands import Direction, Panic, PanicReport, Signal
 
 log = get_logger("control")
@@ -123,11 +123,11 @@ def signal_command(app: Any, args: Any) -> int:
 
     node = app.node
     if args.direction == "flat" and args.usd is not None:
-        print("error: a flat signal takes no --usd", file=sys.stderr)
+        say("error: a flat signal takes no --usd", file=sys.stderr)
         return EXIT_USAGE
     pid = running_pid(node.data_dir, node.venue.value)
     if pid is None:
-        print(f"error: no node is running on {node.data_dir} for venue {node.venue.value}; "
+        say(f"error: no node is running on {node.data_dir} for venue {node.venue.value}; "
               "a signal needs a running node (start one with `python main.py run`)", file=sys.stderr)
         return EXIT_FAILURE
     payload = {"symbol": args.symbol, "direction": args.direction,
@@ -135,9 +135,9 @@ def signal_command(app: Any, args: Any) -> int:
     try:
         answer = send(node.data_dir, node.venue.value, "signal", payload, timeout_s=SIGNAL_REPLY_TIMEOUT_S)
     except ControlError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    print(json.dumps(answer, indent=2))
+    say(json.dumps(answer, indent=2))
     return EXIT_OK if answer.get("ok") else EXIT_FAILURE
 
 
@@ -152,14 +152,14 @@ def panic_command(app: Any, args: Any) -> int:
             answer = send(node.data_dir, node.venue.value, "panic", {"reason": "operator: python main.py panic"},
                           timeout_s=panic_timeout_s(node))
         except ControlError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            say(f"error: {exc}", file=sys.stderr)
             return EXIT_FAILURE
-        print(json.dumps(answer.get("report", answer), indent=2))
+        say(json.dumps(answer.get("report", answer), indent=2))
         return EXIT_OK if answer.get("ok") else EXIT_FAILURE
     report = panic_without_node(app)
     if report is None:
         return EXIT_FAILURE
-    print(json.dumps(report.as_dict(), indent=2))
+    say(json.dumps(report.as_dict(), indent=2))
     return EXIT_OK if report.flat else EXIT_FAILURE
 
 
@@ -182,11 +182,11 @@ def panic_without_node(app: Any) -> PanicReport | None:
         with open_venue(node) as urls, closing(Gateway.from_config(app, urls)) as gateway:
             problems = gateway.trading_problems()
             if problems:
-                print(f"error: this venue/mode refuses account changes: {'; '.join(problems)}", file=sys.stderr)
+                say(f"error: this venue/mode refuses account changes: {'; '.join(problems)}", file=sys.stderr)
                 return None
             flattener = Flattener(gateway.on_lane(Lane.PANIC), list(node.symbols), policy,
                                   deadline_s=float(cfg.deadline_s), verify_rounds=cfg.verify_rounds)
             return flattener.run("operator: python main.py panic (no node running)")
     except (ExchangeError, RuntimeError, OSError) as exc:
-        print(f"error: cannot reach the venue: {exc}", file=sys.stderr)
+        say(f"error: cannot reach the venue: {exc}", file=sys.stderr)
         return None

@@ -391,6 +391,18 @@ def _start_writer(root: logging.Logger, outputs: list[logging.Handler]) -> None:
     root.addHandler(_Handoff(q))
 
 
+def say(*args: Any, **kwargs: Any) -> None:
+    """`print` for an answer to the person at the terminal, after every line logged so far.
+
+    Log lines reach the console from the writer thread, a moment after they were logged; an
+    answer printed at once could land between them (an error sentence cut into the log lines
+    before it). Same arguments as `print`; the stream is flushed.
+    """
+    flush_logging(timeout_s=1.0)
+    kwargs.setdefault("flush", True)
+    print(*args, **kwargs)
+
+
 def shutdown_logging() -> None:
     """Write what is queued, then flush and close handlers (files) at exit."""
     _stop_writer()

@@ -40,7 +40,7 @@ from infra.bybit.errors import ExchangeError
 from infra.bybit.gateway import Gateway
 from infra.bybit.venue_guard import host_problems
 from infra.config import AppConfig, NodeConfig, RiskConfig, TradingMode, mode_problems
-from infra.logging import get_logger
+from infra.logging import get_logger, say
 
 log = get_logger("preflight")
 
@@ -290,5 +290,5 @@ def preflight_command(app: AppConfig, *, apply: bool = True, out: TextIO = sys.s
             report = run_preflight(gateway, app, apply=apply)
         finally:
             gateway.close()
-    print(report.render(), file=out)
+    say(report.render(), file=out)
     return 0 if report.ok else 1

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
+from infra.logging import flush_logging, say
+
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_DAYS = 30
 # Literal copy of messages.types.INTERVALS: this module is imported while the
@@ -132,7 +134,7 @@ def store_failed(exc: Exception) -> int:
         log.error("store.busy", error=str(exc), file_only=True)
     else:
         log.error("store.unreadable", error=str(exc), file_only=True)
-    print(f"error: {exc}", file=sys.stderr)
+    say(f"error: {exc}", file=sys.stderr)
     return EXIT_FAILURE
 
 
@@ -142,7 +144,7 @@ def _checked(app: Any, store: Any) -> None:
     from infra.store.lock import on_wait
     from infra.store.verify import verify_store
 
-    on_wait(lambda text: print(text, file=sys.stderr, flush=True))  # once per wait, before the long silence
+    on_wait(lambda text: say(text, file=sys.stderr, flush=True))  # once per wait, before the long silence
 
     verify_store(store.path, lock_timeout_s=store.lock_timeout_s, owner=store.lock.owner,
                  catch_up_days=app.node.db_writer.catch_up_days)
@@ -161,6 +163,7 @@ def gaps_command(app: Any, args: argparse.Namespace) -> int:
     store = HistoryStore.for_node(app.node, owner="main.py gaps")
     console = _console()
     if not store.exists():
+        flush_logging(timeout_s=1.0)
         console.print(f"no history yet: {store.path} does not exist (run `python main.py sync`)")
         return EXIT_OK
     keep = _selected(args)
@@ -197,6 +200,7 @@ def gaps_command(app: Any, args: argparse.Namespace) -> int:
                 details.append(f"  {info.symbol} {info.interval} {kind}: {r.describe()} ({r.bars(info.interval)} bars)")
             if len(ranges) > args.limit:
                 details.append(f"  {info.symbol} {info.interval} ... and {len(ranges) - args.limit} more {kind}s")
+    flush_logging(timeout_s=1.0)  # the answer after the log lines of the work (see infra.logging.say)
     if not rows:
         console.print(f"no stored series match in {store.path}")
         return EXIT_OK
@@ -258,12 +262,12 @@ def sync_command(app: Any, args: argparse.Namespace, source_factory: Callable[[A
     end = args.end or now
     start = args.start or end - timedelta(days=args.days or DEFAULT_DAYS)
     if start >= end:
-        print(f"error: --start {start.isoformat()} is not before --end {end.isoformat()}", file=sys.stderr)
+        say(f"error: --start {start.isoformat()} is not before --end {end.isoformat()}", file=sys.stderr)
         return EXIT_USAGE
     try:
         pairs = _wanted(app, args)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     store = HistoryStore.for_node(app.node, owner="main.py sync")
     failed: list[str] = []
@@ -292,13 +296,13 @@ def _sync_pairs(app: Any, store: Any, pairs: list[tuple[str, str]], start: datet
                     return store_failed(exc)
                 _summary(symbol, interval, report)
     for line in failed:
-        print(f"error: sync {line}", file=sys.stderr)
+        say(f"error: sync {line}", file=sys.stderr)
     return EXIT_FAILURE if failed else EXIT_OK
 
 
 def _summary(symbol: str, interval: str, report: Any) -> None:
     holes = f", {len(report.venue_holes)} new venue hole(s)" if report.venue_holes else ""
-    print(f"{symbol} {interval}: {report.bars_stored} bars stored in {report.pages_stored} page(s), "
+    say(f"{symbol} {interval}: {report.bars_stored} bars stored in {report.pages_stored} page(s), "
           f"{report.requests} request(s), {report.retries} retr{'y' if report.retries == 1 else 'ies'}{holes}")
 
 
@@ -312,6 +316,7 @@ def heal_command(app: Any, args: argparse.Namespace, source_factory: Callable[[A
     store = HistoryStore.for_node(app.node, owner="main.py heal")
     console = _console()
     if not store.exists():
+        flush_logging(timeout_s=1.0)
         console.print(f"no history yet: {store.path} does not exist (run `python main.py sync`)")
         return EXIT_OK
     try:

@@ -103,6 +103,22 @@ def test_secret_with_quotes_is_caught_in_the_key_value_console_too(tmp_path):
     configure_logging(console="off", file_path=None)
 
 
+def test_an_answer_said_after_a_log_line_comes_after_it_on_the_same_stream(tmp_path):
+    """Lines reach the console from the writer thread; `say` (what commands print answers with)
+    waits for them, so an error sentence never lands in the middle of the log lines before it."""
+    from infra.logging import say
+
+    console = io.StringIO()
+    configure_logging(console="plain", file_path=None, stream=console)
+    for i in range(20):
+        get_logger("cmd").info("cmd.step", n=i)
+        say(f"answer {i}", file=console)
+    text = console.getvalue()
+    for i in range(20):
+        assert text.index(f"n={i}") < text.index(f"answer {i}\n"), text
+    configure_logging(console="off", file_path=None)
+
+
 def test_capture_helper_sees_event_names():
     with structlog.testing.capture_logs() as captured:
         get_logger("t").warning("ws.frame_rejected", what="kline frame")
