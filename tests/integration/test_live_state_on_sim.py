@@ -165,7 +165,8 @@ def test_market_reader_falls_back_to_one_rest_read_on_the_simulator(sim, write_c
         assert again.source == "rest" and again.age_s >= quote.age_s  # served from the cache
 
 
-def test_malformed_public_frames_are_rejected_and_counted_per_stream_while_good_ones_flow(sim_factory, write_config):
+def test_malformed_public_frames_are_rejected_and_counted_per_stream_while_good_ones_flow(sim_factory, write_config,
+                                                                                        events):
     sim = sim_factory(clock=WallClock())
     app = _config(write_config)
     directory, supervisor, gateway = _start(app, sim)
@@ -173,9 +174,10 @@ def test_malformed_public_frames_are_rejected_and_counted_per_stream_while_good_
         wait_until(lambda: _ask(directory, GetHealth()).ready, timeout=20, what="ready")
         before = _ask(directory, GetHealth()).streams["tickers.BTCUSDT"].frames
         sim.faults.ticker_rate(per_s=200)
-        # In turn: a bad ticker delta, not JSON, a bad kline, not JSON, ... The frames that are not
-        # JSON name no topic: they are charged to the public socket's own line.
-        sim.faults.malformed_rate(per_s=80, kinds=["wrong_types", "not_json"])
+        # In turn: a bad ticker delta, not JSON, not UTF-8, a bad kline, ... The frames that are not
+        # JSON (or not text) name no topic: they are charged to the public socket's own line. The
+        # socket must live through all of them (websocket-client's own UTF-8 check would drop it).
+        sim.faults.malformed_rate(per_s=90, kinds=["wrong_types", "not_json", "bad_utf8"])
 
         def counted():
             h = _ask(directory, GetHealth())
@@ -186,6 +188,7 @@ def test_malformed_public_frames_are_rejected_and_counted_per_stream_while_good_
         health = wait_until(counted, timeout=20, what="refusals counted per stream while good frames flow")
         sim.faults.clear()
         assert health.ready and not health.stale_streams  # the bad frames cost nothing but their count
+        assert not [e for e in events() if e["event"] == "ws.disconnected"]  # one connection throughout
     finally:
         supervisor.stop(block=True, timeout=15)
         gateway.close()
