@@ -32,7 +32,14 @@ from actors.reconcile import Reconciler
 from actors.trading_state import TradingGate
 from infra.bybit.rate_limit import Lane
 from messages.commands import ClosePosition, CloseOutcome, CloseResult, Panic as PanicCommand, PanicReport
-from messages.control import ReadinessChanged, RiskStatus, SupervisorEscalated, Tick, TradingStateChanged
+from messages.control import (
+    NodeStopping,
+    ReadinessChanged,
+    RiskStatus,
+    SupervisorEscalated,
+    Tick,
+    TradingStateChanged,
+)
 from messages.queries import GetHealth, GetSnapshot, GetTradingState, HealthReport, StateSnapshot
 from messages.types import now_utc
 
@@ -80,6 +87,7 @@ class Panic(NodeActor):
             ReadinessChanged: self._on_readiness,
             RiskStatus: self._on_risk,
             SupervisorEscalated: lambda msg: self._announce(self._gate.on_escalation(msg)),
+            NodeStopping: lambda _: self._announce(self._gate.on_stopping()),
             PanicCommand: self._on_panic,
             ClosePosition: self._on_close,
             GetTradingState: lambda _: self._gate.view(),

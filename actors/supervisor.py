@@ -50,6 +50,7 @@ from infra.logging import get_logger
 from messages.commands import Subscribe, Unsubscribe
 from messages.control import (
     ChildFailed,
+    NodeStopping,
     Ping,
     RestartDue,
     SupervisorEscalated,
@@ -182,6 +183,10 @@ class Supervisor(pykka.ThreadingActor):
         for down in self._down.values():
             if down.timer is not None:
                 down.timer.cancel()
+        # Before any child stops: Panic halts trading for the rest of the run, and so reads the
+        # sockets going down next as the stop they are, not as stale data. Its mailbox is FIFO,
+        # so this arrives before any readiness change the stop causes.
+        self._directory.tell(Role.PANIC, NodeStopping())
         self._stop_children()
 
     # --- messages ---------------------------------------------------------

@@ -4,6 +4,7 @@
               seeded today's PnL; for good after a panic; while the daily-loss latch is tripped
     ACTIVE    ready and Risk seeded, no latch, no panic
     REDUCING  data went stale after having been ready (closes only)
+    HALTED    for good once the node is stopping (its sockets going down are no data fault)
 
 On top, while the Supervisor's escalation is active (restarts past their
 limit) trading goes no higher than the state it names (REDUCING or HALTED).
@@ -32,6 +33,7 @@ class TradingGate:
         self._latched = False
         self._panic: str | None = None
         self._escalation: SupervisorEscalated | None = None
+        self._stopping = False
 
     def view(self) -> TradingStateChanged:
         """The current state in the shape of its last change (the answer to GetTradingState)."""
@@ -58,6 +60,10 @@ class TradingGate:
             self._panic = reason
         return self._recompute()
 
+    def on_stopping(self) -> TradingStateChanged | None:
+        self._stopping = True
+        return self._recompute()
+
     @property
     def panicked(self) -> bool:
         return self._panic is not None
@@ -74,6 +80,8 @@ class TradingGate:
             return TradingState.HALTED, f"panic: {self._panic}"
         if self._latched:
             return TradingState.HALTED, f"daily loss latch tripped{': ' + self._risk_reason if self._risk_reason else ''}"
+        if self._stopping:
+            return TradingState.HALTED, "node stopping: nothing new is sent"
         if not self._risk_seeded:
             return TradingState.HALTED, f"risk not seeded{': ' + self._risk_reason if self._risk_reason else ''}"
         if self._ready:

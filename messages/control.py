@@ -128,6 +128,16 @@ class SupervisorEscalated(Message):
     ts: UtcDatetime = Field(default_factory=now_utc)
 
 
+class NodeStopping(Message):
+    """Told by the Supervisor to Panic as an orderly stop begins, before any child stops.
+
+    Trading goes HALTED for the rest of the run ("node stopping"), so the sockets going
+    down next read as what they are, not as stale data (REDUCING).
+    """
+
+    ts: UtcDatetime = Field(default_factory=now_utc)
+
+
 class Tick(Message):
     """A timer's nudge to an actor (Pykka has no timers): `name` says which periodic job is due."""
 

@@ -75,6 +75,27 @@ def test_signal_stops_the_node_gracefully_within_five_seconds(tmp_path, sig):
     assert _stopped_children(events) == [r.value for r in reversed(START_ORDER)]
 
 
+def test_an_orderly_stop_halts_trading_first_and_reports_no_stale_data(tmp_path):
+    """Before any child stops, Panic halts trading ("node stopping"); the sockets going down
+    after that are the stop, not a data fault, so no REDUCING 'data stale' is logged."""
+    proc = _start(tmp_path)
+    try:
+        wait_until(lambda: any(e["event"] == "trading.state_changed" and e["state"] == "ACTIVE"
+                               for e in read_events(_log(tmp_path))), timeout=30, what="trading ACTIVE")
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0
+    events = read_events(_log(tmp_path))
+    names = _names(events)
+    after = [e for e in events[names.index("node.stopping"):] if e["event"] == "trading.state_changed"]
+    assert [(e["previous"], e["state"]) for e in after] == [("ACTIVE", "HALTED")], after
+    assert after[0]["reason"].startswith("node stopping")
+
+
 @pytest.mark.parametrize(
     ("env", "field"),
     [

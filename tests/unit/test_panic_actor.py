@@ -51,6 +51,16 @@ def test_stale_data_before_ever_ready_stays_halted_and_after_ready_is_reducing()
     assert gate.on_readiness(ready(True)).state is A
 
 
+def test_an_orderly_stop_halts_for_good_and_the_sockets_going_down_are_not_stale_data():
+    gate = TradingGate()
+    gate.on_risk(risk(True))
+    gate.on_readiness(ready(True))
+    change = gate.on_stopping()
+    assert (change.previous, change.state) == (A, H) and change.reason.startswith("node stopping")
+    assert gate.on_readiness(ready(False, "public socket down (stopped)")) is None  # not REDUCING
+    assert gate.on_readiness(ready(True)) is None and gate.state is H and gate.reason.startswith("node stopping")
+
+
 @pytest.mark.parametrize("trip", ["panic", "latch", "unseeded"])
 def test_panic_latch_or_lost_seed_halts(trip):
     gate = TradingGate()
