@@ -87,7 +87,7 @@ class Panic(NodeActor):
             ReadinessChanged: self._on_readiness,
             RiskStatus: self._on_risk,
             SupervisorEscalated: lambda msg: self._announce(self._gate.on_escalation(msg)),
-            NodeStopping: lambda _: self._announce(self._gate.on_stopping()),
+            NodeStopping: lambda _: self._announce(self._gate.on_stopping(), routine=True),
             PanicCommand: self._on_panic,
             ClosePosition: self._on_close,
             GetTradingState: lambda _: self._gate.view(),
@@ -117,10 +117,11 @@ class Panic(NodeActor):
     def _on_risk(self, msg: RiskStatus) -> None:
         self._announce(self._gate.on_risk(msg))
 
-    def _announce(self, change: TradingStateChanged | None) -> None:
+    def _announce(self, change: TradingStateChanged | None, *, routine: bool = False) -> None:
+        """Log and tell a change; `routine` (an orderly stop) is said at info, not as a warning."""
         if change is None:
             return
-        log = self._log.warning if change.state.value != "ACTIVE" else self._log.info
+        log = self._log.warning if change.state.value != "ACTIVE" and not routine else self._log.info
         log("trading.state_changed", state=change.state.value, previous=change.previous.value, reason=change.reason)
         for role in (Role.EXECUTOR, Role.RISK):
             self._ctx.directory.tell(role, change)

@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable
 
 from actors.base import NodeActor, Role
 from messages.account import AccountReseed, Execution, Order, Position, PrivatePulse, Wallet
-from messages.control import FrameRejected, ReadinessChanged, SocketStatus
+from messages.control import FrameRejected, NodeStopping, ReadinessChanged, SocketStatus
 from messages.market import ClosedBar, Kline, MarketDataPending, Ticker
 from messages.queries import (
     BarKey,
@@ -453,12 +453,16 @@ class ReadinessWatch:
         # closes the gate Panic may still hold open from its predecessor.
         self.ready: bool | None = None
         self._stale: set[str] = set()
+        # Set when the node's orderly stop begins (NodeStopping): the sockets going down next are
+        # the stop itself, said at info, not the warnings a fault would deserve.
+        self.stopping = False
 
     def check(self, report: HealthReport) -> ReadinessChanged | None:
         now_stale = set(report.stale_streams)
+        worry = self._log.info if self.stopping else self._log.warning
         for stream in sorted(now_stale - self._stale):
             h = report.streams.get(stream)
-            self._log.warning("state.stream_stale", stream=stream, age_s=_round(h.age_s if h else None))
+            worry("state.stream_stale", stream=stream, age_s=_round(h.age_s if h else None))
         for stream in sorted(self._stale - now_stale):
             h = report.streams.get(stream)
             self._log.info("state.stream_fresh", stream=stream, age_s=_round(h.age_s if h else None))
@@ -470,7 +474,7 @@ class ReadinessWatch:
         if report.ready:
             self._log.info("state.ready")
         elif not first:  # not ready at start is the normal beginning, not news
-            self._log.warning("state.not_ready", reasons=list(report.reasons))
+            worry("state.not_ready", reasons=list(report.reasons), node_stopping=self.stopping)
         return ReadinessChanged(ready=report.ready, reasons=report.reasons, stale_streams=report.stale_streams)
 
 
@@ -507,6 +511,7 @@ class StateStore(NodeActor):
             AccountReseed: self._on_reseed,
             SocketStatus: self._on_socket_status,
             CheckHealth: lambda _: self._check(),
+            NodeStopping: self._on_node_stopping,
             GetSnapshot: lambda _: s.snapshot(),
             GetHealth: lambda _: s.health(),
             GetTicker: lambda m: s.ticker_view(m.symbol),
@@ -553,6 +558,9 @@ class StateStore(NodeActor):
     def _on_socket_status(self, msg: SocketStatus) -> None:
         self._state.on_socket_status(msg)
         self._check()
+
+    def _on_node_stopping(self, _msg: NodeStopping) -> None:
+        self._watch.stopping = True
 
     def _check(self) -> None:
         change = self._watch.check(self._state.health())

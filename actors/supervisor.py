@@ -184,9 +184,11 @@ class Supervisor(pykka.ThreadingActor):
             if down.timer is not None:
                 down.timer.cancel()
         # Before any child stops: Panic halts trading for the rest of the run, and so reads the
-        # sockets going down next as the stop they are, not as stale data. Its mailbox is FIFO,
-        # so this arrives before any readiness change the stop causes.
-        self._directory.tell(Role.PANIC, NodeStopping())
+        # sockets going down next as the stop they are, not as stale data; the StateStore says
+        # that readiness loss at info. Mailboxes are FIFO, so this arrives before any status
+        # the stop causes.
+        for role in (Role.PANIC, Role.STATE_STORE):
+            self._directory.tell(role, NodeStopping())
         self._stop_children()
 
     # --- messages ---------------------------------------------------------

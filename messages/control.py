@@ -129,10 +129,12 @@ class SupervisorEscalated(Message):
 
 
 class NodeStopping(Message):
-    """Told by the Supervisor to Panic as an orderly stop begins, before any child stops.
+    """Told by the Supervisor to Panic and the StateStore as an orderly stop begins, before any
+    child stops.
 
     Trading goes HALTED for the rest of the run ("node stopping"), so the sockets going
-    down next read as what they are, not as stale data (REDUCING).
+    down next read as what they are, not as stale data (REDUCING); the StateStore says
+    the readiness it loses then at info, not as a warning.
     """
 
     ts: UtcDatetime = Field(default_factory=now_utc)

@@ -77,8 +77,9 @@ def test_signal_stops_the_node_gracefully_within_five_seconds(tmp_path, sig):
 
 def test_an_orderly_stop_halts_trading_first_and_reports_no_stale_data(tmp_path):
     """Before any child stops, Panic halts trading ("node stopping"); the sockets going down
-    after that are the stop, not a data fault, so no REDUCING 'data stale' is logged."""
-    proc = _start(tmp_path)
+    after that are the stop, not a data fault, so no REDUCING 'data stale' is logged.
+    The example strategy is off: an order still in flight at the stop is a real warning."""
+    proc = _start(tmp_path, BYBIT_NODE_STRATEGY__ENABLED="false")
     try:
         wait_until(lambda: any(e["event"] == "trading.state_changed" and e["state"] == "ACTIVE"
                                for e in read_events(_log(tmp_path))), timeout=30, what="trading ACTIVE")
@@ -93,7 +94,10 @@ def test_an_orderly_stop_halts_trading_first_and_reports_no_stale_data(tmp_path)
     names = _names(events)
     after = [e for e in events[names.index("node.stopping"):] if e["event"] == "trading.state_changed"]
     assert [(e["previous"], e["state"]) for e in after] == [("ACTIVE", "HALTED")], after
-    assert after[0]["reason"].startswith("node stopping")
+    assert after[0]["reason"].startswith("node stopping") and after[0]["level"] == "info"
+    # The stop is routine: nothing after node.stopping is a warning or an error.
+    loud = [e for e in events[names.index("node.stopping"):] if e["level"] in ("warning", "error", "critical")]
+    assert loud == [], loud
 
 
 @pytest.mark.parametrize(
