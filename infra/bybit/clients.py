@@ -98,11 +98,12 @@ class BytesFrames:
     websocket-client checks every text frame's UTF-8 in a pure-Python loop
     over its bytes (24 us for a 141-byte ticker delta on this machine, more
     than half of what a bare pybit socket spends per frame), then decodes it
-    again. `json.loads`
-    takes bytes, decodes them in C and refuses invalid UTF-8 with a
-    ValueError, so the check is done once, where the frame is parsed.
-    pybit makes a new WebSocketApp per connection and starts it with only
-    ping settings: the flag is added when pybit assigns it.
+    again. `json.loads` takes bytes, decodes them in C and refuses invalid
+    UTF-8 with a ValueError, so the check is done once, where the frame is
+    parsed. pybit makes a new WebSocketApp per connection and starts it with
+    only ping settings: the flag is added when pybit assigns it. If a pybit
+    upgrade stopped assigning `ws` this way, the whole-node tests that send
+    invalid UTF-8 (the simulator's `bad_utf8`) would see the socket drop.
     """
 
     @property
