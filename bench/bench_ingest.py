@@ -28,11 +28,7 @@ receiver has handled FRAMES deltas; raw and node rounds alternate.
 
 from __future__ import annotations
 
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -40,13 +36,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pykka
-import requests
 
 from actors.base import ActorContext, Directory, Role
 from actors.state_store import StateStore
 from actors.ws_public import WsPublic
 from bench.compare import alternate
 from bench.node_config import node_config
+from bench.sim_process import SimControl, sim_process
 from infra.bybit.clients import BytesFrames, RoutedWebSocket, make_public_ws, simulator_urls
 from infra.logging import configure_logging
 from messages.market import Ticker
@@ -62,7 +58,6 @@ LATENCY_RATE = 500  # per symbol: 2,000 frames/s in all
 LATENCY_S = 3.0
 ROUNDS = 7
 SETTLE_S = 1.0
-KEY, SECRET = "bench-key", "bench-secret"
 TARGETS = {"ingest_msgs_per_s_ratio": (">=", 0.7), "ingest_p99_ms": ("<=", 20.0)}
 
 
@@ -137,45 +132,7 @@ class ProbedStateStore(StateStore):
                 self._probe.ticker(msg)
 
 
-class Venue:
-    """The simulator in its own process, and its fault switches over loopback HTTP."""
-
-    def __init__(self) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        env = dict(os.environ, NO_PROXY="127.0.0.1,localhost")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.sim", "--port", str(port), "--api-key", KEY, "--api-secret", SECRET,
-             "--symbols", ",".join(SYMBOLS)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        self.urls = simulator_urls(f"http://127.0.0.1:{port}")
-        self.http = requests.Session()
-        self.http.trust_env = False
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.http.get(f"{self.urls.rest}/v5/market/time", timeout=1).raise_for_status()
-                break
-            except requests.RequestException:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.close()
-                    raise RuntimeError("the simulator did not come up")
-                time.sleep(0.1)
-
-    def fault(self, name: str, **kwargs: Any) -> None:
-        self.http.post(f"{self.urls.rest}/sim/fault/{name}", json=kwargs, timeout=10).raise_for_status()
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
-def _flood(venue: Venue, probe: Probe, target: int, rate: int, latencies: bool) -> float:
+def _flood(venue: SimControl, probe: Probe, target: int, rate: int, latencies: bool) -> float:
     """Switch the flood on, wait for `target` handled deltas; seconds from switch-on to the last."""
     probe.arm(target, latencies)
     started = time.perf_counter()
@@ -203,10 +160,11 @@ def _p99(values: list[float]) -> float:
 
 
 def run() -> dict[str, float]:
-    with tempfile.TemporaryDirectory(prefix="bench_ingest_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench_ingest_") as tmp, \
+            sim_process(extra_args=["--symbols", ",".join(SYMBOLS)]) as rest:
         configure_logging(console="off", file_path=Path(tmp) / "bench.jsonl")
         app = node_config(Path(tmp), f"symbols:\n  {SYMBOLS[0]}:\n    intervals: ['1']\n")
-        venue = Venue()
+        venue, urls = SimControl(rest), simulator_urls(rest)
         desired = DesiredSubscriptions(symbols={s: SymbolStreams(tickers=True) for s in SYMBOLS})
         try:
 
@@ -214,10 +172,10 @@ def run() -> dict[str, float]:
                 def one() -> float:
                     probe = Probe()
                     if as_bytes:
-                        ws = _BareBytesSocket(channel_type="linear", testnet=False, ws_url=venue.urls.ws_public,
+                        ws = _BareBytesSocket(channel_type="linear", testnet=False, ws_url=urls.ws_public,
                                               callback_function=probe.raw_frame)
                     else:
-                        ws = make_public_ws(venue.urls, callback_function=probe.raw_frame)
+                        ws = make_public_ws(urls, callback_function=probe.raw_frame)
                     try:
                         ws.subscribe("tickers.{symbol}", callback=probe.raw_frame, symbol=list(SYMBOLS))
                         if not probe.snapshot.wait(10):
@@ -234,7 +192,7 @@ def run() -> dict[str, float]:
                 def one() -> float:
                     probe = Probe()
                     directory = Directory()
-                    ctx = ActorContext(config=app, directory=directory, urls=venue.urls, subscriptions=desired)
+                    ctx = ActorContext(config=app, directory=directory, urls=urls, subscriptions=desired)
                     store = ProbedStateStore.start(ctx, probe)
                     directory.register(Role.STATE_STORE, store)
                     ws = WsPublic.start(ctx)
