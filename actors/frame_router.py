@@ -37,29 +37,26 @@ class FrameRouter:
 
     def route(self, frame: Frame, parse: Callable[[Frame], Parsed]) -> None:
         """Parse `frame` into (recipient, message) pairs and tell each; swallow every error."""
-        try:
-            if self.retired:
-                self.counts["late"] += 1
-                return
-            self.counts["frames"] += 1
-            # Parse the whole frame first: a bad item refuses the frame, never half of it.
-            for recipient, message in list(parse(frame)):
-                self.deliver(recipient, message)
-        except MalformedPayload as exc:
-            self.reject(exc.what, exc.reasons, stream=self.stream_of(frame))
-        except Exception as exc:  # never raise into pybit: it would close the socket for good
-            self.counts["errors"] += 1
-            self._log.error("ws.callback_error", error=repr(exc))
+        self._routed(frame, parse, None)
 
     def route_one(self, frame: Frame, parse: Callable[[Frame], Any], recipient: Role) -> None:
         """`route` for a frame that is always exactly one message for `recipient` (a ticker):
         the same counts, rejections and error handling, without a generator and a list per frame."""
+        self._routed(frame, parse, recipient)
+
+    def _routed(self, frame: Frame, parse: Callable[[Frame], Any], recipient: Role | None) -> None:
+        """The guard both share. `recipient` None: `parse` yields (recipient, message) pairs."""
         try:
             if self.retired:
                 self.counts["late"] += 1
                 return
             self.counts["frames"] += 1
-            self.deliver(recipient, parse(frame))
+            if recipient is not None:
+                self.deliver(recipient, parse(frame))
+                return
+            # Parse the whole frame first: a bad item refuses the frame, never half of it.
+            for to, message in list(parse(frame)):
+                self.deliver(to, message)
         except MalformedPayload as exc:
             self.reject(exc.what, exc.reasons, stream=self.stream_of(frame))
         except Exception as exc:  # never raise into pybit: it would close the socket for good
