@@ -388,14 +388,14 @@ class LiveState:
         # The socket as a whole, like `private`: what it refused without a topic to charge (not
         # JSON, not UTF-8, a topic nobody subscribed to) shows here with the topics' refusals.
         # Its staleness is judged per topic below, so it is shown, never counted toward `ready`.
-        ages = [a for a in (self._age(t, now) for t in self._public_topics) if a is not None]
+        ages = {t: self._age(t, now) for t in self._public_topics}
+        seen = [a for a in ages.values() if a is not None]
         streams["public"] = StreamHealth(
-            connected=bool(pub_up), age_s=min(ages) if ages else None, stale=False,
+            connected=bool(pub_up), age_s=min(seen) if seen else None, stale=False,
             frames=sum(self.frames.get(t, 0) for t in self._public_topics),
             rejected=self.rejected.get("public", 0) + sum(self.rejected.get(t, 0) for t in self._public_topics),
             watched=False)
-        for topic in self._public_topics:
-            age = self._age(topic, now)
+        for topic, age in ages.items():
             is_stale = age is None or age > self._public_stale_after_s
             streams[topic] = StreamHealth(connected=pub_up if pub_up is not None else not is_stale, age_s=age,
                                           stale=is_stale, frames=self.frames.get(topic, 0),
