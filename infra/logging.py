@@ -112,11 +112,7 @@ def redact_event(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
 
     The event dict itself is the formatter's own copy, so its top level is masked in place;
     nested values belong to the caller and are copied where they change."""
-    for k, v in list(event_dict.items()):
-        if _sensitive(k):
-            event_dict[k] = REDACTED
-        elif type(v) not in _PLAIN:
-            event_dict[k] = _mask(v)
+    event_dict.update(_masked_items(list(event_dict.items())))
     return event_dict
 
 
