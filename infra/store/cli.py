@@ -106,14 +106,21 @@ def _selected(args: argparse.Namespace) -> Callable[[str, str], bool]:
     return lambda s, i: (not args.symbol or s in args.symbol) and (not args.interval or i in args.interval)
 
 
-def _console(stderr: bool = False):
+def _console(stderr: bool = False, *, answers: bool = False):
+    """A rich console on stdout (or stderr). With `answers`, each print waits for the log lines
+    logged before it, as `infra.logging.say` does: a command's answer never lands among them."""
     from rich.console import Console
+
+    class AnswerConsole(Console):
+        def print(self, *objects: Any, **kwargs: Any) -> None:
+            flush_logging(timeout_s=1.0)
+            super().print(*objects, **kwargs)
 
     stream = sys.stderr if stderr else sys.stdout
     # Off a terminal rich assumes 80 columns and squeezes the table; a pipe or a log file can take more,
     # unless COLUMNS says how wide the reader is (rich reads it when width is None).
     fits = stream.isatty() or os.environ.get("COLUMNS", "").isdigit()
-    return Console(file=stream, width=None if fits else 160)
+    return (AnswerConsole if answers else Console)(file=stream, width=None if fits else 160)
 
 
 def _iso(t: datetime | None) -> str:
@@ -144,7 +151,7 @@ def _checked(app: Any, store: Any) -> None:
     from infra.store.lock import on_wait
     from infra.store.verify import verify_store
 
-    on_wait(lambda text: say(text, file=sys.stderr, flush=True))  # once per wait, before the long silence
+    on_wait(lambda text: say(text, file=sys.stderr))  # once per wait, before the long silence
 
     verify_store(store.path, lock_timeout_s=store.lock_timeout_s, owner=store.lock.owner,
                  catch_up_days=app.node.db_writer.catch_up_days)
@@ -161,9 +168,8 @@ def gaps_command(app: Any, args: argparse.Namespace) -> int:
     from messages.types import next_open_ms, utc_to_ms
 
     store = HistoryStore.for_node(app.node, owner="main.py gaps")
-    console = _console()
+    console = _console(answers=True)
     if not store.exists():
-        flush_logging(timeout_s=1.0)
         console.print(f"no history yet: {store.path} does not exist (run `python main.py sync`)")
         return EXIT_OK
     keep = _selected(args)
@@ -200,7 +206,6 @@ def gaps_command(app: Any, args: argparse.Namespace) -> int:
                 details.append(f"  {info.symbol} {info.interval} {kind}: {r.describe()} ({r.bars(info.interval)} bars)")
             if len(ranges) > args.limit:
                 details.append(f"  {info.symbol} {info.interval} ... and {len(ranges) - args.limit} more {kind}s")
-    flush_logging(timeout_s=1.0)  # the answer after the log lines of the work (see infra.logging.say)
     if not rows:
         console.print(f"no stored series match in {store.path}")
         return EXIT_OK
@@ -314,9 +319,8 @@ def heal_command(app: Any, args: argparse.Namespace, source_factory: Callable[[A
     from infra.store.sync import HistorySync
 
     store = HistoryStore.for_node(app.node, owner="main.py heal")
-    console = _console()
+    console = _console(answers=True)
     if not store.exists():
-        flush_logging(timeout_s=1.0)
         console.print(f"no history yet: {store.path} does not exist (run `python main.py sync`)")
         return EXIT_OK
     try:
