@@ -35,6 +35,7 @@ def say(*args, **kwargs) -> None:
 
     say_after_logs(*args, **kwargs)
 
+
 DESCRIPTION = """\
 The data and exchange layer of a Bybit V5 trading node (USDT perpetuals).
 It keeps live market and account state from Bybit's WebSockets, an OHLCV

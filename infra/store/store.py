@@ -121,16 +121,13 @@ class StoreSession:
             except duckdb.ConstraintException:
                 pass  # some bar is stored already, or twice in the batch: the upsert sorts it out
         try:
-            self._upsert(batch)
+            self._run(_UPSERT_SCRIPT, batch)
         except duckdb.ConstraintException:
             # The batch holds a key twice (the delete cannot see a twin that is not stored
             # yet): the primary key refused it, nothing was written. Keep the last copy.
             batch = batch.deduplicated()
-            self._upsert(batch)
+            self._run(_UPSERT_SCRIPT, batch)
         return WriteResult(batch.rows, batch.rejected)
-
-    def _upsert(self, batch: Batch) -> None:
-        self._run(_UPSERT_SCRIPT, batch)
 
     def _run(self, script: str, batch: Batch) -> None:
         conn = self.conn

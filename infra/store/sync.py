@@ -390,14 +390,14 @@ class HistorySync:
         # A bar has closed by `now` if it opened before the bar that holds `now` (bars are aligned).
         stop_ms = min(window.end_ms, align_ms(interval, now))
         first = ms_to_utc(window.start_ms).replace(tzinfo=None)
-        stop = ms_to_utc(stop_ms).replace(tzinfo=None)
+        before = ms_to_utc(stop_ms).replace(tzinfo=None)
         table = page.table
         times = table["open_time"]
         span = pc.min_max(times)
         # Filtering copies every column: only when some bar is outside (a venue answers the window).
-        if table.num_rows and (span["min"].as_py() < first or span["max"].as_py() >= stop):
+        if table.num_rows and (span["min"].as_py() < first or span["max"].as_py() >= before):
             table = table.filter(pc.and_(pc.greater_equal(times, pa.scalar(first, _TS)),
-                                         pc.less(times, pa.scalar(stop, _TS))))
+                                         pc.less(times, pa.scalar(before, _TS))))
         return _Page(table, tuple(t for t in page.unstorable if window.start_ms <= t < stop_ms))
 
     def _holes(self, interval: str, page: _Page, window: BarRange, now: int) -> tuple[BarRange, ...]:
