@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pykka
-import requests
 
 from actors.base import ActorContext, Directory, Role
 from actors.state_store import StateStore
@@ -54,8 +53,8 @@ from actors.supervisor import ChildSpec, Supervisor
 from actors.ws_public import WsPublic
 from bench.compare import alternate
 from bench.node_config import node_config
-from bench.sim_process import sim_process
-from infra.bybit.clients import VenueUrls, make_managed_public_ws, make_public_ws, simulator_urls
+from bench.sim_process import SimControl, sim_process
+from infra.bybit.clients import VenueUrls, make_managed_public_ws, make_public_ws
 from infra.config import AppConfig
 from infra.logging import configure_logging
 from messages.control import Ping
@@ -130,18 +129,6 @@ def _config(tmp: Path) -> AppConfig:
     return node_config(tmp, f"symbols:\n{symbols}supervisor:\n  public_stale_after_s: {WINDOW_S}\n")
 
 
-class Venue:
-    def __init__(self, rest: str) -> None:
-        self.urls: VenueUrls = simulator_urls(rest)
-        self.http = requests.Session()
-        self.http.trust_env = False  # loopback only, never through a proxy
-
-    def fault(self, name: str, **kwargs: Any) -> Any:
-        answer = self.http.post(f"{self.urls.rest}/sim/fault/{name}", json=kwargs, timeout=10)
-        answer.raise_for_status()
-        return answer.json()["result"]
-
-
 def _settle() -> None:
     # Outside the timed part: the closed sockets' last frames and handshakes are done before
     # the next round switches a fault on (which would hit a connection still closing too).
@@ -150,7 +137,7 @@ def _settle() -> None:
 
 # --- the node ---------------------------------------------------------------------------------
 
-def _node(app: AppConfig, venue: Venue, probe: Probe) -> pykka.ActorRef[Any]:
+def _node(app: AppConfig, venue: SimControl, probe: Probe) -> pykka.ActorRef[Any]:
     """Supervisor -> StateStore, WsPublic; every frame WsPublic's socket receives is shown to the probe
     after the node's own router has handled it."""
 
@@ -171,7 +158,7 @@ def _node(app: AppConfig, venue: Venue, probe: Probe) -> pykka.ActorRef[Any]:
     return supervisor
 
 
-def _ours(app: AppConfig, venue: Venue, fault: Callable[[], None]) -> Callable[[], float]:
+def _ours(app: AppConfig, venue: SimControl, fault: Callable[[], None]) -> Callable[[], float]:
     def one() -> float:
         probe = Probe()
         supervisor = _node(app, venue, probe)
@@ -192,14 +179,14 @@ def _ours(app: AppConfig, venue: Venue, fault: Callable[[], None]) -> Callable[[
 
 # --- the raw reference: pybit alone -------------------------------------------------------------
 
-def _bare_socket(venue: Venue, probe: Probe) -> Any:
+def _bare_socket(venue: SimControl, probe: Probe) -> Any:
     ws = make_public_ws(venue.urls)
     ws.subscribe("tickers.{symbol}", callback=probe.frame, symbol=list(SYMBOLS))
     ws.subscribe("kline.1.{symbol}", callback=probe.frame, symbol=list(SYMBOLS))
     return ws
 
 
-def _steady_then(venue: Venue, probe: Probe, fault: str) -> float:
+def _steady_then(venue: SimControl, probe: Probe, fault: str) -> float:
     """Once the bare socket streams every topic and has run steadily, pull `fault`: when it was pulled."""
     probe.wait(probe.ready, UP_TIMEOUT_S, "bare socket")
     time.sleep(STEADY_S)
@@ -209,7 +196,7 @@ def _steady_then(venue: Venue, probe: Probe, fault: str) -> float:
     return started
 
 
-def _raw_drop(venue: Venue) -> Callable[[], float]:
+def _raw_drop(venue: SimControl) -> Callable[[], float]:
     def one() -> float:
         probe = Probe()
         ws = _bare_socket(venue, probe)
@@ -224,7 +211,7 @@ def _raw_drop(venue: Venue) -> Callable[[], float]:
     return one
 
 
-def _raw_silence(venue: Venue) -> Callable[[], float]:
+def _raw_silence(venue: SimControl) -> Callable[[], float]:
     def one() -> float:
         probe = Probe()
         stuck = _bare_socket(venue, probe)
@@ -253,7 +240,7 @@ def run() -> dict[str, float]:
         app = _config(Path(tmp))
         try:
             with sim_process(extra_args=("--symbols", ",".join(SYMBOLS))) as rest:
-                venue = Venue(rest)
+                venue = SimControl(rest)
                 drop = alternate(raw=_raw_drop(venue),
                                  ours=_ours(app, venue, lambda: venue.fault("drop_sockets", channel="public")),
                                  rounds=DROP_ROUNDS)

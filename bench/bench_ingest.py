@@ -43,7 +43,7 @@ from actors.ws_public import WsPublic
 from bench.compare import alternate
 from bench.node_config import node_config
 from bench.sim_process import SimControl, sim_process
-from infra.bybit.clients import BytesFrames, RoutedWebSocket, make_public_ws, simulator_urls
+from infra.bybit.clients import BytesFrames, RoutedWebSocket, make_public_ws
 from infra.logging import configure_logging
 from messages.market import Ticker
 from messages.subscriptions import DesiredSubscriptions, SymbolStreams
@@ -164,7 +164,7 @@ def run() -> dict[str, float]:
             sim_process(extra_args=["--symbols", ",".join(SYMBOLS)]) as rest:
         configure_logging(console="off", file_path=Path(tmp) / "bench.jsonl")
         app = node_config(Path(tmp), f"symbols:\n  {SYMBOLS[0]}:\n    intervals: ['1']\n")
-        venue, urls = SimControl(rest), simulator_urls(rest)
+        venue = SimControl(rest)
         desired = DesiredSubscriptions(symbols={s: SymbolStreams(tickers=True) for s in SYMBOLS})
         try:
 
@@ -172,10 +172,10 @@ def run() -> dict[str, float]:
                 def one() -> float:
                     probe = Probe()
                     if as_bytes:
-                        ws = _BareBytesSocket(channel_type="linear", testnet=False, ws_url=urls.ws_public,
+                        ws = _BareBytesSocket(channel_type="linear", testnet=False, ws_url=venue.urls.ws_public,
                                               callback_function=probe.raw_frame)
                     else:
-                        ws = make_public_ws(urls, callback_function=probe.raw_frame)
+                        ws = make_public_ws(venue.urls, callback_function=probe.raw_frame)
                     try:
                         ws.subscribe("tickers.{symbol}", callback=probe.raw_frame, symbol=list(SYMBOLS))
                         if not probe.snapshot.wait(10):
@@ -192,7 +192,7 @@ def run() -> dict[str, float]:
                 def one() -> float:
                     probe = Probe()
                     directory = Directory()
-                    ctx = ActorContext(config=app, directory=directory, urls=urls, subscriptions=desired)
+                    ctx = ActorContext(config=app, directory=directory, urls=venue.urls, subscriptions=desired)
                     store = ProbedStateStore.start(ctx, probe)
                     directory.register(Role.STATE_STORE, store)
                     ws = WsPublic.start(ctx)

@@ -33,9 +33,9 @@ from pybit.exceptions import FailedRequestError, InvalidRequestError
 
 from actors.closing import ClosePolicy, Flattener
 from bench.compare import alternate, record
-from infra.bybit import Gateway, Lane, OrderRequest, OrderType, new_order_link_id
 from bench.sim_process import SIM_CREDENTIALS, SimControl, sim_process
-from infra.bybit.clients import make_http, simulator_urls
+from infra.bybit import Gateway, Lane, OrderRequest, OrderType, new_order_link_id
+from infra.bybit.clients import make_http
 from infra.config import ExchangeConfig, TradingMode, Venue
 from infra.logging import configure_logging
 from messages.types import Side
@@ -104,8 +104,8 @@ def run() -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench_panic_") as tmp, \
             sim_process(extra_args=["--symbols", ",".join(PRICES)]) as rest:
         configure_logging(console="off", file_path=Path(tmp) / "bench.jsonl")
-        urls = simulator_urls(rest)
         sim = SimControl(rest)
+        urls = sim.urls
         gateway = Gateway.create(urls=urls, credentials=SIM_CREDENTIALS, venue=Venue.SIM,
                                  trading_mode=TradingMode.PAPER, live_confirmed=False, exchange=ExchangeConfig())
         # pybit replaces an empty retry_codes with its own (10006 included): name one that never occurs.

@@ -14,13 +14,14 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from pathlib import Path
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import requests
 from pydantic import SecretStr
 
+from infra.bybit.clients import VenueUrls, simulator_urls
 from infra.config import Credentials
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,10 +62,11 @@ def sim_process(timeout_s: float = 30.0, extra_args: Sequence[str] = ()) -> Iter
 
 
 class SimControl:
-    """A simulator process's fault switches and price lever, over loopback HTTP."""
+    """A simulator process: its URLs, and its fault switches and price lever over loopback HTTP."""
 
     def __init__(self, rest: str) -> None:
         self._rest = rest.rstrip("/")
+        self.urls: VenueUrls = simulator_urls(rest)
         self._http = requests.Session()
         self._http.trust_env = False  # a proxy variable must not route loopback traffic away
 
