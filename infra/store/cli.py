@@ -311,6 +311,10 @@ def _summary(symbol: str, interval: str, report: Any) -> None:
           f"{report.requests} request(s), {report.retries} retr{'y' if report.retries == 1 else 'ies'}{holes}")
 
 
+def _change(before: int, after: int | None) -> str:
+    return f"{before} -> {'-' if after is None else after}"
+
+
 def heal_command(app: Any, args: argparse.Namespace, source_factory: Callable[[Any], Any] | None = None) -> int:
     from rich.table import Table
 
@@ -331,14 +335,18 @@ def heal_command(app: Any, args: argparse.Namespace, source_factory: Callable[[A
                                only=_selected(args))
     except StoreError as exc:
         return store_failed(exc)
-    table = Table(title=f"heal of {store.path}")
-    for col in ("symbol", "interval", "bars before", "bars after", "gaps before", "gaps after", "missing before",
-                "missing after", "duplicates", "venue holes", "result"):
-        table.add_column(col)
+    # before -> after in one cell, no vertical rules: fits 80 columns, and a number is folded, never cut.
+    from rich import box
+
+    table = Table(title=f"heal of {store.path}", box=box.SIMPLE_HEAD, caption="before -> after")
+    for col, justify in (("symbol", "left"), ("int.", "left"), ("bars", "right"), ("gaps", "right"),
+                         ("missing", "right"), ("dup.", "right"), ("holes", "right"), ("result", "left")):
+        table.add_column(col, justify=justify, overflow="fold", no_wrap=col in ("symbol", "int."))
     for r in reports:
         a = r.after
-        table.add_row(r.symbol, r.interval, str(r.before.bars), str(a.bars) if a else "-", str(r.before.gaps),
-                      str(a.gaps) if a else "-", str(r.before.missing_bars), str(a.missing_bars) if a else "-",
+        table.add_row(r.symbol, r.interval, _change(r.before.bars, a.bars if a else None),
+                      _change(r.before.gaps, a.gaps if a else None),
+                      _change(r.before.missing_bars, a.missing_bars if a else None),
                       str(a.duplicates) if a else "-", str(a.venue_holes) if a else "-",
                       "ok" if r.ok else f"FAILED: {r.error or 'gaps left'}")
     console.print(table)
