@@ -12,6 +12,11 @@
   parsing into messages, no store). The two alternate, round by round,
   against one `python -m infra.sim` process (its own interpreter, so its
   work is not counted as ours). -> `sync_ratio`.
+* `sync_distant_bars_per_s` (`_raw_`, `_ratio`): the same rounds with the
+  simulator holding each kline answer 50 ms, as a venue across a network
+  does. Raw pages one request at a time; the sync has two on the wire
+  (`infra.store.sync.IN_FLIGHT`), so here the ratio shows what that buys.
+  No target: it is not the issue's reference, which is the loopback one.
 * `sync_resync_s`: the same sync again, which must find nothing to fetch.
 * `sync_cpu_ms` / `sync_raw_cpu_ms`: this process's CPU time for one
   round of each (the same rounds), and their ratio (raw/ours): why the
@@ -35,7 +40,7 @@ import time
 from pathlib import Path
 
 from bench.compare import Comparison, alternate, record
-from bench.sim_process import REPO, SIM_CREDENTIALS, sim_process
+from bench.sim_process import REPO, SIM_CREDENTIALS, SimControl, sim_process
 from infra.bybit import Gateway
 from infra.bybit.clients import make_http, simulator_urls
 from infra.config import ExchangeConfig, TradingMode, Venue
@@ -46,6 +51,7 @@ from messages.types import ms_to_utc
 
 DAYS = 10
 MINUTE = 60_000
+DISTANT_DELAY_S = 0.05
 BIG = 1_000_000
 
 TARGETS = {"sync_ratio": (">=", 0.7)}
@@ -68,12 +74,26 @@ def run(big: bool = True) -> dict[str, float]:
         configure_logging(console="off", file_path=tmp / "bench.jsonl")
         end_ms = (int(time.time() * 1000) // MINUTE - 24 * 60) * MINUTE
         out.update(_ratio(tmp, rest, end_ms))
+        out.update(_distant(tmp, rest, end_ms))
         if big:
             out.update(_big(tmp, rest, end_ms))
     return out
 
 
-def _ratio(tmp: Path, rest: str, end_ms: int) -> dict[str, float]:
+def _distant(tmp: Path, rest: str, end_ms: int) -> dict[str, float]:
+    """The same rounds against a venue 50 ms away (the simulator holds each kline answer that
+    long): what the sync's two requests in flight are for. Raw pages one request at a time."""
+    venue = SimControl(rest)
+    venue.fault("delay_responses", seconds=DISTANT_DELAY_S, path="/v5/market/kline")
+    try:
+        return _ratio(tmp, rest, end_ms, prefix="sync_distant", rounds=7, warmup=1)
+    finally:
+        venue.fault("clear")
+        venue.close()
+
+
+def _ratio(tmp: Path, rest: str, end_ms: int, prefix: str = "sync", rounds: int = 21,
+           warmup: int = 2) -> dict[str, float]:
     out: dict[str, float] = {}
     urls = simulator_urls(rest)
     gateway = Gateway.create(urls=urls, credentials=SIM_CREDENTIALS, venue=Venue.SIM,
@@ -82,7 +102,7 @@ def _ratio(tmp: Path, rest: str, end_ms: int) -> dict[str, float]:
     # Closed, settled minutes (a day back from now), so every window is full and none is "unpublished".
     start_ms = end_ms - DAYS * 1440 * MINUTE
     windows = _windows(start_ms, end_ms)
-    rounds = iter(range(1000))
+    numbers = iter(range(1000))
     try:
         def raw() -> float:
             cpu = time.process_time()
@@ -98,7 +118,7 @@ def _ratio(tmp: Path, rest: str, end_ms: int) -> dict[str, float]:
             return elapsed
 
         def ours() -> float:
-            store = HistoryStore(tmp / f"round{next(rounds)}.duckdb", owner="bench")
+            store = HistoryStore(tmp / f"{prefix}{next(numbers)}.duckdb", owner="bench")
             sync = HistorySync(store, gateway)
             cpu = time.process_time()
             started = time.perf_counter()
@@ -116,17 +136,17 @@ def _ratio(tmp: Path, rest: str, end_ms: int) -> dict[str, float]:
         resync: list[float] = []
         raw_cpu: list[float] = []
         ours_cpu: list[float] = []
-        warmup = 2
-        cmp = alternate(raw=raw, ours=ours, rounds=21, warmup=warmup)
-        figures = cmp.throughput("sync_bars_per_s", "sync_raw_bars_per_s", DAYS * 1440)
-        out["sync_ratio"] = figures.pop("sync_bars_per_s_ratio")
+        cmp = alternate(raw=raw, ours=ours, rounds=rounds, warmup=warmup)
+        figures = cmp.throughput(f"{prefix}_bars_per_s", f"{prefix}_raw_bars_per_s", DAYS * 1440)
+        out[f"{prefix}_ratio"] = figures.pop(f"{prefix}_bars_per_s_ratio")
         out.update(figures)
-        record("sync_bars_per_s", "sync_raw_bars_per_s", "sync_ratio")
-        out["sync_resync_s"] = round(sorted(resync)[len(resync) // 2], 4)
-        # This process's CPU time per round, of the same rounds: on a busy machine the wall-time
-        # ratio follows how much CPU each side needs (the simulator's included in both).
-        cpu = Comparison(tuple(raw_cpu[warmup:]), tuple(ours_cpu[warmup:]))
-        out.update(cpu.latency("sync_cpu_ms", "sync_raw_cpu_ms", unit_s=1e-3, digits=1))
+        record(f"{prefix}_bars_per_s", f"{prefix}_raw_bars_per_s", f"{prefix}_ratio")
+        if prefix == "sync":
+            out["sync_resync_s"] = round(sorted(resync)[len(resync) // 2], 4)
+            # This process's CPU time per round, of the same rounds: on a busy machine the wall-time
+            # ratio follows how much CPU each side needs (the simulator's included in both).
+            cpu = Comparison(tuple(raw_cpu[warmup:]), tuple(ours_cpu[warmup:]))
+            out.update(cpu.latency("sync_cpu_ms", "sync_raw_cpu_ms", unit_s=1e-3, digits=1))
     finally:
         gateway.close()
     return out

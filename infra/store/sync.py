@@ -9,8 +9,9 @@ same range fetches nothing, and a crash mid-sync is resumed by the next run.
 Each missing range is paged newest first, as Bybit serves it, in windows
 of at most `page_limit` bars (what the venue returns when a window holds
 more than `limit` bars is undocumented, so a window never does). A helper
-thread fetches the pages ahead while the calling thread stores them, in
-order, whole pages per session up to `unit_bars` (10,000) bars: the
+thread fetches the pages ahead, with `in_flight` (2) requests on the wire
+at once, and hands them over in order, while the calling thread stores
+them, whole pages per session up to `unit_bars` (10,000) bars: the
 session's fixed cost is paid per unit, not per page, and the running
 node's DbWriter still gets the file between units (no process keeps it
 open between units), so a crash loses at most one unit, which the next
@@ -20,9 +21,10 @@ dropped. Bars a window should hold but
 the venue did not return are venue holes once they are older than
 `hole_grace_ms` (the venue may publish a just-closed bar a moment late):
 they are recorded, in the session that stores their window, reported, and
-not asked for again. After an empty window, one probe asks whether the
-rest of the range holds anything at all, so the years before a symbol's
-listing cost one request, not thousands.
+not asked for again. After an empty window, the older windows already on
+the wire answer whether the range goes on; if they are empty too, one
+probe asks whether the rest of the range holds anything at all, so the
+years before a symbol's listing cost a few requests, not thousands.
 
 A page goes from the venue's rows straight into the store's columns
 (`table_from_rows`: Arrow parses and checks the whole page at once); a page
@@ -42,9 +44,11 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Iterator, Protocol, runtime_checkable
+from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -67,7 +71,12 @@ PAGE_LIMIT = 1000
 # spent more on sessions than on bars; ten pages make it small. It is also how long
 # another process (the node's DbWriter) may wait for the file: ~40 ms here.
 UNIT_BARS = 10_000
+# Page requests on the wire at once. Against the venue a page is a round trip of tens to hundreds
+# of ms, nearly all of it waiting: two in flight halve that wait, and the rate limiter (the
+# backfill lane, below every trading lane) still decides when each may go.
+IN_FLIGHT = 2
 _TS = pa.timestamp("ms")
+_COUNTS = threading.Lock()  # a report's counters are bumped from the request threads
 
 
 class KlineSource(Protocol):
@@ -130,6 +139,46 @@ _END = object()  # the fetcher has handed over every page
 
 class _Stopped(Exception):
     """The fetcher was told to stop (the storing side failed or was interrupted)."""
+
+
+class _Ahead:
+    """The pages of `windows`, handed out in order, with up to `depth` requests on the wire at
+    once (sent by `pool`'s threads; with no pool, one at a time on the caller's thread).
+
+    A request once sent is always waited for, never abandoned: what a sync asks the venue is
+    then fixed by the windows and the answers, not by which thread got a core first. A failed
+    request raises where its page is handed out, after every page before it.
+    """
+
+    def __init__(self, windows: Iterable[BarRange], fetch: Callable[[BarRange], _Page],
+                 pool: ThreadPoolExecutor | None, depth: int):
+        self._windows = iter(windows)
+        self._fetch = fetch
+        self._pool = pool
+        self._depth = depth if pool is not None else 1
+        self._asked: deque[tuple[BarRange, Future[_Page] | None]] = deque()
+
+    def __iter__(self) -> Iterator[tuple[BarRange, _Page]]:
+        return self
+
+    def __next__(self) -> tuple[BarRange, _Page]:
+        while len(self._asked) < self._depth and (window := next(self._windows, None)) is not None:
+            self._asked.append((window, self._pool.submit(self._fetch, window) if self._pool else None))
+        if not self._asked:
+            raise StopIteration
+        window, future = self._asked.popleft()
+        return window, future.result() if future is not None else self._fetch(window)
+
+    def on_the_wire(self) -> list[tuple[BarRange, _Page]]:
+        """The windows already asked for and their pages (waited for), still to be handed out in
+        turn, up to the first that failed (it raises when its turn comes); nothing new is asked
+        for until the next page is taken."""
+        answered: list[tuple[BarRange, _Page]] = []
+        for window, future in self._asked:
+            if future is None or future.exception() is not None:
+                break
+            answered.append((window, future.result()))
+        return answered
 
 
 @runtime_checkable
@@ -210,11 +259,15 @@ class HistorySync:
         hole_grace_ms: int = 120_000,
         progress: Callable[[Progress], None] | None = None,
         sleep: Callable[[float], None] | None = None,
+        in_flight: int = IN_FLIGHT,
     ):
         if not 1 <= page_limit <= PAGE_LIMIT:
             raise ValueError(f"page_limit must be within 1..{PAGE_LIMIT}")
         if unit_bars < 1:
             raise ValueError("unit_bars must be at least 1")
+        if in_flight < 1:
+            raise ValueError("in_flight must be at least 1")
+        self._in_flight = in_flight
         self._store = store
         self._source = source
         self._now_ms = now_ms
@@ -327,10 +380,12 @@ class HistorySync:
             return False
 
         def fetch_all() -> None:
+            pool = (ThreadPoolExecutor(self._in_flight, thread_name_prefix=f"sync-fetch-{symbol}-{interval}-request")
+                    if self._in_flight > 1 else None)
             try:
                 done = 0
                 for rng in reversed(plan):  # newest range first, like the pages inside it
-                    items = self._items(symbol, interval, rng, now, report, done, stop)
+                    items = self._items(symbol, interval, rng, now, report, done, stop, pool)
                     while not stop.is_set():  # checked before each request, not only after
                         item = next(items, None)
                         if item is None or not put(item):
@@ -339,7 +394,15 @@ class HistorySync:
                 end: object = _END
             except BaseException as exc:  # noqa: BLE001 - handed to the storing thread, which raises it
                 end = _Failed(exc)
+            if pool is None:
+                put(end)
+                return
+            # Requests not sent yet are dropped. The end is handed over before waiting for the one
+            # still being sent: that may be in a rate limit's backoff, which only the stop that
+            # follows the storing side's raise ends at once. No thread of the sync outlives it.
+            pool.shutdown(wait=False, cancel_futures=True)
             put(end)
+            pool.shutdown(wait=True)
 
         fetcher = threading.Thread(target=fetch_all, name=f"sync-fetch-{symbol}-{interval}", daemon=True)
         fetcher.start()
@@ -363,22 +426,30 @@ class HistorySync:
             fetcher.join()
 
     def _items(self, symbol: str, interval: str, rng: BarRange, now: int, report: SyncReport,
-               done: int, stop: threading.Event | None = None) -> Iterator[_Item]:
-        """One missing range, newest window first, as the pages to store (fetched as they are asked for)."""
+               done: int, stop: threading.Event | None = None,
+               pool: ThreadPoolExecutor | None = None) -> Iterator[_Item]:
+        """One missing range, newest window first, as the pages to store (asked for ahead, in order)."""
         settled = done
         probed = False
-        for window in windows_newest_first(interval, rng, self._page_limit):
-            page = self._page(symbol, interval, window, now, report, stop)
+        pages = _Ahead(windows_newest_first(interval, rng, self._page_limit),
+                       lambda w: self._page(symbol, interval, w, now, report, stop), pool, self._in_flight)
+        for window, page in pages:
             if page.rows == 0 and not probed and window.start_ms > rng.start_ms:
-                # After an empty page, one probe asks whether the rest of the range holds anything.
-                probed = True
-                found = self._page(symbol, interval, BarRange(rng.start_ms, window.start_ms), now, report, stop)
-                if not found.rows:
-                    # Nothing at all further back (before the listing, say): one hole, no more requests.
-                    everything = BarRange(rng.start_ms, window.end_ms)
-                    yield _Item(page, self._holes(interval, page, everything, now), done + rng.bars(interval))
-                    return
-                yield _Item(found, (), settled)  # stored, but no window to judge holes by
+                # After an empty page: does the range go on? The older windows already asked for say
+                # so first; only if they are empty too, one probe asks about the rest of it.
+                asked = pages.on_the_wire()
+                if not any(p.rows for _, p in asked):
+                    probed = True
+                    oldest = asked[-1][0] if asked else window
+                    found = None
+                    if oldest.start_ms > rng.start_ms:
+                        found = self._page(symbol, interval, BarRange(rng.start_ms, oldest.start_ms), now, report, stop)
+                    if found is None or not found.rows:
+                        # Nothing at all further back (before the listing, say): one hole, no more requests.
+                        everything = BarRange(rng.start_ms, window.end_ms)
+                        yield _Item(page, self._holes(interval, page, everything, now), done + rng.bars(interval))
+                        return
+                    yield _Item(found, (), settled)  # stored, but no window to judge holes by
             settled += window.bars(interval)
             yield _Item(page, self._holes(interval, page, window, now), settled)
 
@@ -474,7 +545,8 @@ class HistorySync:
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
-            report.retries += 1
+            with _COUNTS:
+                report.retries += 1
             self._log.warning(
                 "sync.retry",
                 symbol=symbol,
@@ -497,7 +569,8 @@ class HistorySync:
         def once() -> _Page:
             if stop is not None and stop.is_set():
                 raise _Stopped("the sync stopped")
-            report.requests += 1
+            with _COUNTS:
+                report.requests += 1
             return self._page_table(symbol, interval, start_ms, end_ms)
 
         retrying = Retrying(

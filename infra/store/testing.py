@@ -6,6 +6,7 @@ so a round trip through the store can be compared bar for bar.
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime
 from decimal import Decimal
@@ -112,6 +113,7 @@ class FakeVenue:
         self.holes = list(holes)  # [start, end) of open times
         self.faults = list(faults)
         self.requests: list[tuple[str, str, int, int, int]] = []
+        self._lock = threading.Lock()  # the sync sends more than one request at a time
 
     def server_time(self) -> "ServerTime":
         """Its clock stands at `now_ms`; the skew is against ours, as the gateway reports it."""
@@ -120,9 +122,11 @@ class FakeVenue:
         return ServerTime(server_ms=self.now_ms, skew_ms=self.now_ms - int(time.time() * 1000), round_trip_ms=0)
 
     def fetch_klines(self, symbol: str, interval: str, start_ms: int, end_ms: int, limit: int = 1000) -> list[ClosedBar]:
-        self.requests.append((symbol, interval, start_ms, end_ms, limit))
-        if self.faults:
-            raise self.faults.pop(0)
+        with self._lock:
+            self.requests.append((symbol, interval, start_ms, end_ms, limit))
+            fault = self.faults.pop(0) if self.faults else None
+        if fault is not None:
+            raise fault
         newest = align_ms(interval, min(end_ms, self.now_ms))
         lowest = max(start_ms, self.listing_ms)
         out: list[ClosedBar] = []

@@ -97,7 +97,12 @@ def test_5xx_answers_are_retried_and_the_sync_completes(sim, gateway, store):
     with capture_logs() as logs:
         report = make_sync(store, gateway, sim).sync("BTCUSDT", "1", ms_to_utc(now - 1440 * MIN), ms_to_utc(now))
     assert report.ok and report.retries == 2 and report.bars_stored == 1440
-    assert [e["attempt"] for e in logs if e["event"] == "sync.retry"] == [1, 2]
+    # One line per retry; per window (requests go two at a time) the attempts count up from 1.
+    retries = [e for e in logs if e["event"] == "sync.retry"]
+    for window in {e["window"] for e in retries}:
+        attempts = [e["attempt"] for e in retries if e["window"] == window]
+        assert attempts == list(range(1, len(attempts) + 1))
+    assert len(retries) == 2
 
 
 def test_dropped_connections_are_retried_and_the_sync_completes(sim, gateway, store):
@@ -114,7 +119,9 @@ def test_dropped_connections_are_retried_and_the_sync_completes(sim, gateway, st
     sync = make_sync(store, gateway, sim, retry=RetryPolicy(attempts=8, initial_s=0.1, max_s=0.3), sleep=sleep)
     sim.faults.refuse_connections(600)  # the gateway has no pooled connection yet: every connect is cut
     report = sync.sync("BTCUSDT", "1", ms_to_utc(now - 2 * 1440 * MIN), ms_to_utc(now))
-    assert report.ok and report.retries == 2
+    # Each retry waited its backoff first; two requests are on the wire at once, so the venue's
+    # return may find more than two backoffs made.
+    assert report.ok and report.retries == len(backoffs) >= 2
     with store.session() as s:
         assert s.count("BTCUSDT", "1") == 2 * 1440
         assert s.gaps("BTCUSDT", "1", report.wanted) == []
@@ -137,7 +144,8 @@ def test_a_venue_that_stays_down_makes_the_sync_fail_not_succeed_short(sim, gate
     with pytest.raises(SyncFailed) as err:
         sync.sync("BTCUSDT", "1", ms_to_utc(now - 3 * 1440 * MIN), ms_to_utc(now))
     report = err.value.report
-    assert not report.ok and report.retries == QUICK.attempts - 1 and "502" in report.error
+    # Every attempt of the window that failed was made (the other one on the wire may have had fewer).
+    assert not report.ok and report.retries >= QUICK.attempts - 1 and "502" in report.error
     assert report.remaining  # what is missing is said, not hidden
     sim.faults.clear()
     resumed = sync.sync("BTCUSDT", "1", ms_to_utc(now - 3 * 1440 * MIN), ms_to_utc(now))

@@ -11,7 +11,7 @@ from structlog.testing import capture_logs
 
 from infra.bybit.errors import RateLimited, Rejected, TransientError
 from infra.store import BarRange, HistoryStore
-from infra.store.sync import HistorySync, RetryPolicy, SyncFailed
+from infra.store.sync import IN_FLIGHT, HistorySync, RetryPolicy, SyncFailed
 from infra.store.testing import FakeVenue, make_series, opens
 from messages.types import UTC, ms_to_utc, utc_to_ms
 
@@ -91,13 +91,15 @@ def test_a_venue_hole_is_remembered_and_reported_not_refetched(store):
         assert s.venue_holes("BTCUSDT", "1") == [hole]
 
 
-def test_the_years_before_listing_cost_one_probe_not_thousands_of_pages(store):
+@pytest.mark.parametrize("in_flight, requests", [(1, 7), (2, 8)])
+def test_the_years_before_listing_cost_one_probe_not_thousands_of_pages(store, in_flight, requests):
     listing = OPEN - 3 * DAY
     venue = FakeVenue(NOW_MS, listing_ms=utc_to_ms(listing))
-    report = syncer(store, venue).sync("BTCUSDT", "1", OPEN - 400 * DAY, NOW)
+    report = syncer(store, venue, in_flight=in_flight).sync("BTCUSDT", "1", OPEN - 400 * DAY, NOW)
     assert report.ok and report.bars_stored == 3 * 1440
-    # 4320 bars: four full pages and one with 320 bars, then one empty page and one probe.
-    assert report.requests == 7
+    # 4320 bars: four full pages and one with 320 bars, then one empty page and one probe; with
+    # two requests in flight, the window after the empty one was already asked for (and is empty).
+    assert report.requests == requests
     before = BarRange(utc_to_ms(OPEN - 400 * DAY), utc_to_ms(listing))
     with store.session() as s:
         assert s.venue_holes("BTCUSDT", "1") == [before]
@@ -127,20 +129,21 @@ def test_a_sync_that_keeps_failing_reports_failure_never_a_short_success(store):
     venue = FakeVenue(NOW_MS)
     sync = syncer(store, venue)
     real = venue.fetch_klines
-    calls = {"n": 0}
 
-    def flaky(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] > 2:  # two pages arrive, then the venue keeps failing
+    def flaky(symbol, interval, start_ms, end_ms, limit=1000):
+        # The two newest pages arrive, then the venue keeps failing. By window, not by call count:
+        # two requests are on the wire at once, in no fixed order.
+        if end_ms < utc_to_ms(OPEN) - 2000 * 60_000:
             raise TransientError("HTTP 502")
-        return real(*args, **kwargs)
+        return real(symbol, interval, start_ms, end_ms, limit)
 
     venue.fetch_klines = flaky  # type: ignore[method-assign]
     with capture_logs() as logs, pytest.raises(SyncFailed) as err:
         sync.sync("BTCUSDT", "1", OPEN - 4 * DAY, NOW)
     report = err.value.report
     assert not report.ok and report.pages_stored == 2 and report.bars_stored == 2000
-    assert report.retries == FAST.attempts - 1 and "HTTP 502" in report.error
+    # The first failing window used up its attempts; the one on the wire with it may have retried too.
+    assert FAST.attempts - 1 <= report.retries <= IN_FLIGHT * (FAST.attempts - 1) and "HTTP 502" in report.error
     assert [e["event"] for e in logs].count("sync.failed") == 1
     with store.session() as s:
         assert s.count() == 2000  # the pages that arrived were kept
@@ -157,7 +160,8 @@ def test_a_rejection_is_not_retried(store):
     venue = FakeVenue(NOW_MS, faults=[Rejected(10001, "params error")])
     with pytest.raises(SyncFailed) as err:
         syncer(store, venue).sync("BTCUSDT", "1", NOW - DAY, NOW)
-    assert len(venue.requests) == 1 and "10001" in err.value.report.error
+    # No window was asked twice (a retry would ask the rejected one again, and get an answer).
+    assert len(set(venue.requests)) == len(venue.requests) <= IN_FLIGHT and "10001" in err.value.report.error
 
 
 def test_a_bar_too_recent_to_be_published_is_not_a_hole(store):
@@ -215,16 +219,22 @@ def test_catch_up_heals_a_recent_internal_hole_behind_a_fresh_last_bar(store):
 
 def test_pages_are_fetched_ahead_while_a_unit_is_stored_and_never_more_than_a_unit_ahead(store):
     """Storing unit k waits until the first page of unit k+1 has been asked for (a sequential loop
-    would never get there), and the fetcher is never more than one unit (plus the page on the wire)
-    ahead of the store: memory stays bounded whatever the range."""
+    would never get there), and the fetcher is never more than one unit (plus the pages on the
+    wire) ahead of the store: memory stays bounded whatever the range."""
     pages, per_unit = 6, 2  # 5,760 bars: three units of two pages
     asked = [threading.Event() for _ in range(pages + 1)]
     sessions: list[int] = []
     ahead: list[int] = []
 
+    counting = threading.Lock()
+
     class CountingVenue(FakeVenue):
+        started = 0
+
         def fetch_klines(self, *args, **kwargs):
-            asked[len(self.requests)].set()
+            with counting:  # requests go two at a time
+                n, CountingVenue.started = CountingVenue.started, CountingVenue.started + 1
+            asked[n].set()
             return super().fetch_klines(*args, **kwargs)
 
     venue = CountingVenue(NOW_MS)
@@ -244,7 +254,7 @@ def test_pages_are_fetched_ahead_while_a_unit_is_stored_and_never_more_than_a_un
     report = syncer(store, venue, unit_bars=per_unit * 1000).sync("BTCUSDT", "1", OPEN - 4 * DAY, NOW)
     assert report.ok and report.bars_stored == 4 * 1440 and report.requests == pages == report.pages_stored
     assert sessions == [0, 1, 2]  # one session per unit (the last one also checks what is left)
-    assert max(ahead) <= per_unit + 1, ahead
+    assert max(ahead) <= per_unit + IN_FLIGHT, ahead
     with real_session() as s:
         assert s.count() == 4 * 1440 and s.gaps("BTCUSDT", "1", report.wanted) == []
         assert s.series_info("BTCUSDT", "1").last_sync_at is not None
@@ -266,3 +276,69 @@ def test_bars_a_venue_sends_outside_the_asked_window_are_not_stored_with_it(stor
     with store.session() as s:
         assert s.count() == 2 * 1440 and s.gaps("BTCUSDT", "1", report.wanted) == []
         assert s.series_info("BTCUSDT", "1").last_open == OPEN - timedelta(minutes=1)  # not the open bar
+
+
+def test_two_pages_are_on_the_wire_at_once_and_stored_in_order_whatever_answers_first(store):
+    """The newest window is answered only once the next one has been asked for (a sequential
+    sync would wait forever: the test's deadline fails it), and the next is answered first;
+    the bars are still all stored, and progress only ever counts up."""
+    second_asked = threading.Event()
+    newest_last_open = utc_to_ms(OPEN) - 60_000  # the open bar is not asked for
+
+    class OutOfOrder(FakeVenue):
+        def fetch_klines(self, symbol, interval, start_ms, end_ms, limit=1000):
+            if end_ms == newest_last_open:
+                assert second_asked.wait(5), "the second window was not asked for while the first was on the wire"
+            else:
+                second_asked.set()
+            return super().fetch_klines(symbol, interval, start_ms, end_ms, limit)
+
+    venue = OutOfOrder(NOW_MS)
+    done: list[int] = []
+    report = syncer(store, venue, progress=lambda p: done.append(p.done_bars)).sync("BTCUSDT", "1", OPEN - 3 * DAY, NOW)
+    assert report.ok and report.bars_stored == 3 * 1440 and report.requests == 5
+    assert done == sorted(done) and done[-1] == 3 * 1440
+    with store.session() as s:
+        assert s.count() == 3 * 1440 and s.gaps("BTCUSDT", "1", report.wanted) == []
+
+
+def test_one_request_at_a_time_when_asked(store):
+    in_flight, most = [0], [0]
+    lock = threading.Lock()
+
+    class Counting(FakeVenue):
+        def fetch_klines(self, *args, **kwargs):
+            with lock:
+                in_flight[0] += 1
+                most[0] = max(most[0], in_flight[0])
+            try:
+                return super().fetch_klines(*args, **kwargs)
+            finally:
+                with lock:
+                    in_flight[0] -= 1
+
+    report = syncer(store, Counting(NOW_MS), in_flight=1).sync("BTCUSDT", "1", OPEN - 3 * DAY, NOW)
+    assert report.ok and report.requests == 5 and most == [1]
+    with pytest.raises(ValueError, match="in_flight"):
+        syncer(store, Counting(NOW_MS), in_flight=0)
+
+
+@pytest.mark.timeout(20)  # the other request was told to wait 60 s: only an interrupted backoff ends in time
+def test_a_failed_page_ends_the_sync_while_the_other_request_waits_out_a_rate_limit(store):
+    limited = threading.Event()
+    newest_last_open = utc_to_ms(OPEN) - 60_000
+
+    class RejectsNewestLimitsTheRest(FakeVenue):
+        def fetch_klines(self, symbol, interval, start_ms, end_ms, limit=1000):
+            if end_ms == newest_last_open:
+                assert limited.wait(10)  # the other request is in its backoff now
+                raise Rejected(10001, "params error")
+            limited.set()
+            raise RateLimited("too many visits", retry_after_s=60)
+
+    sync = HistorySync(store, RejectsNewestLimitsTheRest(NOW_MS), now_ms=lambda: NOW_MS,
+                       retry=RetryPolicy(attempts=3, max_hint_s=120))
+    with pytest.raises(SyncFailed) as err:
+        sync.sync("BTCUSDT", "1", OPEN - 3 * DAY, NOW)
+    assert "10001" in err.value.report.error and err.value.report.bars_stored == 0
+    assert [t.name for t in threading.enumerate() if t.name.startswith("sync-fetch-")] == []
