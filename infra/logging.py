@@ -316,6 +316,18 @@ def flush_logging(timeout_s: float = 5.0) -> bool:
     return True
 
 
+class _SocketEndIsNoError(logging.Filter):
+    """websocket-client logs the end of every connection as an error ("<cause> - goodbye"), a
+    dropped socket the node reconnects included. The node reports that same end itself, with
+    its cause, as `ws.disconnected` (a warning) and acts on it, so the library's line is shown
+    as a warning too: an error line that needs no action teaches an operator to skip them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and str(record.msg).endswith(" - goodbye"):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def configure_logging(
     level: str = "INFO",
     console: str = "auto",
@@ -361,6 +373,9 @@ def configure_logging(
     # Library chatter below WARNING is noise for an operator, not signal.
     for noisy in ("websocket", "urllib3", "aiohttp.access", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    socket_lib = logging.getLogger("websocket")
+    if not any(isinstance(f, _SocketEndIsNoError) for f in socket_lib.filters):
+        socket_lib.addFilter(_SocketEndIsNoError())
     structlog.configure(
         processors=[
             # level, logger and ts are added on the writer thread (_from_record).

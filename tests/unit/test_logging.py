@@ -42,6 +42,15 @@ def test_library_records_join_the_same_pipeline(logs):
     assert line == {**line, "event": "lib.log", "msg": "Request failed, retrying now", "logger": "pybit._http_manager"}
 
 
+def test_a_socket_ending_is_a_warning_from_the_library_too_other_errors_stay_errors(logs):
+    path, _ = logs
+    logging.getLogger("websocket").error("Connection to remote host was lost. - goodbye")
+    logging.getLogger("websocket").error("Handshake status 500 Internal Server Error")
+    ended, failed = read_events(path)
+    assert ended["level"] == "warning" and ended["msg"] == "Connection to remote host was lost. - goodbye"
+    assert failed["level"] == "error" and failed["event"] == "lib.log"
+
+
 def test_secrets_never_reach_the_file_or_the_console(logs):
     path, console = logs
     log = get_logger("leaky")
