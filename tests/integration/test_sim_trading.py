@@ -27,8 +27,9 @@ def far_below(px: Decimal) -> str:
     The simulator's price is a function of the minute, and `sim` starts at the wall
     clock's minute: an order resting 100 below the market filled during a 60 s advance
     at about one start minute in 200 (e.g. 2026-12-02T12:56Z), whatever the test meant.
+    5 % below: well inside the venue's +-10 % band for limit prices (110003 outside it).
     """
-    return str((px * Decimal("0.9")).quantize(Decimal("0.1")))
+    return str((px * Decimal("0.95")).quantize(Decimal("0.1")))
 
 
 def open_orders(http, symbol="BTCUSDT", **kw) -> list[Order]:
