@@ -312,7 +312,7 @@ def test_a_stop_during_the_catch_up_is_served_between_two_series(write_config):
 
 
 def test_the_catch_up_judges_closed_bars_by_the_venues_clock_not_ours(make_writer):
-    """Our clock 90 s ahead of the venue's: by ours the venue's forming bar has closed. Stored, it
+    """Our clock 60-120 s ahead of the venue's: by ours the venue's forming bar has closed. Stored, it
     would hold partial values (and could overwrite the closed bar the stream already stored)."""
     ours = utc_to_ms(datetime.now(UTC))
     # The venue's now sits 30 s into its minute, our clock 60-120 s ahead of it. The FakeVenue's clock
