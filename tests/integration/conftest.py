@@ -41,6 +41,17 @@ def sim_credentials(key: str = SIM_KEY, secret: str = SIM_SECRET) -> Credentials
     return Credentials(api_key=SecretStr(key), api_secret=SecretStr(secret), source="simulator")
 
 
+def to_the_wall_clock(sim: Simulator) -> None:
+    """Move `sim`'s manual clock up to the wall clock (it starts on the minute, and stands still).
+
+    For tests where the node judges the venue's timestamps by its own clock (the Executor
+    looks for a fill's executions from a minute before it placed the order): left where
+    it started, the venue's clock lags ours by the seconds past the minute the test began
+    at, plus however long it has run, and past a minute those executions are "old".
+    """
+    sim.clock.advance_to(max(sim.clock.now_ms(), time.time_ns() // 1_000_000))
+
+
 @pytest.fixture
 def sim_factory() -> Iterator[Callable[..., Simulator]]:
     """Build and start simulators with custom settings; all are stopped at teardown."""

@@ -21,6 +21,17 @@ def positions(http, symbol="BTCUSDT") -> list[Position]:
     return [Position.from_bybit(p) for p in http.get_positions(category="linear", symbol=symbol)["result"]["list"]]
 
 
+def far_below(px: Decimal) -> str:
+    """A buy limit the price walk cannot reach while a test moves the clock.
+
+    The simulator's price is a function of the minute, and `sim` starts at the wall
+    clock's minute: an order resting 100 below the market filled during a 60 s advance
+    at about one start minute in 200 (e.g. 2026-12-02T12:56Z), whatever the test meant.
+    5 % below: well inside the venue's +-10 % band for limit prices (110003 outside it).
+    """
+    return str((px * Decimal("0.95")).quantize(Decimal("0.1")))
+
+
 def open_orders(http, symbol="BTCUSDT", **kw) -> list[Order]:
     rows = http.get_open_orders(category="linear", symbol=symbol, **kw)["result"]["list"]
     return [Order.from_bybit(o) for o in rows]
@@ -232,9 +243,9 @@ def test_dcp_cancels_open_orders_after_the_private_socket_is_gone(sim, sim_http,
     px = last_price(sim_http)
     assert sim_http.set_dcp(product="DERIVATIVES", timeWindow=5) == {"retCode": 0, "retMsg": "success"}
     sim_http.place_order(category="linear", symbol="BTCUSDT", side="Buy", orderType="Market", qty="0.001",
-                         stopLoss=str(px - 500))
+                         stopLoss=far_below(px))
     sim_http.place_order(category="linear", symbol="BTCUSDT", side="Buy", orderType="Limit", qty="0.001",
-                         price=str(px - 100), orderLinkId="resting")
+                         price=far_below(px), orderLinkId="resting")
     prv = open_ws("private")
     prv.subscribe("dcp.future")
     wait_until(lambda: sim.call(lambda ex: len(ex.account.dcp_conns)) == 1)
@@ -253,7 +264,7 @@ def test_dcp_cancels_open_orders_after_the_private_socket_is_gone(sim, sim_http,
 def test_dcp_does_not_fire_while_a_subscribed_socket_lives(sim, sim_http, open_ws):
     px = last_price(sim_http)
     sim_http.place_order(category="linear", symbol="BTCUSDT", side="Buy", orderType="Limit", qty="0.001",
-                         price=str(px - 100))
+                         price=far_below(px))
     first, second = open_ws("private"), open_ws("private")
     first.subscribe("dcp.future")
     second.subscribe("dcp.future")
@@ -288,7 +299,7 @@ def test_funding_settles_as_a_funding_execution(sim, sim_http, private):
 def test_dcp_counts_an_unsubscribe_as_gone(sim, sim_http, open_ws):
     px = last_price(sim_http)
     sim_http.place_order(category="linear", symbol="BTCUSDT", side="Buy", orderType="Limit", qty="0.001",
-                         price=str(px - 100))
+                         price=far_below(px), orderLinkId="resting")
     prv = open_ws("private")
     prv.subscribe("dcp.future")
     wait_until(lambda: sim.call(lambda ex: len(ex.account.dcp_conns)) == 1)
@@ -296,3 +307,5 @@ def test_dcp_counts_an_unsubscribe_as_gone(sim, sim_http, open_ws):
     wait_until(lambda: sim.call(lambda ex: len(ex.account.dcp_conns)) == 0)
     sim.clock.advance(11)
     assert open_orders(sim_http) == []
+    # Gone because DCP cancelled it, not because the market reached it.
+    assert open_orders(sim_http, openOnly=1, orderLinkId="resting")[0].cancel_type == "CancelByDCP"

@@ -23,14 +23,15 @@ def range_end() -> datetime:
     return datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
 
 
-def fixed_range() -> list[str]:
-    end = range_end()
+def fixed_range(end: datetime) -> list[str]:
     return ["--start", (end - timedelta(days=2)).isoformat(), "--end", end.isoformat()]
 
 
 def test_sync_then_heal_after_losing_rows(config, capsys):
-    span = fixed_range()
-    start = range_end() - timedelta(days=2)
+    # One reading of the clock: a second one could fall in the next hour and place the holes
+    # relative to another range than the one synced.
+    end = range_end()
+    span, start = fixed_range(end), end - timedelta(days=2)
     assert main.main(["--config", str(config), "sync", *span]) == 0
     out = capsys.readouterr().out
     assert "BTCUSDT 1: 2880 bars stored" in out and "BTCUSDT 60: 48 bars stored" in out

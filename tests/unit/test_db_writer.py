@@ -312,9 +312,14 @@ def test_a_stop_during_the_catch_up_is_served_between_two_series(write_config):
 
 
 def test_the_catch_up_judges_closed_bars_by_the_venues_clock_not_ours(make_writer):
-    """Our clock 90 s ahead of the venue's: by ours the venue's forming bar has closed. Stored, it
+    """Our clock 60-120 s ahead of the venue's: by ours the venue's forming bar has closed. Stored, it
     would hold partial values (and could overwrite the closed bar the stream already stored)."""
-    venue_now = utc_to_ms(datetime.now(UTC)) - 90_000
+    ours = utc_to_ms(datetime.now(UTC))
+    # The venue's now sits 30 s into its minute, our clock 60-120 s ahead of it. The FakeVenue's clock
+    # stands still while the catch-up's skew-corrected one runs on: a venue now in the last moments
+    # of its minute let that one pass the minute before the sync read it, and the bar the venue still
+    # called open was stored as closed (the test failed when it started at hh:mm:29.9x).
+    venue_now = (ours - 90_000) // 60_000 * 60_000 + 30_000
     venue = FakeVenue(venue_now)  # answers with the bar still open at its own now, as Bybit does
     with capture_logs() as logs:
         ref, store = make_writer(source=venue)
