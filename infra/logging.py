@@ -47,14 +47,24 @@ _SENSITIVE_KEY_RE = re.compile(
     r"^(x-bapi-)?(api[_-]?key|api[_-]?secret|secret|sign|signature|password|token|authorization)$", re.I
 )
 
+# A run of 64 hex characters shows as 64 NULs after this translation: one C-speed pass and a
+# substring search say whether the signature regex can match at all. Its lookbehind keeps the
+# regex engine from skipping ahead, and ordinary lines are full of hex letters (a-f in words,
+# digits in times): measured, 6-12 us of the writer's ~30 us per line for a regex that almost
+# never matches. Any NUL already in the text only makes the check say "maybe".
+_HEX_TO_NUL = str.maketrans(dict.fromkeys("0123456789abcdefABCDEF", "\0"))
+_HEX_RUN = "\0" * 64
+
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
-_secret_re: re.Pattern[str] | None = None
+# Every registered form and the one regex that replaces them, swapped together: `in` per form
+# (a C substring search each) is far cheaper than the alternation scanning every position.
+_secret_forms: tuple[tuple[str, ...], re.Pattern[str]] | None = None
 
 
 def register_secrets(values: Iterable[str]) -> None:
     """Add values that must never appear in any log output."""
-    global _secret_re
+    global _secret_forms
     with _secrets_lock:
         for value in values:
             if value and len(value) >= _MIN_SECRET_LEN:
@@ -62,15 +72,25 @@ def register_secrets(values: Iterable[str]) -> None:
                 _secrets.add(json.dumps(value)[1:-1])  # as it looks inside a JSON string
                 _secrets.add(repr(value)[1:-1])  # ... and inside a repr (the key=value console)
         forms = sorted(_secrets, key=len, reverse=True)
-        _secret_re = re.compile("|".join(re.escape(s) for s in forms)) if forms else None
+        if forms:
+            _secret_forms = (tuple(forms), re.compile("|".join(re.escape(s) for s in forms)))
 
 
 def scrub_text(text: str) -> str:
-    """Remove every registered secret and signature-shaped string from `text`."""
-    pattern = _secret_re
-    if pattern is not None:
-        text = pattern.sub(REDACTED, text)
-    return _SIGNATURE_RE.sub(REDACTED, text)
+    """Remove every registered secret and signature-shaped string from `text`.
+
+    Each regex runs only when a cheap exact pre-check says it can match: a line with no
+    secret form in it and no 64-character hex run is returned as it is."""
+    secrets = _secret_forms
+    if secrets is not None:
+        forms, pattern = secrets
+        for form in forms:
+            if form in text:
+                text = pattern.sub(REDACTED, text)
+                break
+    if _HEX_RUN in text.translate(_HEX_TO_NUL):
+        text = _SIGNATURE_RE.sub(REDACTED, text)
+    return text
 
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})

@@ -202,3 +202,34 @@ def test_exception_is_taken_on_the_callers_thread(tmp_path):
     (line,) = read_events(path)
     assert "ValueError: boom-on-caller" in line["exception"]
     configure_logging(console="off", file_path=None)
+
+
+def test_scrub_pre_checks_never_let_a_secret_or_signature_through(tmp_path):
+    """scrub_text skips each regex when a cheap check says it cannot match; the checks must only
+    ever skip lines the regexes would have left alone. Compared with both regexes run on every line."""
+    import re
+
+    from infra.logging import _SIGNATURE_RE, register_secrets, scrub_text
+
+    configure_logging(console="off", file_path=None, secrets=[KEY, SECRET])
+    secret_re = re.compile("|".join(re.escape(s) for s in sorted({KEY, SECRET}, key=len, reverse=True)))
+    lines = [
+        '{"event": "risk.allowed", "reason": "entry within every limit", "ts": "2026-12-02T04:22:39.424427Z"}',
+        SIGNATURE,
+        f"sign={SIGNATURE}&x=1",
+        f"\0{SIGNATURE}\0",  # NULs around it: the pre-check's own marker character
+        "\0" * 64,
+        SIGNATURE + "a",  # 65 hex characters: not a signature, left as it is (the regex's rule)
+        f"{SIGNATURE[:63]}-{SIGNATURE}",
+        f'{{"k": "{KEY}"}}',
+        f"{SECRET} and {SIGNATURE} and {KEY}",
+        KEY[:-1],
+        "",
+    ]
+    for line in lines:
+        expected = _SIGNATURE_RE.sub(REDACTED, secret_re.sub(REDACTED, line))
+        assert scrub_text(line) == expected, line
+    assert scrub_text(lines[0]) is lines[0]  # nothing to remove: the line is not copied
+    register_secrets(["late-registered-secret"])
+    assert scrub_text("x late-registered-secret y") == f"x {REDACTED} y"
+    configure_logging(console="off", file_path=None)
