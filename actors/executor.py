@@ -49,6 +49,7 @@ from infra.bybit import ExchangeError, OrderAck, OrderRefused, OrderRequest, Ord
 from infra.bybit import order_link_id as derive_link_id
 from infra.bybit.instruments import Instrument, decimal_str
 from infra.config import VENUE_MODE
+from infra.logging import hold_writer, release_writer
 from infra.market_reader import MarketReader, Quote, StaleMarketData
 from messages.account import Execution, Order, OrderStatus
 from messages.commands import ClosePosition, CloseOutcome, CloseResult, Direction, Signal
@@ -301,7 +302,18 @@ class Executor(NodeActor):
                 self._log.warning("executor.instrument_unavailable", symbol=symbol, error=repr(exc))
 
     def _on_signal(self, signal: Signal) -> ExecutionResult:
-        """Never raises: a raising handler on a tell would kill the actor and drop its mailbox."""
+        """Never raises: a raising handler on a tell would kill the actor and drop its mailbox.
+
+        The log writer is held from here until the order is handed to the gateway: rendering
+        lines meanwhile would compete with this path (and Risk's and the StateStore's parts of
+        it) for the interpreter lock. The lines are written right after."""
+        hold_writer()
+        try:
+            return self._signal(signal)
+        finally:
+            release_writer()
+
+    def _signal(self, signal: Signal) -> ExecutionResult:
         received_mono = time.perf_counter()
         seen = self._ledger.get(signal.signal_id)
         if seen is not None and seen.outcome is not ExecutionOutcome.UNKNOWN:
@@ -425,6 +437,7 @@ class Executor(NodeActor):
             qty=qty, reduce_only=request.reduce_only, take_profit=request.take_profit, stop_loss=request.stop_loss,
         )
         pretrade_us = (time.perf_counter() - received_mono) * 1e6
+        release_writer()  # the venue call waits on the network: the writer may use that time
         try:
             ack = self._gateway.create_order(request)
         except OutcomeUnknown as exc:

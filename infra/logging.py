@@ -282,6 +282,27 @@ class _DeferredFlushFileHandler(logging.FileHandler):
 # The wait also gathers a burst into one wake and one write. Lines are only late by it.
 LINGER_S = 0.001
 
+# A short path whose latency matters (a signal on its way to the venue: actors.executor) holds
+# the writer for its duration: the writer then starts no new line until the hold is released,
+# and never waits longer than HOLD_MAX_S from the hold's start (a path that hangs does not stop
+# the log). Lines are only late by it, never reordered or dropped. One holder at a time is
+# meant; a second overlapping one is only a shorter hold.
+HOLD_MAX_S = 0.005
+_not_held = threading.Event()
+_not_held.set()
+_held_until = 0.0
+
+
+def hold_writer() -> None:
+    """Keep the writer from starting a new line until `release_writer()` (at most HOLD_MAX_S)."""
+    global _held_until
+    _held_until = time.monotonic() + HOLD_MAX_S
+    _not_held.clear()
+
+
+def release_writer() -> None:
+    _not_held.set()
+
 
 class _Writer(logging.handlers.QueueListener):
     def dequeue(self, block: bool) -> Any:
@@ -293,6 +314,10 @@ class _Writer(logging.handlers.QueueListener):
         return q.get(block)
 
     def handle(self, record: logging.LogRecord) -> None:
+        if not _not_held.is_set():
+            left = _held_until - time.monotonic()
+            if left > 0:
+                _not_held.wait(left)
         super().handle(record)
         if self.queue.empty():
             for handler in self.handlers:

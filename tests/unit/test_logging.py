@@ -233,3 +233,29 @@ def test_scrub_pre_checks_never_let_a_secret_or_signature_through(tmp_path):
     register_secrets(["late-registered-secret"])
     assert scrub_text("x late-registered-secret y") == f"x {REDACTED} y"
     configure_logging(console="off", file_path=None)
+
+
+def test_a_held_writer_writes_after_the_release_and_never_waits_past_its_bound(tmp_path, monkeypatch):
+    import infra.logging as il
+
+    path = tmp_path / "n.jsonl"
+    configure_logging(console="off", file_path=path)
+    monkeypatch.setattr(il, "HOLD_MAX_S", 30.0)
+    il.hold_writer()
+    try:
+        get_logger("x").info("held.line")
+        assert not flush_logging(timeout_s=0.3)  # queued: the writer waits for the release
+        assert "held.line" not in path.read_text()
+    finally:
+        il.release_writer()
+    assert flush_logging()
+    assert [line["event"] for line in read_events(path)] == ["held.line"]
+    monkeypatch.setattr(il, "HOLD_MAX_S", 0.2)
+    il.hold_writer()  # never released: the bound lets the line through
+    try:
+        get_logger("x").info("late.line")
+        assert flush_logging(timeout_s=10)
+    finally:
+        il.release_writer()
+    assert [line["event"] for line in read_events(path)] == ["held.line", "late.line"]
+    configure_logging(console="off", file_path=None)
