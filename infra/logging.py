@@ -17,7 +17,9 @@ dict and a queue put, while the JSON rendering, the redaction and the
 file write (flushed once per burst of lines) are done off its path. Lines keep the order
 they were logged in. `flush_logging()` waits until everything logged so
 far is written; `shutdown_logging()` (and interpreter exit) drains the
-queue before the files close.
+queue before the files close. A short path whose latency matters (a signal on
+its way to the venue) can hold the writer (`hold_writer`/`release_writer`):
+the writer starts no new line meanwhile, for at most HOLD_MAX_S.
 """
 
 from __future__ import annotations
