@@ -259,3 +259,21 @@ def test_a_held_writer_writes_after_the_release_and_never_waits_past_its_bound(t
         il.release_writer()
     assert [line["event"] for line in read_events(path)] == ["held.line", "late.line"]
     configure_logging(console="off", file_path=None)
+
+
+def test_line_time_is_the_text_datetime_would_give():
+    """`ts` is formatted from the record's float time with a per-second cache: the same text as
+    datetime.fromtimestamp(..., utc).isoformat() (Z for +00:00), rounding and carries included."""
+    import random
+    from datetime import datetime, timezone
+
+    from infra.logging import _utc_iso
+
+    rnd = random.Random(7)
+    base = 1_790_000_000.0
+    times = [base, base + 0.5e-6, base + 1.5e-6, base + 0.9999995, base + 0.9999996, base + 59.9999999, 1e9 + 0.25]
+    times += [base + rnd.random() * 86_400 * 400 for _ in range(20_000)]
+    times += [base + 3.0 + rnd.randrange(1_000_000) / 1e6 for _ in range(5_000)]  # whole microseconds, same second
+    for t in times:
+        expected = datetime.fromtimestamp(t, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+        assert _utc_iso(t) == expected, t
