@@ -49,6 +49,7 @@ from infra.bybit import ExchangeError, OrderAck, OrderRefused, OrderRequest, Ord
 from infra.bybit import order_link_id as derive_link_id
 from infra.bybit.instruments import Instrument, decimal_str
 from infra.config import VENUE_MODE
+from infra.logging import hold_writer, release_writer
 from infra.market_reader import MarketReader, Quote, StaleMarketData
 from messages.account import Execution, Order, OrderStatus
 from messages.commands import ClosePosition, CloseOutcome, CloseResult, Direction, Signal
@@ -252,6 +253,9 @@ class Executor(NodeActor):
         self._fill_timeout_s = float(self._risk_cfg.fill_timeout_s)
         self._timers: set[threading.Timer] = set()
         self._warm_thread: threading.Thread | None = None
+        # One immutable query per configured symbol, asked again for every signal: building the
+        # pydantic message anew cost about 1 us of the signal's path each time.
+        self._view_queries = {symbol: GetTradingView(symbol=symbol) for symbol in node.symbols}
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {
@@ -298,7 +302,18 @@ class Executor(NodeActor):
                 self._log.warning("executor.instrument_unavailable", symbol=symbol, error=repr(exc))
 
     def _on_signal(self, signal: Signal) -> ExecutionResult:
-        """Never raises: a raising handler on a tell would kill the actor and drop its mailbox."""
+        """Never raises: a raising handler on a tell would kill the actor and drop its mailbox.
+
+        The log writer is held from here until the order is handed to the gateway: rendering
+        lines meanwhile would compete with this path (and Risk's and the StateStore's parts of
+        it) for the interpreter lock. The lines are written right after."""
+        hold_writer()
+        try:
+            return self._signal(signal)
+        finally:
+            release_writer()
+
+    def _signal(self, signal: Signal) -> ExecutionResult:
         received_mono = time.perf_counter()
         seen = self._ledger.get(signal.signal_id)
         if seen is not None and seen.outcome is not ExecutionOutcome.UNKNOWN:
@@ -364,7 +379,8 @@ class Executor(NodeActor):
         return self._ask(Role.STATE_STORE, GetSnapshot(), check="state", who="StateStore")
 
     def _trading_view(self, symbol: str) -> TradingView:
-        return self._ask(Role.STATE_STORE, GetTradingView(symbol=symbol), check="state", who="StateStore")
+        query = self._view_queries.get(symbol) or GetTradingView(symbol=symbol)
+        return self._ask(Role.STATE_STORE, query, check="state", who="StateStore")
 
     def _ask_risk(self, check: RiskCheck) -> RiskDecision:
         return self._ask(Role.RISK, check, check="risk_unavailable", who="Risk")
@@ -421,6 +437,7 @@ class Executor(NodeActor):
             qty=qty, reduce_only=request.reduce_only, take_profit=request.take_profit, stop_loss=request.stop_loss,
         )
         pretrade_us = (time.perf_counter() - received_mono) * 1e6
+        release_writer()  # the venue call waits on the network: the writer may use that time
         try:
             ack = self._gateway.create_order(request)
         except OutcomeUnknown as exc:

@@ -95,6 +95,9 @@ class LiveMarketReader:
         self._state_store = state_store  # -> the StateStore's current ActorRef, or None
         self._gateway = gateway
         self._ttl = {**{f: price_ttl_s for f in PRICE_FIELDS}, **{f: funding_ttl_s for f in FUNDING_FIELDS}}
+        # fields -> the TTL that bounds them, checked once per distinct tuple (callers pass a
+        # handful of constants) rather than two sets and a min on every quote of a signal's path.
+        self._limits: dict[tuple[str, ...], float] = {}
         self._ask_timeout_s = ask_timeout_s
         self._clock = clock
         self._cache: dict[str, tuple[Ticker, float]] = {}  # symbol -> (ticker, fetched at)
@@ -110,12 +113,14 @@ class LiveMarketReader:
     def quote(self, symbol: str, *, max_age_s: float | None = None, stream: TickerView | None = None,
               fields: tuple[str, ...] = ALL_FIELDS) -> Quote:
         """Latest values of `fields` for `symbol` (all by default); raises StaleMarketData."""
-        unknown = set(fields) - set(ALL_FIELDS)
-        if unknown or not fields:
-            raise ValueError(f"fields must be among {ALL_FIELDS}, got {fields}")
-        limit = min(self._ttl[f] for f in fields)
-        if max_age_s is not None:
-            limit = min(limit, max_age_s)
+        limit = self._limits.get(fields)
+        if limit is None:
+            unknown = set(fields) - set(ALL_FIELDS)
+            if unknown or not fields:
+                raise ValueError(f"fields must be among {ALL_FIELDS}, got {fields}")
+            limit = self._limits[fields] = min(self._ttl[f] for f in fields)
+        if max_age_s is not None and max_age_s < limit:
+            limit = max_age_s
         from_stream = self._from_view(stream) if stream is not None else self._from_state(symbol)
         seen = [s for s in (from_stream, self._from_cache(symbol)) if s is not None and s.has(fields)]
         fresh = [s for s in seen if s.age_s <= limit]

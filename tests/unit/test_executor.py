@@ -353,3 +353,31 @@ def test_a_close_that_panic_does_not_answer_properly_is_a_failed_result_not_a_de
     assert res.outcome is ExecutionOutcome.FAILED and res.reduce_only is True
     assert any(e["event"] == "executor.close_failed" for e in events())
     assert w.ref.is_alive() and w.signal("sig-next", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
+
+
+def test_the_log_writer_is_held_while_the_signal_is_decided_and_released_for_the_venue_call(tmp_path):
+    """Rendering log lines would compete with the pre-trade path for the interpreter lock: the
+    Executor holds the writer from the signal to the gateway call, and never leaves it held."""
+    import infra.logging as il
+
+    w = World(tmp_path)
+    seen: dict[str, bool] = {}
+
+    def risk(m):
+        if isinstance(m, RiskCheck):
+            seen["held_during_risk"] = not il._not_held.is_set()
+        return w._risk(m)
+
+    create = w.gateway.create_order
+
+    def create_order(req):
+        seen["held_at_create"] = not il._not_held.is_set()
+        return create(req)
+
+    w.risk_reply = risk
+    w.gateway.create_order = create_order
+    assert w.signal("sig-held", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
+    assert seen == {"held_during_risk": True, "held_at_create": False}
+    w.set_state(TradingState.HALTED)
+    assert w.signal("sig-halted", qty=Decimal("0.01")).outcome is ExecutionOutcome.BLOCKED
+    assert il._not_held.is_set()  # a blocked signal releases it too

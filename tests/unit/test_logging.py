@@ -211,3 +211,78 @@ def test_exception_is_taken_on_the_callers_thread(tmp_path):
     (line,) = read_events(path)
     assert "ValueError: boom-on-caller" in line["exception"]
     configure_logging(console="off", file_path=None)
+
+
+def test_scrub_pre_checks_never_let_a_secret_or_signature_through(tmp_path):
+    """scrub_text skips each regex when a cheap check says it cannot match; the checks must only
+    ever skip lines the regexes would have left alone. Compared with both regexes run on every line."""
+    import re
+
+    from infra.logging import _SIGNATURE_RE, register_secrets, scrub_text
+
+    configure_logging(console="off", file_path=None, secrets=[KEY, SECRET])
+    secret_re = re.compile("|".join(re.escape(s) for s in sorted({KEY, SECRET}, key=len, reverse=True)))
+    lines = [
+        '{"event": "risk.allowed", "reason": "entry within every limit", "ts": "2026-12-02T04:22:39.424427Z"}',
+        SIGNATURE,
+        f"sign={SIGNATURE}&x=1",
+        f"\0{SIGNATURE}\0",  # NULs around it: the pre-check's own marker character
+        "\0" * 64,
+        SIGNATURE + "a",  # 65 hex characters: not a signature, left as it is (the regex's rule)
+        f"{SIGNATURE[:63]}-{SIGNATURE}",
+        f'{{"k": "{KEY}"}}',
+        f"{SECRET} and {SIGNATURE} and {KEY}",
+        KEY[:-1],
+        "",
+    ]
+    for line in lines:
+        expected = _SIGNATURE_RE.sub(REDACTED, secret_re.sub(REDACTED, line))
+        assert scrub_text(line) == expected, line
+    assert scrub_text(lines[0]) is lines[0]  # nothing to remove: the line is not copied
+    register_secrets(["late-registered-secret"])
+    assert scrub_text("x late-registered-secret y") == f"x {REDACTED} y"
+    configure_logging(console="off", file_path=None)
+
+
+def test_a_held_writer_writes_after_the_release_and_never_waits_past_its_bound(tmp_path, monkeypatch):
+    import infra.logging as il
+
+    path = tmp_path / "n.jsonl"
+    configure_logging(console="off", file_path=path)
+    monkeypatch.setattr(il, "HOLD_MAX_S", 30.0)
+    il.hold_writer()
+    try:
+        get_logger("x").info("held.line")
+        assert not flush_logging(timeout_s=0.3)  # queued: the writer waits for the release
+        assert "held.line" not in path.read_text()
+    finally:
+        il.release_writer()
+    assert flush_logging()
+    assert [line["event"] for line in read_events(path)] == ["held.line"]
+    monkeypatch.setattr(il, "HOLD_MAX_S", 0.2)
+    il.hold_writer()  # never released: the bound lets the line through
+    try:
+        get_logger("x").info("late.line")
+        assert flush_logging(timeout_s=10)
+    finally:
+        il.release_writer()
+    assert [line["event"] for line in read_events(path)] == ["held.line", "late.line"]
+    configure_logging(console="off", file_path=None)
+
+
+def test_line_time_is_the_text_datetime_would_give():
+    """`ts` is formatted from the record's float time with a per-second cache: the same text as
+    datetime.fromtimestamp(..., utc).isoformat() (Z for +00:00), rounding and carries included."""
+    import random
+    from datetime import datetime, timezone
+
+    from infra.logging import _utc_iso
+
+    rnd = random.Random(7)
+    base = 1_790_000_000.0
+    times = [base, base + 0.5e-6, base + 1.5e-6, base + 0.9999995, base + 0.9999996, base + 59.9999999, 1e9 + 0.25]
+    times += [base + rnd.random() * 86_400 * 400 for _ in range(20_000)]
+    times += [base + 3.0 + rnd.randrange(1_000_000) / 1e6 for _ in range(5_000)]  # whole microseconds, same second
+    for t in times:
+        expected = datetime.fromtimestamp(t, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+        assert _utc_iso(t) == expected, t

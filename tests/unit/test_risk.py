@@ -357,3 +357,19 @@ def test_the_latch_is_durable_before_panic_hears_of_it_and_survives_a_restart(tm
     assert status.latched
     decision = ref2.ask(entry(), timeout=5)
     assert not decision.allowed and decision.check == "daily_loss_latch"
+
+
+@pytest.mark.parametrize("value, text", [
+    (None, "unknown"),
+    (Decimal("0"), "0"),
+    (Decimal("1E+4"), "10000"),  # plain notation, never an exponent
+    (Decimal("60.000"), "60"),  # no trailing zeros
+    (Decimal("0.60000000"), "0.6"),  # many digits, all zeros past the sixth: nothing to round
+    (Decimal("0.12345678"), "0.123457"),  # at most six decimals
+    (Decimal("-0.0000015"), "-0.000002"),
+    (Decimal("0.0006"), "0.0006"),
+])
+def test_event_figures_are_plain_with_at_most_six_decimals(value, text):
+    from actors.risk import _s
+
+    assert _s(value) == text
