@@ -143,7 +143,7 @@ class _Stopped(Exception):
 
 class _Ahead:
     """The pages of `windows`, handed out in order, with up to `depth` requests on the wire at
-    once (sent by `pool`'s threads; with no pool, one at a time on the caller's thread).
+    once (sent by `pool`'s threads).
 
     A request once sent is always waited for, never abandoned: what a sync asks the venue is
     then fixed by the windows and the answers, not by which thread got a core first. A failed
@@ -151,23 +151,23 @@ class _Ahead:
     """
 
     def __init__(self, windows: Iterable[BarRange], fetch: Callable[[BarRange], _Page],
-                 pool: ThreadPoolExecutor | None, depth: int):
+                 pool: ThreadPoolExecutor, depth: int):
         self._windows = iter(windows)
         self._fetch = fetch
         self._pool = pool
-        self._depth = depth if pool is not None else 1
-        self._asked: deque[tuple[BarRange, Future[_Page] | None]] = deque()
+        self._depth = depth
+        self._asked: deque[tuple[BarRange, Future[_Page]]] = deque()
 
     def __iter__(self) -> Iterator[tuple[BarRange, _Page]]:
         return self
 
     def __next__(self) -> tuple[BarRange, _Page]:
         while len(self._asked) < self._depth and (window := next(self._windows, None)) is not None:
-            self._asked.append((window, self._pool.submit(self._fetch, window) if self._pool else None))
+            self._asked.append((window, self._pool.submit(self._fetch, window)))
         if not self._asked:
             raise StopIteration
         window, future = self._asked.popleft()
-        return window, future.result() if future is not None else self._fetch(window)
+        return window, future.result()
 
     def on_the_wire(self) -> list[tuple[BarRange, _Page]]:
         """The windows already asked for and their pages (waited for), still to be handed out in
@@ -175,7 +175,7 @@ class _Ahead:
         for until the next page is taken."""
         answered: list[tuple[BarRange, _Page]] = []
         for window, future in self._asked:
-            if future is None or future.exception() is not None:
+            if future.exception() is not None:
                 break
             answered.append((window, future.result()))
         return answered
@@ -380,8 +380,7 @@ class HistorySync:
             return False
 
         def fetch_all() -> None:
-            pool = (ThreadPoolExecutor(self._in_flight, thread_name_prefix=f"sync-fetch-{symbol}-{interval}-request")
-                    if self._in_flight > 1 else None)
+            pool = ThreadPoolExecutor(self._in_flight, thread_name_prefix=f"sync-fetch-{symbol}-{interval}-request")
             try:
                 done = 0
                 for rng in reversed(plan):  # newest range first, like the pages inside it
@@ -394,9 +393,6 @@ class HistorySync:
                 end: object = _END
             except BaseException as exc:  # noqa: BLE001 - handed to the storing thread, which raises it
                 end = _Failed(exc)
-            if pool is None:
-                put(end)
-                return
             # Requests not sent yet are dropped. The end is handed over before waiting for the one
             # still being sent: that may be in a rate limit's backoff, which only the stop that
             # follows the storing side's raise ends at once. No thread of the sync outlives it.
@@ -426,8 +422,7 @@ class HistorySync:
             fetcher.join()
 
     def _items(self, symbol: str, interval: str, rng: BarRange, now: int, report: SyncReport,
-               done: int, stop: threading.Event | None = None,
-               pool: ThreadPoolExecutor | None = None) -> Iterator[_Item]:
+               done: int, stop: threading.Event | None, pool: ThreadPoolExecutor) -> Iterator[_Item]:
         """One missing range, newest window first, as the pages to store (asked for ahead, in order)."""
         settled = done
         probed = False
