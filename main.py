@@ -147,7 +147,7 @@ def _configured_command(args) -> int:
     node = app.node
     if node.data_dir.exists() and not node.data_dir.is_dir():
         say(f"configuration error in {app.source}:\n  - data_dir: {node.data_dir} is a file, not a directory",
-              file=sys.stderr)
+            file=sys.stderr)
         return EXIT_CONFIG
     log_path = node.log_path
     if _reads_only(args) and not log_path.parent.is_dir():
@@ -157,8 +157,8 @@ def _configured_command(args) -> int:
                           secrets=app.secret_values())
     except OSError as exc:
         say(f"error: cannot write the log file {node.log_path}: {exc.strerror or exc}. data_dir "
-              f"({node.data_dir}) must be a writable directory; point data_dir (or log.file) elsewhere.",
-              file=sys.stderr)
+            f"({node.data_dir}) must be a writable directory; point data_dir (or log.file) elsewhere.",
+            file=sys.stderr)
         return EXIT_FAILURE
     try:
         return _dispatch(app, args)
@@ -230,13 +230,13 @@ def _failed(command: str, exc: BaseException, log, log_path) -> int:
     if isinstance(exc, OSError):
         what = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
         say(f"error: `{command}` failed: {what}. Check that data_dir exists, is a directory and is writable.",
-              file=sys.stderr)
+            file=sys.stderr)
         log.error("node.os_error", command=command, error=str(exc), file_only=True)
         return EXIT_FAILURE
     log.error("node.crashed", command=command, error=repr(exc), exc_info=exc, file_only=True)
     where = f"; the traceback is in {log_path}" if log_path else ""
     say(f"error: `{command}` failed unexpectedly: {type(exc).__name__}: {exc}{where}. This is a bug: "
-          "please report it with that log.", file=sys.stderr)
+        "please report it with that log.", file=sys.stderr)
     return EXIT_FAILURE
 
 
@@ -431,7 +431,7 @@ def _startup_safety(app, gateway, urls, log):
         if unlisted:
             log.error("node.symbols_unlisted", problems=unlisted, file_only=True)
             say("error: the node did not start: " + "; ".join(unlisted) + ". Fix `symbols` in the config "
-                  "(or BYBIT_NODE_SYMBOLS).", file=sys.stderr)
+                "(or BYBIT_NODE_SYMBOLS).", file=sys.stderr)
             return None
         if node.trading_mode is TradingMode.LIVE:
             try:

@@ -128,7 +128,7 @@ def signal_command(app: Any, args: Any) -> int:
     pid = running_pid(node.data_dir, node.venue.value)
     if pid is None:
         say(f"error: no node is running on {node.data_dir} for venue {node.venue.value}; "
-              "a signal needs a running node (start one with `python main.py run`)", file=sys.stderr)
+            "a signal needs a running node (start one with `python main.py run`)", file=sys.stderr)
         return EXIT_FAILURE
     payload = {"symbol": args.symbol, "direction": args.direction,
                "usd": str(args.usd) if args.usd is not None else None}

@@ -308,7 +308,7 @@ def _sync_pairs(app: Any, store: Any, pairs: list[tuple[str, str]], start: datet
 def _summary(symbol: str, interval: str, report: Any) -> None:
     holes = f", {len(report.venue_holes)} new venue hole(s)" if report.venue_holes else ""
     say(f"{symbol} {interval}: {report.bars_stored} bars stored in {report.pages_stored} page(s), "
-          f"{report.requests} request(s), {report.retries} retr{'y' if report.retries == 1 else 'ies'}{holes}")
+        f"{report.requests} request(s), {report.retries} retr{'y' if report.retries == 1 else 'ies'}{holes}")
 
 
 def _change(before: int, after: int | None) -> str:
