@@ -52,7 +52,9 @@ configuration:
   from BYBIT_API_KEY and BYBIT_API_SECRET.
 
 logs:
-  JSON lines in <data_dir>/logs/node.jsonl; readable lines on the terminal.
+  JSON lines in <data_dir>/logs/node.jsonl (the running node starts a new file at
+  log.file_max_mb, keeping log.file_backups old ones: node.jsonl.1 is the newest);
+  readable lines on the terminal.
   docs/OPERATIONS.md explains every event.
 
 exit codes: 0 ok, 1 failure, 2 bad configuration, 130 forced exit.
@@ -153,8 +155,12 @@ def _configured_command(args) -> int:
     if _reads_only(args) and not log_path.parent.is_dir():
         log_path = None  # a read command creates nothing: the console is its log
     try:
+        # Only the long-lived node rotates the file; a short command appends to whatever file
+        # is current (two processes rotating one file would shuffle each other's files).
+        rotates = args.command == "run" and node.log.file_max_bytes > 0
         configure_logging(level=node.log.level, console=node.log.console, file_path=log_path,
-                          secrets=app.secret_values())
+                          secrets=app.secret_values(), max_bytes=node.log.file_max_bytes if rotates else 0,
+                          backups=node.log.file_backups)
     except OSError as exc:
         say(f"error: cannot write the log file {node.log_path}: {exc.strerror or exc}. data_dir "
             f"({node.data_dir}) must be a writable directory; point data_dir (or log.file) elsewhere.",

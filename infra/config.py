@@ -135,7 +135,16 @@ class LogConfig(_Section):
     # auto: pretty on a terminal, plain key=value otherwise; off: file only.
     console: Literal["auto", "pretty", "plain", "json", "off"] = "auto"
     file: str = "logs/node.jsonl"
+    # The running node starts a new file once this one reaches file_max_mb, keeping the
+    # newest file_backups old ones (node.jsonl.1 is the newest): a node that runs for months
+    # must not fill its disk with log. 0: one file that grows without bound.
+    file_max_mb: NonNegativeDecimal = Decimal("100")
+    file_backups: int = Field(default=10, ge=1, le=1000)
     metrics_interval_s: PositiveDecimal = Decimal("30")
+
+    @property
+    def file_max_bytes(self) -> int:
+        return int(self.file_max_mb * 1024 * 1024)
 
 
 class SupervisorConfig(_Section):

@@ -284,15 +284,23 @@ class _Handoff(logging.handlers.QueueHandler):
         return record
 
 
-class _DeferredFlushFileHandler(logging.FileHandler):
+class _DeferredFlushFileHandler(logging.handlers.RotatingFileHandler):
     """Writes each line at once but flushes the file once per burst, not once per line.
 
     The writer thread flushes it whenever the queue runs empty: a burst of lines
     costs one write syscall, and nothing waits in the buffer once the burst is over.
+
+    With `maxBytes` it also rotates (the standard library's scheme: node.jsonl.1 is
+    the newest old file). The line that crosses the size stays in the full file and
+    the next one starts the new file: the stock check renders every line a second
+    time to learn its length, and rendering is most of the writer's work.
     """
 
     def flush(self) -> None:  # called by emit() after every line: deferred to flush_now()
         pass
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:  # noqa: N802 - the stdlib's name
+        return self.maxBytes > 0 and self.stream is not None and self.stream.tell() >= self.maxBytes
 
     def flush_now(self) -> None:
         super().flush()
@@ -410,8 +418,15 @@ def configure_logging(
     file_path: Path | None = None,
     secrets: Iterable[str] = (),
     stream: TextIO | None = None,
+    max_bytes: int = 0,
+    backups: int = 0,
 ) -> None:
-    """Install the pipeline on the root logger. Safe to call again (tests, CLI)."""
+    """Install the pipeline on the root logger. Safe to call again (tests, CLI).
+
+    `max_bytes` > 0 rotates the file at that size, keeping `backups` (>= 1) old files;
+    only one process should rotate a given file (the node; CLI commands append)."""
+    if max_bytes > 0 and backups < 1:
+        raise ValueError("rotating the log file needs at least one backup")
     register_secrets(secrets)
     stream = stream if stream is not None else sys.stderr
     root = logging.getLogger()
@@ -420,7 +435,8 @@ def configure_logging(
         # Opened before the old handlers go: a log file that cannot be written raises
         # OSError here and leaves the previous pipeline as it was.
         file_path.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = _DeferredFlushFileHandler(file_path, encoding="utf-8")
+        file_handler = _DeferredFlushFileHandler(file_path, encoding="utf-8", maxBytes=max_bytes,
+                                                 backupCount=backups)
         file_handler.setFormatter(_formatter(structlog.processors.JSONRenderer(default=str)))
     for handler in list(root.handlers):
         root.removeHandler(handler)

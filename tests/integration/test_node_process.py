@@ -60,6 +60,30 @@ def test_duration_run_exits_zero_and_stops_children_in_reverse(tmp_path):
     assert "Traceback" not in err
 
 
+def test_a_running_node_rotates_its_log_and_a_command_beside_it_does_not(tmp_path):
+    """At 4 KB a file (start-up alone logs several times that), every line of the run is kept
+    across the files, in order; a `sync` run next appends to the current file without rotating."""
+    env = {"BYBIT_NODE_LOG__FILE_MAX_MB": "0.004", "BYBIT_NODE_LOG__FILE_BACKUPS": "100"}
+    proc = _start(tmp_path, "run", "--duration", "3", **env)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    logs = _log(tmp_path).parent
+    old = sorted((p for p in logs.iterdir() if p.name.startswith("node.jsonl.")), key=lambda p: -int(p.suffix[1:]))
+    assert len(old) >= 2, sorted(p.name for p in logs.iterdir())
+    names = _names([e for f in [*old, _log(tmp_path)] for e in read_events(f)])
+    assert names[0] == "node.starting" and names[-1] == "node.stopped"
+    assert names.index("node.started") < names.index("node.stopping")
+    assert all(f.stat().st_size < 8_192 for f in old)
+    with _log(tmp_path).open("a") as current:  # past the size: a rotating writer would start a new file
+        current.write('{"event": "test.filler", "pad": "%s"}\n' % ("x" * 8_192))
+    files_before, size_before = sorted(p.name for p in logs.iterdir()), _log(tmp_path).stat().st_size
+    sync = _start(tmp_path, "sync", "--days", "1", **env)
+    _, err = sync.communicate(timeout=60)
+    assert sync.returncode == 0, err
+    assert sorted(p.name for p in logs.iterdir()) == files_before
+    assert _log(tmp_path).stat().st_size > size_before  # it did log, to the current file
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_the_node_gracefully_within_five_seconds(tmp_path, sig):
     proc = _start(tmp_path)  # no command: `run` is the default

@@ -61,6 +61,14 @@ def test_every_bad_field_is_reported_at_once(write_config):
     assert any(k.startswith("symbols") for k in got)
 
 
+def test_log_rotation_bounds_are_checked(write_config):
+    got = problems(write_config("log:\n  file_max_mb: -5\n  file_backups: 0\n"))
+    assert "greater than or equal to 0" in got["log.file_max_mb"]
+    assert "greater than or equal to 1" in got["log.file_backups"]
+    log = load_config(write_config("log:\n  file_max_mb: 0.5\n")).node.log
+    assert log.file_max_bytes == 524_288 and log.file_backups == 10
+
+
 def test_live_mode_on_a_paper_venue_is_refused(write_config):
     got = problems(write_config("venue: testnet\ntrading_mode: live\nlive_confirmed: true\n"))
     assert "trading_mode" in got and "'live' is not allowed on venue 'testnet'" in got["trading_mode"]

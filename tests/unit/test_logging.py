@@ -286,3 +286,28 @@ def test_line_time_is_the_text_datetime_would_give():
     for t in times:
         expected = datetime.fromtimestamp(t, tz=timezone.utc).isoformat().replace("+00:00", "Z")
         assert _utc_iso(t) == expected, t
+
+
+def test_the_file_rotates_at_its_size_keeping_the_newest_backups_and_every_recent_line(tmp_path):
+    path = tmp_path / "logs" / "node.jsonl"
+    configure_logging(console="off", file_path=path, max_bytes=2_000, backups=2)
+    try:
+        log = get_logger("node")
+        for n in range(200):
+            log.info("node.metrics", n=n, pad="x" * 40)
+        assert flush_logging()
+    finally:
+        configure_logging(console="off", file_path=None)
+    files = sorted(p.name for p in path.parent.iterdir())
+    assert files == ["node.jsonl", "node.jsonl.1", "node.jsonl.2"]  # older ones are gone: the disk is bounded
+    # A file holds at most one line past the size (the line that crossed it).
+    longest = max(len(line) for line in path.read_text().splitlines(keepends=True))
+    assert all((path.parent / f).stat().st_size < 2_000 + longest for f in files)
+    # Oldest file first: what is kept is one unbroken run ending at the last line, in order.
+    kept = [e["n"] for f in ("node.jsonl.2", "node.jsonl.1", "node.jsonl") for e in read_events(path.parent / f)]
+    assert kept == list(range(200 - len(kept), 200)) and len(kept) >= 2 * (2_000 // longest)
+
+
+def test_rotation_without_a_backup_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="backup"):
+        configure_logging(console="off", file_path=tmp_path / "node.jsonl", max_bytes=1_000, backups=0)
