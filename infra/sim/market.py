@@ -40,6 +40,9 @@ WEEK_MIN = 10_080
 FUNDING_MS = 8 * 3_600_000
 _KNOT_OFFSETS = (0, 20_000, 40_000, 60_000)
 _HL_WIDTH = 0.0009  # how far high/low reach beyond open/close, relative
+# Largest distance of the mark / index price from the last price, relative.
+MARK_BASIS = 0.0003
+INDEX_BASIS = 0.0002
 _DAY_CACHE = 96  # days of minute arrays kept per symbol
 
 
@@ -297,10 +300,10 @@ class SymbolModel:
         return o, h, l, c, v, turnover
 
     def mark_ticks(self, t: int, last: int) -> int:
-        return self._basis_ticks(t, last, self._k_mark, 0.0003)
+        return self._basis_ticks(t, last, self._k_mark, MARK_BASIS)
 
     def index_ticks(self, t: int, last: int) -> int:
-        return self._basis_ticks(t, last, self._k_index, 0.0002)
+        return self._basis_ticks(t, last, self._k_index, INDEX_BASIS)
 
     def _basis_ticks(self, t: int, last: int, key: int, amplitude: float) -> int:
         m = t // MIN_MS
@@ -417,6 +420,10 @@ class SymbolModel:
         k = 1 if interval == "D" else 7
         days = [self._day_total(d) for d in range(d0, d0 + count * k)]
         return [Bar(first_open + i * step, *_combine(days[i * k:(i + 1) * k])) for i in range(count)]  # type: ignore[misc, operator]
+
+    def minute_arrays(self, m0: int, m1: int) -> tuple[np.ndarray, ...]:
+        """(open, high, low, close, volume, turnover) of the complete minutes [m0, m1), one array each."""
+        return self._minute_span(m0, m1)
 
     def _minute_span(self, m0: int, m1: int) -> tuple[np.ndarray, ...]:
         cols: list[list[np.ndarray]] = [[] for _ in range(6)]
