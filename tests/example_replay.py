@@ -11,7 +11,7 @@ start). What is left to the price path, and so to the start instant:
 
 * a tie (fast == slow exactly): no decision on that bar;
 * a refusal: the order size at the current price (qty rounds DOWN to the
-  step: BTC at 0.001 needs a price <= 100 000 for 100 USD), the Risk limits,
+  step: 100 USD cannot buy BTC's 0.001 above 100 000), the Risk limits,
   the Executor's price-deviation check, and the venue's check of the stop
   and take-profit against the last price when the order arrives. A refused
   signal is not repeated in its regime, so that symbol then waits for a
