@@ -145,14 +145,16 @@ class ExampleReplay:
         return out
 
     def judge(self, logic: MaCross, symbol: str) -> Outcome | None:
-        bar_open = logic._closes[symbol][-1][0]  # noqa: SLF001 - the bar it decides on
-        before = dict(logic._signalled)  # noqa: SLF001
+        """The decision on the newest bar `logic` holds; None when it stays silent because it said so already."""
+        bar_open = logic.last_open_ms(symbol)
+        assert bar_open is not None
+        averages = logic.averages(symbol)
         signal = logic.decide(symbol, None)
-        if signal is None:
-            if before.get(symbol) is not None:
-                return None
+        if signal is not None:
+            return Outcome(symbol, bar_open, signal, self.refusal(signal, bar_open + MIN_MS))
+        if averages is not None and averages[0] == averages[1]:
             return Outcome(symbol, bar_open, None, "tie")
-        return Outcome(symbol, bar_open, signal, self.refusal(signal, bar_open + MIN_MS))
+        return None
 
     def refusal(self, signal: Signal, closed_ms: int) -> str | None:
         """The first check an entry fails when it reaches the Executor at any time in the horizon; None: none."""
