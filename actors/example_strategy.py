@@ -89,6 +89,11 @@ class MaCross:
             else:
                 buf.append((bar.open_ms, bar.close))
 
+    def last_open_ms(self, symbol: str) -> int | None:
+        """Open time of the newest closed bar held: the bar the next decision is about."""
+        buf = self._closes[symbol]
+        return buf[-1][0] if buf else None
+
     def averages(self, symbol: str) -> tuple[Decimal, Decimal] | None:
         buf = self._closes[symbol]
         if len(buf) < self.slow:

@@ -40,6 +40,13 @@ WEEK_MIN = 10_080
 FUNDING_MS = 8 * 3_600_000
 _KNOT_OFFSETS = (0, 20_000, 40_000, 60_000)
 _HL_WIDTH = 0.0009  # how far high/low reach beyond open/close, relative
+# Amplitudes of the weekly level's terms (log price) and of the minute noise's terms (relative):
+# they bound every price the model makes (`SymbolModel.price_bounds`).
+_LEVEL_AMPS = (0.35, 0.15, 0.06, 0.02)
+_NOISE_AMPS = (0.012, 0.005, 0.002, 0.0006)
+# Largest distance of the mark / index price from the last price, relative.
+MARK_BASIS = 0.0003
+INDEX_BASIS = 0.0002
 _DAY_CACHE = 96  # days of minute arrays kept per symbol
 
 
@@ -114,6 +121,19 @@ class SymbolModel:
         self._shock_ts: list[int] = []
         self._shock_f: list[float] = []
 
+    def price_bounds(self) -> tuple[int, int]:
+        """Lowest and highest price (ticks) the model can make for any seed and minute, shocks aside.
+
+        Each noise term stays within its amplitude, the level between its
+        weekly knots, and high/low within _HL_WIDTH of open/close: what a
+        client sizing orders for this symbol can rely on.
+        """
+        level = math.exp(sum(_LEVEL_AMPS))
+        noise = sum(_NOISE_AMPS)
+        low = self._p0_ticks / level * (1.0 - noise) * (1.0 - _HL_WIDTH)
+        high = self._p0_ticks * level * (1.0 + noise) * (1.0 + _HL_WIDTH)
+        return math.floor(low), math.ceil(high) + 1  # the +1: rounding to ticks is half up
+
     # --- the base series -------------------------------------------------
 
     def _knot(self, j: int) -> float:
@@ -121,10 +141,10 @@ class SymbolModel:
         k = self._knots.get(j)
         if k is None:
             g = (
-                0.35 * self._vnoise1(j, 32, self._k_level[0])
-                + 0.15 * self._vnoise1(j, 8, self._k_level[1])
-                + 0.06 * self._vnoise1(j, 2, self._k_level[2])
-                + 0.02 * (2.0 * uniform(self._k_level[3], j) - 1.0)
+                _LEVEL_AMPS[0] * self._vnoise1(j, 32, self._k_level[0])
+                + _LEVEL_AMPS[1] * self._vnoise1(j, 8, self._k_level[1])
+                + _LEVEL_AMPS[2] * self._vnoise1(j, 2, self._k_level[2])
+                + _LEVEL_AMPS[3] * (2.0 * uniform(self._k_level[3], j) - 1.0)
             )
             k = self._knots[j] = math.exp(g)
         return k
@@ -156,10 +176,10 @@ class SymbolModel:
         f = (m - j * WEEK_MIN).astype(np.float64) / float(WEEK_MIN)
         level = a + (b - a) * f
         noise = (
-            0.012 * self._vnoise(m, 240, self._k_noise[0])
-            + 0.005 * self._vnoise(m, 60, self._k_noise[1])
-            + 0.002 * self._vnoise(m, 15, self._k_noise[2])
-            + 0.0006 * (2.0 * uniform_array(self._k_noise[3], m) - 1.0)
+            _NOISE_AMPS[0] * self._vnoise(m, 240, self._k_noise[0])
+            + _NOISE_AMPS[1] * self._vnoise(m, 60, self._k_noise[1])
+            + _NOISE_AMPS[2] * self._vnoise(m, 15, self._k_noise[2])
+            + _NOISE_AMPS[3] * (2.0 * uniform_array(self._k_noise[3], m) - 1.0)
         )
         return self._p0_ticks * level * (1.0 + noise)
 
@@ -297,10 +317,10 @@ class SymbolModel:
         return o, h, l, c, v, turnover
 
     def mark_ticks(self, t: int, last: int) -> int:
-        return self._basis_ticks(t, last, self._k_mark, 0.0003)
+        return self._basis_ticks(t, last, self._k_mark, MARK_BASIS)
 
     def index_ticks(self, t: int, last: int) -> int:
-        return self._basis_ticks(t, last, self._k_index, 0.0002)
+        return self._basis_ticks(t, last, self._k_index, INDEX_BASIS)
 
     def _basis_ticks(self, t: int, last: int, key: int, amplitude: float) -> int:
         m = t // MIN_MS
@@ -417,6 +437,10 @@ class SymbolModel:
         k = 1 if interval == "D" else 7
         days = [self._day_total(d) for d in range(d0, d0 + count * k)]
         return [Bar(first_open + i * step, *_combine(days[i * k:(i + 1) * k])) for i in range(count)]  # type: ignore[misc, operator]
+
+    def minute_arrays(self, m0: int, m1: int) -> tuple[np.ndarray, ...]:
+        """(open, high, low, close, volume, turnover) of the complete minutes [m0, m1), one array each."""
+        return self._minute_span(m0, m1)
 
     def _minute_span(self, m0: int, m1: int) -> tuple[np.ndarray, ...]:
         cols: list[list[np.ndarray]] = [[] for _ in range(6)]

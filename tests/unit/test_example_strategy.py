@@ -55,6 +55,7 @@ def test_cold_until_slow_bars_then_follows_the_regime_once():
     # The same `end` (not a second reading of the clock, which may be a minute on): the four bars
     # overlap the three warm ones, as the live bars of a warmed strategy do.
     ma.add_bars("BTCUSDT", bars("BTCUSDT", ["100.0", "100.0", "101.0", "102.0"], end_ms=end))
+    assert ma.last_open_ms("BTCUSDT") == end - MIN  # the bar the decision is about
     sig = ma.decide("BTCUSDT", None)
     assert isinstance(sig, Signal) and sig.direction is Direction.LONG and sig.usd == Decimal("100")
     assert sig.stop_loss == Decimal("101.5") and sig.take_profit == Decimal("103.0")  # 0.5 % / 1 % of the close
