@@ -43,8 +43,9 @@
   settings) at a steady 2,000 per second spread over 50 series, while
   another process holds the history file for 0.5 s of every second (a
   `sync` or `heal` taking its turns); per bar, from `tell` to the end of
-  the session that committed it (the file released again); p99 of each
-  2-second round, median over rounds. Reference: a bare loop (a
+  the session that committed it (the file released again); p99 over every
+  bar of the kept 2-second rounds of each side (the sides alternate round by
+  round). Reference: a bare loop (a
   `queue.Queue`, the same flush size and interval, `filelock` waited on
   without a timeout, `duckdb.connect`, raw upsert, close) fed by the same
   producer against the same holder. The absolute target (<= 1,000 ms) is
@@ -282,6 +283,7 @@ RATE = 2000  # bars per second
 SERIES = [(f"BENCH{i:02d}USDT", interval) for i in range(25) for interval in ("1", "5")]  # 50 series
 ROUND_S = 2.0
 HOLD_S = FREE_S = 0.5
+WRITER_ROUNDS, WRITER_WARMUP = 5, 1
 
 
 def _live_bars(round_no: int) -> list[ClosedBar]:
@@ -316,9 +318,16 @@ class _Latencies:
             if len(self.done) >= len(self.bars):  # every bar of a round is a distinct key
                 self.all_done.set()
 
+    def latencies_s(self) -> list[float]:
+        return [self.done[k] - t for k, t in self.sent.items()]
+
     def p99_s(self) -> float:
-        lat = sorted(self.done[k] - t for k, t in self.sent.items())
-        return lat[int(len(lat) * 0.99)]
+        return _p99(self.latencies_s())
+
+
+def _p99(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[int(len(ordered) * 0.99)]
 
 
 def _produce(bars: list[ClosedBar], hand_over: Callable[[ClosedBar], None], lat: _Latencies) -> None:
@@ -397,6 +406,10 @@ def _writer_live(tmp: Path) -> dict[str, float]:
     holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(store.path), str(stop_file), str(HOLD_S), str(FREE_S)],
                               cwd=REPO, stdout=subprocess.PIPE, text=True)
     rounds = iter(range(1000))
+    # Every bar's latency of every kept round, per side. A round's own p99 is decided by how its
+    # four holds happen to line up with the flush timer: median-of-rounds ratios moved 1.04-1.12
+    # over four runs, the p99 over the pooled bars 1.07-1.11.
+    pooled: dict[str, list[list[float]]] = {"raw": [], "ours": []}
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
 
@@ -405,6 +418,7 @@ def _writer_live(tmp: Path) -> dict[str, float]:
             store.on_commit = lat.committed
             _produce(lat.bars, writer.tell, lat)
             assert lat.all_done.wait(60), "the DbWriter did not write every bar"
+            pooled["ours"].append(lat.latencies_s())
             return lat.p99_s()
 
         def raw() -> float:
@@ -417,18 +431,27 @@ def _writer_live(tmp: Path) -> dict[str, float]:
             inbox.put(None)
             loop.join(60)
             assert lat.all_done.is_set(), "the raw loop did not write every bar"
+            pooled["raw"].append(lat.latencies_s())
             return lat.p99_s()
 
-        cmp = alternate(raw=raw, ours=ours, rounds=5)
+        cmp = alternate(raw=raw, ours=ours, rounds=WRITER_ROUNDS, warmup=WRITER_WARMUP)
     finally:
         stop_file.touch()
         holder.wait(timeout=30)
         writer.stop(block=True, timeout=30)
         store.close()
     with HistoryStore(store.path).session() as s:
-        expected = 6 * 2 * len(_live_bars(0))
+        expected = (WRITER_ROUNDS + WRITER_WARMUP) * 2 * len(_live_bars(0))
         assert s.count() == expected, f"stored {s.count()} of {expected} bars"
-    return cmp.latency("db_writer_live_p99_ms", "db_writer_live_raw_p99_ms", unit_s=1e-3, digits=1)
+    kept = {side: [x for r in rounds_[WRITER_WARMUP:] for x in r] for side, rounds_ in pooled.items()}
+    record("db_writer_live_p99_ms", "db_writer_live_raw_p99_ms", "db_writer_live_p99_ms_ratio")
+    ours_p99, raw_p99 = _p99(kept["ours"]), _p99(kept["raw"])
+    return {
+        "db_writer_live_p99_ms": round(ours_p99 * 1e3, 1),
+        "db_writer_live_raw_p99_ms": round(raw_p99 * 1e3, 1),
+        "db_writer_live_p99_ms_ratio": round(raw_p99 / ours_p99, 3),
+        "db_writer_live_round_p99_ms_ratio": round(cmp.speed_ratio, 3),  # the old statistic, for the record
+    }
 
 
 def run() -> dict[str, float]:
