@@ -100,6 +100,7 @@ class DbWriter(NodeActor):
         # The node's gateway (backfill lane) unless a test passes its own source.
         self._source = source if source is not None else ctx.gateway
         self._catch_up_days = ctx.config.node.db_writer.catch_up_days
+        self._in_flight = ctx.config.node.exchange.kline_requests_in_flight
         self._venue_now: Callable[[], int] | None = None  # "now" on the venue's clock, for a catch-up round
         cfg = ctx.config.node.db_writer
         self._max_bars = cfg.flush_max_bars
@@ -271,7 +272,8 @@ class DbWriter(NodeActor):
                 if info is None or info.last_open is None:
                     return "skipped"
             lookback = now_utc() - timedelta(days=self._catch_up_days)
-            report = HistorySync(self._store, self._source, now_ms=self._venue_now).catch_up(
+            report = HistorySync(self._store, self._source, now_ms=self._venue_now,
+                                 in_flight=self._in_flight).catch_up(
                 symbol, interval, lookback_start=lookback)
             return f"{report.bars_stored} bars"
         except SyncFailed as exc:

@@ -200,6 +200,9 @@ class ExchangeConfig(_Section):
     ip_ban_pause_s: PositiveDecimal = Decimal("600")
     # Longest a request waits for the rate limiter before failing with RateLimited.
     lane_wait_s: PositiveDecimal = Decimal("10")
+    # History paging (sync, heal, the start-up catch-up): kline requests on the wire at once.
+    # Each is still admitted by the rate limiter's backfill lane; more helps against a distant venue.
+    kline_requests_in_flight: int = Field(default=2, ge=1, le=8)
     # Reads, cancels and idempotent settings: attempts on transient errors, backoff cap.
     read_attempts: int = Field(default=4, ge=1, le=10)
     retry_max_wait_s: PositiveDecimal = Decimal("5")

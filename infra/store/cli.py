@@ -290,7 +290,8 @@ def _sync_pairs(app: Any, store: Any, pairs: list[tuple[str, str]], start: datet
 
     with (source_factory or venue_source)(app) as (source, now_ms):
         with _progress_reporter(len(pairs)) as on_progress:
-            sync = HistorySync(store, source, now_ms=now_ms, progress=on_progress)
+            sync = HistorySync(store, source, now_ms=now_ms, progress=on_progress,
+                               in_flight=app.node.exchange.kline_requests_in_flight)
             for symbol, interval in pairs:
                 try:
                     report = sync.sync(symbol, interval, start, end)
@@ -331,8 +332,9 @@ def heal_command(app: Any, args: argparse.Namespace, source_factory: Callable[[A
         _checked(app, store)
         with (source_factory or venue_source)(app) as (source, now_ms):
             with _progress_reporter(0) as on_progress:
-                reports = heal(store, HistorySync(store, source, now_ms=now_ms, progress=on_progress),
-                               only=_selected(args))
+                sync = HistorySync(store, source, now_ms=now_ms, progress=on_progress,
+                                   in_flight=app.node.exchange.kline_requests_in_flight)
+                reports = heal(store, sync, only=_selected(args))
     except StoreError as exc:
         return store_failed(exc)
     # before -> after in one cell, no vertical rules: fits 80 columns, and a number is folded, never cut.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from datetime import datetime
 
 import pytest
@@ -10,7 +11,8 @@ import pytest
 import main
 from infra.config import load_config
 from infra.store import BarRange, HistoryStore
-from infra.store.testing import make_series, opens
+from infra.store import cli as store_cli
+from infra.store.testing import FakeVenue, make_series, opens
 from messages.types import UTC
 
 pytestmark = pytest.mark.timeout(30)
@@ -69,3 +71,41 @@ def test_a_busy_file_is_reported_with_its_holder(config, capsys):
 def test_sync_refuses_an_unconfigured_symbol_without_interval(config, capsys):
     assert main.main(["--config", str(config), "sync", "--symbol", "SOLUSDT"]) == 2
     assert "SOLUSDT is not in the config" in capsys.readouterr().err
+
+
+class _CountsOverlap(FakeVenue):
+    """Each request waits (up to 0.2 s) for `want` requests to be on the wire together: the most
+    seen at once is then exactly the sync's in-flight limit, without depending on timing luck."""
+
+    def __init__(self, now_ms: int, want: int):
+        super().__init__(now_ms)
+        self.want, self.active, self.most = want, 0, 0
+        self._changed = threading.Condition()
+
+    def fetch_klines(self, *args, **kwargs):
+        with self._changed:
+            self.active += 1
+            self.most = max(self.most, self.active)
+            self._changed.notify_all()
+            self._changed.wait_for(lambda: self.active >= self.want, timeout=0.2)
+        try:
+            return super().fetch_klines(*args, **kwargs)
+        finally:
+            with self._changed:
+                self.active -= 1
+
+
+@pytest.mark.parametrize("in_flight", [1, 3])
+def test_sync_keeps_the_configured_number_of_kline_requests_on_the_wire(write_config, in_flight):
+    path = write_config(f"log:\n  console: \"off\"\nexchange:\n  kline_requests_in_flight: {in_flight}\n")
+    app = load_config(path)
+    now_ms = (int(datetime.now(UTC).timestamp() * 1000) // 60_000) * 60_000
+    venue = _CountsOverlap(now_ms, want=3)
+
+    @contextmanager
+    def source(_app):
+        yield venue, lambda: now_ms
+
+    args = main.build_parser().parse_args(["sync", "--symbol", "BTCUSDT", "--interval", "1", "--days", "3"])
+    assert store_cli.sync_command(app, args, source_factory=source) == 0
+    assert len(venue.requests) >= 4 and venue.most == in_flight
