@@ -319,8 +319,9 @@ class LiveState:
         self.positions_seeded = True
         rest_open = {o.order_id: o for o in msg.open_orders}
         for order_id, order in rest_open.items():
-            if order_id in self._closed_orders:
-                continue  # closed on the stream after the REST read
+            closed = self._closed_orders.get(order_id)
+            if closed is not None and (closed[1] or _order_time(order) < closed[0]):
+                continue  # closed on the stream after the REST read (a triggered one comes back New)
             current = self.open_orders.get(order_id)
             if current is not None and (current.updated_time or current.created_time) > (order.updated_time or order.created_time):
                 continue

@@ -193,3 +193,42 @@ def test_an_order_update_of_the_same_instant_still_applies():
     state.on_order(_order_at(item, "New", t + 1_000))
     state.on_order(_order_at(item, "Filled", t + 1_000))
     assert state.snapshot().open_orders == {}
+
+
+def test_a_reseed_restores_a_triggered_conditional_whose_new_frame_was_missed():
+    """'Triggered' is the venue's transient step from Untriggered to New, same order id. When the
+    socket drops between the two frames, the REST reseed is the only way the node learns the
+    order is resting: it must not be skipped as 'closed on the stream'."""
+    from datetime import timedelta
+
+    from messages.account import AccountReseed
+    from messages.types import now_utc
+    from tests.trading_fakes import wallet
+
+    state = LiveState()
+    item = sample("3.8-get-v5-order-realtime-1.json")["result"]["list"][0]
+    t = int(item["createdTime"])
+    state.on_order(_order_at(item, "Untriggered", t))
+    state.on_order(_order_at(item, "Triggered", t + 1_000))
+    assert state.snapshot().open_orders == {}
+    resting = _order_at(item, "New", t + 1_000)
+    state.on_reseed(AccountReseed(wallet=wallet(), positions=(), open_orders=(resting,), executions=(),
+                                  symbols_checked=(), requested_at=now_utc() + timedelta(seconds=1)))
+    assert state.snapshot().open_orders == {resting.order_id: resting}
+
+
+def test_a_reseed_never_reopens_an_order_the_stream_saw_filled():
+    from datetime import timedelta
+
+    from messages.account import AccountReseed
+    from messages.types import now_utc
+    from tests.trading_fakes import wallet
+
+    state = LiveState()
+    item = sample("3.8-get-v5-order-realtime-1.json")["result"]["list"][0]
+    t = int(item["createdTime"])
+    state.on_order(_order_at(item, "Filled", t + 2_000))
+    stale_read = _order_at(item, "New", t + 1_000)
+    state.on_reseed(AccountReseed(wallet=wallet(), positions=(), open_orders=(stale_read,), executions=(),
+                                  symbols_checked=(), requested_at=now_utc() - timedelta(seconds=1)))
+    assert state.snapshot().open_orders == {}
