@@ -30,7 +30,10 @@ ranges (`db.drain_failed`) so `python main.py heal` can refetch it.
 Given a kline source (the gateway's backfill lane), the DbWriter tells
 itself `CatchUp` at start: every configured series is synced from its last
 stored bar to now (`catch_up_days` back if nothing is stored), so a crash
-or a stopped node leaves no hole. Bars told meanwhile wait in the mailbox.
+or a stopped node leaves no hole. The catch-up runs on its own thread, one
+series after the other, so the actor keeps answering heartbeats and
+writing live bars while it waits on the venue; the store's lock keeps the
+two writers' sessions apart. A stop is served between two series.
 """
 
 from __future__ import annotations
@@ -101,7 +104,8 @@ class DbWriter(NodeActor):
         self._source = source if source is not None else ctx.gateway
         self._catch_up_days = ctx.config.node.db_writer.catch_up_days
         self._in_flight = ctx.config.node.exchange.kline_requests_in_flight
-        self._venue_now: Callable[[], int] | None = None  # "now" on the venue's clock, for a catch-up round
+        self._catch_up_thread: threading.Thread | None = None
+        self._catch_up_stop = threading.Event()
         cfg = ctx.config.node.db_writer
         self._max_bars = cfg.flush_max_bars
         self._interval_s = cfg.flush_interval_ms / 1000
@@ -231,40 +235,48 @@ class DbWriter(NodeActor):
 
     # --- catching up -------------------------------------------------------
 
-    def _on_catch_up(self, msg: CatchUp) -> dict[str, str] | None:
-        """Catch up one series (HistorySync.catch_up), then tell itself the rest; never raise.
+    def _on_catch_up(self, msg: CatchUp) -> None:
+        """Start the catch-up of `msg.pending` (every configured series if None) on its own thread.
 
-        Answers the outcome per series once the last one is done (None before).
+        Not on this actor's thread: one series after a long downtime is many pages, and a rate
+        limit's reset hint alone may be 120 s. Here it would answer no heartbeat (the Supervisor
+        replaces a writer that is merely waiting on the venue, and the replacement starts a
+        second catch-up over the first) and write no live bar until it is done. The store's lock
+        keeps the catch-up's sessions and this actor's flushes apart, as with a `sync` process.
         """
         if self._source is None:
-            return {}
+            return
+        if self._catch_up_thread is not None and self._catch_up_thread.is_alive():
+            self._log.info("db.catch_up_running", reason=msg.reason)
+            return
+        self._flush("catch_up", self._lock_wait_s)  # what arrived first goes in first
         pending = msg.pending
         if pending is None:
-            self._flush("catch_up", self._lock_wait_s)  # what arrived first goes in first
             pending = tuple((s, i) for s, cfg in self._ctx.config.node.symbols.items() for i in cfg.intervals)
-            self._venue_now = None  # measured again for every round
-        if self._venue_now is None:
-            try:
-                self._venue_now = venue_clock(self._source)
-            except Exception as exc:  # unknown venue time: no bar can be judged closed, fetch nothing
-                unknown = {**dict(msg.done),
-                           **{f"{s}/{i}": f"failed: the venue's clock is unknown: {exc!r}" for s, i in pending}}
-                self._log.warning("db.catch_up", reason=msg.reason, series=unknown)
-                return unknown
-        outcome = dict(msg.done)
-        if pending:
-            (symbol, interval), rest = pending[0], pending[1:]
-            outcome[f"{symbol}/{interval}"] = self._catch_up_series(symbol, interval)
-            if rest:
-                self._catching_up = (msg.reason, rest, outcome)  # what a stop now would skip
-                self.actor_ref.tell(CatchUp(reason=msg.reason, pending=rest, done=tuple(outcome.items())))
-                return None
-        self._catching_up = None
-        failed = {k: v for k, v in outcome.items() if v.startswith("failed")}
-        (self._log.warning if failed else self._log.info)("db.catch_up", reason=msg.reason, series=outcome)
-        return outcome
+        self._catch_up_thread = threading.Thread(
+            target=self._catch_up, args=(msg.reason, pending, dict(msg.done)),
+            name=f"db-catch-up-{self._ctx.generation}", daemon=True)
+        self._catch_up_thread.start()
 
-    def _catch_up_series(self, symbol: str, interval: str) -> str:
+    def _catch_up(self, reason: str, pending: tuple[tuple[str, str], ...], outcome: dict[str, str]) -> None:
+        """The catch-up thread: each series in turn (HistorySync.catch_up), one `db.catch_up` line
+        at the end. A stop is served between two series; nothing here raises."""
+        try:
+            venue_now = venue_clock(self._source)  # measured again for every round
+        except Exception as exc:  # unknown venue time: no bar can be judged closed, fetch nothing
+            unknown = {**outcome, **{f"{s}/{i}": f"failed: the venue's clock is unknown: {exc!r}" for s, i in pending}}
+            self._log.warning("db.catch_up", reason=reason, series=unknown)
+            return
+        for n, (symbol, interval) in enumerate(pending):
+            if self._catch_up_stop.is_set():
+                skipped = {f"{s}/{i}": "skipped: the node stopped first" for s, i in pending[n:]}
+                self._log.warning("db.catch_up", reason=reason, series={**outcome, **skipped}, stopped=True)
+                return
+            outcome[f"{symbol}/{interval}"] = self._catch_up_series(symbol, interval, venue_now)
+        failed = {k: v for k, v in outcome.items() if v.startswith("failed")}
+        (self._log.warning if failed else self._log.info)("db.catch_up", reason=reason, series=outcome)
+
+    def _catch_up_series(self, symbol: str, interval: str, venue_now: Callable[[], int]) -> str:
         try:
             if self._catch_up_days == 0:
                 with self._store.session(timeout_s=self._lock_wait_s) as s:
@@ -272,14 +284,23 @@ class DbWriter(NodeActor):
                 if info is None or info.last_open is None:
                     return "skipped"
             lookback = now_utc() - timedelta(days=self._catch_up_days)
-            report = HistorySync(self._store, self._source, now_ms=self._venue_now,
+            report = HistorySync(self._store, self._source, now_ms=venue_now,
                                  in_flight=self._in_flight).catch_up(
                 symbol, interval, lookback_start=lookback)
             return f"{report.bars_stored} bars"
         except SyncFailed as exc:
             return f"failed: {exc.report.error}"
-        except Exception as exc:  # the actor must live on: bars keep arriving
+        except Exception as exc:  # the thread must end with a log line, never a traceback
             return f"failed: {exc!r}"
+
+    def _stop_catch_up(self, wait_s: float) -> None:
+        """Let the catch-up finish the series it is on (up to `wait_s`) and start no other."""
+        self._catch_up_stop.set()
+        thread = self._catch_up_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(wait_s)
+            if thread.is_alive():
+                self._log.error("db.catch_up_abandoned", waited_s=wait_s)
 
     # --- lifecycle --------------------------------------------------------
 
@@ -289,17 +310,19 @@ class DbWriter(NodeActor):
             self.actor_ref.tell(CatchUp(reason="start"))
 
     def on_stop(self) -> None:
-        if getattr(self, "_catching_up", None):  # stopped mid catch-up: say which series were not done
-            reason, rest, outcome = self._catching_up
-            skipped = {f"{s}/{i}": "skipped: the node stopped first" for s, i in rest}
-            self._log.warning("db.catch_up", reason=reason, series={**outcome, **skipped}, stopped=True)
+        deadline = time.monotonic() + self._drain_timeout_s
+        # A quarter of the stop budget for the catch-up's current series: the held live bars
+        # matter more (the next start's catch-up redoes an unfinished series; a unit cut short
+        # is rolled back, never half-written).
+        self._stop_catch_up(self._drain_timeout_s / 4)
         self._stopping = True
         self._cancel_timer()
-        self._drain()
+        self._drain(deadline)
         self._store.close()
         super().on_stop()
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        self._catch_up_stop.set()
         self._stopping = True
         self._cancel_timer()
         if len(self._buffer):
@@ -307,8 +330,7 @@ class DbWriter(NodeActor):
                             error=repr(exception_value))
         super().on_failure(exception_type, exception_value, traceback)
 
-    def _drain(self) -> None:
-        deadline = time.monotonic() + self._drain_timeout_s
+    def _drain(self, deadline: float) -> None:
         while len(self._buffer):
             remaining = deadline - time.monotonic()
             if remaining <= 0:

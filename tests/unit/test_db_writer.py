@@ -343,3 +343,26 @@ def test_a_catch_up_without_the_venues_clock_fetches_nothing(make_writer):
     (done,) = [e for e in logs if e["event"] == "db.catch_up"]
     assert done["log_level"] == "warning" and "clock is unknown" in done["series"]["BTCUSDT/1"]
     assert venue.requests == []
+
+
+def test_the_writer_keeps_answering_and_flushing_while_the_catch_up_waits_on_the_venue(make_writer):
+    """A catch-up after a long downtime (weeks of bars, a rate limit's reset hint of up to 120 s)
+    blocks on the venue far longer than the Supervisor's heartbeat (30 s). On the actor's own
+    thread it answered no Ping and wrote no live bar meanwhile: the Supervisor replaced a healthy
+    writer as stuck (and a second catch-up started over the first), and every closed bar the
+    stream delivered waited in the mailbox instead of reaching the file."""
+    from messages.control import Ping
+
+    venue = GatedVenue(utc_to_ms(datetime.now(UTC)))
+    try:
+        ref, store = make_writer(source=venue, interval_ms=60_000)
+        assert venue.entered.wait(10)  # the catch-up is waiting on the venue
+        assert ref.ask(Ping(), timeout=2) is True
+        live = make_series("BTCUSDT", "5", T0, 3)
+        for bar in live:
+            ref.tell(bar)
+        assert ref.ask(Flush(), timeout=5) == FlushReport(written=3, pending=0)
+        assert stored(store) == 3
+    finally:
+        venue.gate.set()
+    ref.stop(block=True, timeout=10)
