@@ -35,6 +35,7 @@ restart is healed as well.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Callable
 
@@ -81,6 +82,12 @@ class BarGap(Message):
     after_ms: int
 
 
+class Parked(Message):
+    """An update of a series whose seam is still being healed: delivered behind the seam."""
+
+    kline: Kline
+
+
 class PublicFrameRouter(FrameRouter):
     """Runs on pybit's thread: dispatch by topic, parse, tell. Never raises."""
 
@@ -99,6 +106,12 @@ class PublicFrameRouter(FrameRouter):
         self.counts.update(unsubscribed=0, acks_failed=0)
         # open ms of the newest closed bar seen per (symbol, interval); written only on pybit's thread.
         self.last_closed: dict[tuple[str, str], int] = {}
+        # Per series, the updates handed to the actor (a BarGap, or a Parked behind one) that it
+        # has not yet delivered. While any is, the series' next updates are parked too: told
+        # straight to the StateStore they would overtake the seam, whose bars its buffer would
+        # then refuse as out of order. Raised here, lowered by the actor once delivered.
+        self._parked: dict[tuple[str, str], int] = {}
+        self._parked_lock = threading.Lock()
 
     def on_frame(self, frame: Frame) -> None:
         try:
@@ -170,20 +183,42 @@ class PublicFrameRouter(FrameRouter):
         klines = Kline.from_bybit(frame)  # validates every item: a bad one refuses the frame
         out: list[tuple[Role, Any]] = []
         for kline in klines:
+            key = (kline.symbol, kline.interval)
             if not kline.confirm:
-                out.append((Role.STATE_STORE, kline))
+                out.append(self._to_state(key, kline))
                 continue
             bar = kline.closed_bar()
             out.append((Role.DB_WRITER, bar))
-            key = (kline.symbol, kline.interval)
             last = self.last_closed.get(key)
             if last is None or bar.open_ms >= last:
                 self.last_closed[key] = bar.open_ms
             if last is not None and bar.open_ms > next_open_ms(kline.interval, last):
+                self._park(key)
                 out.append((Role.WS_PUBLIC, BarGap(kline=kline, after_ms=last)))
             else:
-                out.append((Role.STATE_STORE, kline))
+                out.append(self._to_state(key, kline))
         return out
+
+    def _to_state(self, key: tuple[str, str], kline: Kline) -> tuple[Role, Any]:
+        """Straight to the StateStore, or behind the series' seam if one is still being healed."""
+        with self._parked_lock:
+            if not self._parked.get(key):
+                return Role.STATE_STORE, kline
+            self._parked[key] += 1
+        return Role.WS_PUBLIC, Parked(kline=kline)
+
+    def _park(self, key: tuple[str, str]) -> None:
+        with self._parked_lock:
+            self._parked[key] = self._parked.get(key, 0) + 1
+
+    def unpark(self, key: tuple[str, str]) -> None:
+        """The actor delivered one parked update of the series (in order, behind its seam)."""
+        with self._parked_lock:
+            left = self._parked.get(key, 0) - 1
+            if left > 0:
+                self._parked[key] = left
+            else:
+                self._parked.pop(key, None)
 
     def _on_ack(self, frame: Frame) -> None:
         if frame.get("success") is False:
@@ -225,6 +260,7 @@ class WsPublic(WsActor):
             SocketDown: self._on_down,
             CheckSocket: self._on_check,
             BarGap: self._on_gap,
+            Parked: self._on_parked,
         }
 
     # --- lifecycle -------------------------------------------------------------------
@@ -396,8 +432,15 @@ class WsPublic(WsActor):
             self._log.info("ws.seam_healed", symbol=kline.symbol, interval=kline.interval, bars=len(bars),
                            from_ms=bars[0].open_ms, to_ms=bars[-1].open_ms)
         self._router.deliver(Role.STATE_STORE, kline)
+        self._router.unpark((kline.symbol, kline.interval))
         # Queued behind the router's earlier frames (the inbox keeps their order); no frame of
         # this thread ends a burst, so wake the StateStore now.
+        self._router.on_burst_end()
+
+    def _on_parked(self, msg: Parked) -> None:
+        """An update that arrived while its series' seam was being healed, now behind it."""
+        self._router.deliver(Role.STATE_STORE, msg.kline)
+        self._router.unpark((msg.kline.symbol, msg.kline.interval))
         self._router.on_burst_end()
 
     def _fetch_missing(self, symbol: str, interval: str, start: int, end: int, found: dict[int, ClosedBar]) -> None:

@@ -416,3 +416,46 @@ def test_router_counts_are_logged_periodically(write_config, events):
         assert stats[-1]["connected"] is True and stats[-1]["frames"] == 1
     finally:
         ref.stop(block=True, timeout=5)
+
+
+class GatedGateway(Gateway):
+    """Holds the seam fetch until the test opens the gate: a venue slow to answer after an outage."""
+
+    def __init__(self):
+        super().__init__()
+        self.entered, self.gate = threading.Event(), threading.Event()
+
+    def fetch_klines(self, *args, **kwargs):
+        self.entered.set()
+        assert self.gate.wait(10), "the test never opened the gate"
+        return super().fetch_klines(*args, **kwargs)
+
+
+def test_a_bar_closing_while_its_seam_is_still_being_fetched_waits_behind_the_seam(app):
+    """After an outage every series has a seam to fetch, one after the other on this actor's
+    thread, from a venue that is slow just then. A series' next bar can close before its seam
+    is fetched: delivered at once, it reached the StateStore before the seam's bars and the
+    parked one, which its buffer then refused as out of order, a hole in the bars every
+    strategy reads for as long as the node runs."""
+    gateway = GatedGateway()
+    ref, sock, store, writer = start_with_gateway(app, gateway)
+    try:
+        sock.on_frame(kline_frame("ETHUSDT", T0))
+        sock.on_frame(kline_frame("ETHUSDT", T0 + 3 * 60_000))  # two bars missing: fetched, slowly
+        assert gateway.entered.wait(10)
+        sock.on_frame(kline_frame("ETHUSDT", T0 + 4 * 60_000, confirm=False))
+        sock.on_frame(kline_frame("ETHUSDT", T0 + 4 * 60_000))  # the next bar closes meanwhile
+        gateway.gate.set()
+        expected = [T0 + i * 60_000 for i in range(5)]
+        wait_until(lambda: len([m for m in store.told if isinstance(m, ClosedBar)
+                                or (isinstance(m, Kline) and m.confirm)]) == 5,
+                   what="every closed bar at the state store")
+        closed_at_store = [m.closed_bar() if isinstance(m, Kline) else m for m in store.told
+                           if isinstance(m, ClosedBar) or (isinstance(m, Kline) and m.confirm)]
+        assert [b.open_ms for b in closed_at_store] == expected
+        kinds = [(m.start, m.confirm) for m in store.told if isinstance(m, Kline)]
+        # The running update of the next bar also waited behind the seam's parked bar.
+        assert kinds.index((ms_to_utc(T0 + 4 * 60_000), False)) > kinds.index((ms_to_utc(T0 + 3 * 60_000), True))
+    finally:
+        gateway.gate.set()
+        ref.stop(block=True, timeout=5)
