@@ -48,6 +48,7 @@ from actors.inbox import Inbox
 from actors.timers import Repeater
 from actors.ws_base import WsActor
 from infra.bybit.clients import ManagedWebSocket, make_managed_public_ws
+from infra.store import HistoryStore
 from messages.commands import Subscribe, Unsubscribe
 from messages.control import SocketStatus
 from messages.market import ClosedBar, Kline, Ticker
@@ -294,18 +295,40 @@ class WsPublic(WsActor):
 
     def _seed_last_closed(self) -> None:
         """A replacement knows where its predecessor's bars stopped, so a seam across the
-        restart is healed too: the newest closed bar per series from the StateStore."""
+        restart is healed too: the newest closed bar per series from the StateStore, and for
+        a series it does not hold (a StateStore restarted empty, whose dependents the sockets
+        are), the newest one in the history file."""
         store = self._ctx.directory.get(Role.STATE_STORE)
-        if store is None or not hasattr(store, "ask"):
+        if store is not None and hasattr(store, "ask"):
+            try:
+                snap = store.ask(GetSnapshot(), timeout=float(self._ctx.config.node.supervisor.ask_timeout_s))
+            except Exception as exc:  # noqa: BLE001 - no seed only means no heal across this restart
+                self._log.warning("ws.seed_failed", error=repr(exc))
+            else:
+                for key, bars in getattr(snap, "bars", {}).items():
+                    if bars:
+                        self._router.last_closed[key] = bars[-1].open_ms
+        if self._ctx.generation > 0:  # the first generation's seam is the DbWriter's start-up catch-up
+            self._seed_from_history([k for k in self._desired.kline_series() if k not in self._router.last_closed])
+
+    def _seed_from_history(self, series: list[tuple[str, str]]) -> None:
+        if not series:
+            return
+        node = self._ctx.config.node
+        history = HistoryStore.for_node(node, owner=f"ws_public seed (generation {self._ctx.generation})")
+        if not history.exists():
             return
         try:
-            snap = store.ask(GetSnapshot(), timeout=float(self._ctx.config.node.supervisor.ask_timeout_s))
+            # One short read: the DbWriter's flushes wait for it at most this long, then retry.
+            with history.session(timeout_s=float(node.supervisor.ask_timeout_s)) as s:
+                for key in series:
+                    info = s.series_info(*key)
+                    if info is not None and info.last_open is not None:
+                        self._router.last_closed[key] = utc_to_ms(info.last_open)
         except Exception as exc:  # noqa: BLE001 - no seed only means no heal across this restart
-            self._log.warning("ws.seed_failed", error=repr(exc))
-            return
-        for key, bars in getattr(snap, "bars", {}).items():
-            if bars:
-                self._router.last_closed[key] = bars[-1].open_ms
+            self._log.warning("ws.seed_failed", error=repr(exc), source="history")
+        finally:
+            history.close()
 
     def _open_socket(self) -> None:
         assert self._ctx.urls is not None

@@ -91,6 +91,8 @@ class Sockets:
 
     @property
     def current(self) -> FakeSocket:
+        # WsPublic.start returns before on_start (which builds the socket) has run on the actor.
+        wait_until(lambda: self.made, what="the actor's first socket")
         return self.made[-1]
 
 
@@ -458,4 +460,31 @@ def test_a_bar_closing_while_its_seam_is_still_being_fetched_waits_behind_the_se
         assert kinds.index((ms_to_utc(T0 + 4 * 60_000), False)) > kinds.index((ms_to_utc(T0 + 3 * 60_000), True))
     finally:
         gateway.gate.set()
+        ref.stop(block=True, timeout=5)
+
+
+def test_a_replacement_after_a_state_store_restart_heals_the_seam_from_the_history(app):
+    """A StateStore that failed is restarted empty, and the sockets with it (its dependents): the
+    new WsPublic's StateStore knows no bar, so a bar that closed while the sockets were swapped
+    (its confirm frame went with the old socket) was never noticed: a hole in the history
+    file for as long as the node runs. The file knows where the series stopped."""
+    from infra.store import HistoryStore
+
+    with HistoryStore.for_node(app.node).session() as s:
+        s.write_bars([bar("ETHUSDT", T0 - 60_000), bar("ETHUSDT", T0)])
+    directory = Directory()
+    store, writer, gateway, sockets = SnapshotStore(T0), Peer(), Gateway(), Sockets()
+    store.ask = lambda query, timeout=None: type("Snap", (), {"bars": {}})()  # a new, empty StateStore
+    directory.register(Role.STATE_STORE, store)
+    directory.register(Role.DB_WRITER, writer)
+    ctx = ActorContext(config=app, directory=directory, urls=URLS, gateway=gateway, generation=2,
+                       subscriptions=DesiredSubscriptions.from_config(app.node.symbols))
+    ref = WsPublic.start(ctx, socket_factory=sockets)
+    directory.register(Role.WS_PUBLIC, ref)
+    try:
+        wait_until(lambda: sockets.current.ops, what="subscribed")
+        sockets.current.on_frame(kline_frame("ETHUSDT", T0 + 2 * 60_000))  # T0 + 1 closed during the swap
+        wait_until(lambda: len(writer.of(ClosedBar)) == 2, what="the missing bar and the new one")
+        assert gateway.calls == [("ETHUSDT", "1", T0 + 60_000, T0 + 2 * 60_000 - 1)]
+    finally:
         ref.stop(block=True, timeout=5)
