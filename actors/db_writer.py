@@ -33,7 +33,10 @@ stored bar to now (`catch_up_days` back if nothing is stored), so a crash
 or a stopped node leaves no hole. The catch-up runs on its own thread, one
 series after the other, so the actor keeps answering heartbeats and
 writing live bars while it waits on the venue; the store's lock keeps the
-two writers' sessions apart. A stop is served between two series.
+two writers' sessions apart. A stop is served between two series. Once a
+series is caught up and its first streamed bar has arrived, the bars that
+closed between the two (the socket subscribed a moment after the catch-up
+read the clock) are fetched too (`db.seam_synced`).
 """
 
 from __future__ import annotations
@@ -45,16 +48,26 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 
+import pykka
+
 from actors.base import NodeActor, Role
 from actors.timers import tell_later
 from infra.store import HistoryStore, StoreBusy
 from infra.store.sync import HistorySync, KlineSource, SyncFailed, venue_clock
 from messages.commands import CatchUp, Flush
-from messages.market import ClosedBar
 from messages.queries import GetWriterStats, WriterStats
-from messages.types import now_utc
+from messages.market import BarSource, ClosedBar
+from messages.types import Message, align_ms, ms_to_utc, now_utc
 
 _BarKey = tuple[str, str, datetime]
+
+
+class SeriesCaughtUp(Message):
+    """From the catch-up thread: the series holds every bar closed by `until_ms` (venue clock)."""
+
+    symbol: str
+    interval: str
+    until_ms: int
 
 
 @dataclass(frozen=True)
@@ -106,6 +119,12 @@ class DbWriter(NodeActor):
         self._in_flight = ctx.config.node.exchange.kline_requests_in_flight
         self._catch_up_thread: threading.Thread | None = None
         self._catch_up_stop = threading.Event()
+        # The seam between the catch-up and the stream, per series: where the catch-up's bars end
+        # (venue clock) and where the stream's begin (its first closed bar this actor got).
+        self._caught_up: dict[tuple[str, str], int] = {}
+        self._first_streamed: dict[tuple[str, str], int] = {}
+        self._seams_checked: set[tuple[str, str]] = set()
+        self._seam_threads: list[threading.Thread] = []
         cfg = ctx.config.node.db_writer
         self._max_bars = cfg.flush_max_bars
         self._interval_s = cfg.flush_interval_ms / 1000
@@ -126,11 +145,16 @@ class DbWriter(NodeActor):
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {ClosedBar: self._on_bar, Flush: self._on_flush, CatchUp: self._on_catch_up,
-                GetWriterStats: self._on_stats}
+                GetWriterStats: self._on_stats, SeriesCaughtUp: self._on_caught_up}
 
     # --- messages ---------------------------------------------------------
 
     def _on_bar(self, bar: ClosedBar) -> None:
+        if bar.source is BarSource.WS:
+            key = (bar.symbol, bar.interval)
+            if key not in self._first_streamed:
+                self._first_streamed[key] = bar.open_ms
+                self._check_seam(key)
         held = self._buffer.add(bar)
         if held == 1 and self._failures == 0:
             self._arm(self._interval_s, "interval")
@@ -272,7 +296,13 @@ class DbWriter(NodeActor):
                 skipped = {f"{s}/{i}": "skipped: the node stopped first" for s, i in pending[n:]}
                 self._log.warning("db.catch_up", reason=reason, series={**outcome, **skipped}, stopped=True)
                 return
-            outcome[f"{symbol}/{interval}"] = self._catch_up_series(symbol, interval, venue_now)
+            until_ms = venue_now()  # the series' sync stores at least every bar closed by this
+            result = outcome[f"{symbol}/{interval}"] = self._catch_up_series(symbol, interval, venue_now)
+            if result.endswith(" bars"):
+                try:
+                    self.actor_ref.tell(SeriesCaughtUp(symbol=symbol, interval=interval, until_ms=until_ms))
+                except pykka.ActorDeadError:
+                    pass
         failed = {k: v for k, v in outcome.items() if v.startswith("failed")}
         (self._log.warning if failed else self._log.info)("db.catch_up", reason=reason, series=outcome)
 
@@ -293,14 +323,56 @@ class DbWriter(NodeActor):
         except Exception as exc:  # the thread must end with a log line, never a traceback
             return f"failed: {exc!r}"
 
+    # --- the seam between catch-up and stream ----------------------------------
+
+    def _on_caught_up(self, msg: SeriesCaughtUp) -> None:
+        key = (msg.symbol, msg.interval)
+        self._caught_up[key] = msg.until_ms
+        self._check_seam(key)
+
+    def _check_seam(self, key: tuple[str, str]) -> None:
+        """Once both ends of a series' seam are known: fetch the bars between them, if any.
+
+        The catch-up stores the bars closed by the venue's clock when it ran; the stream
+        delivers closed bars from its first confirm on. A bar that closed in between (the
+        socket subscribed a moment later, or was still connecting) reached neither."""
+        until_ms, first = self._caught_up.get(key), self._first_streamed.get(key)
+        if until_ms is None or first is None or key in self._seams_checked:
+            return
+        self._seams_checked.add(key)
+        symbol, interval = key
+        start = align_ms(interval, until_ms)  # the first bar still open when the catch-up read the clock
+        if first <= start or self._source is None or self._stopping:
+            return
+        thread = threading.Thread(target=self._sync_seam, args=(symbol, interval, start, first),
+                                  name=f"db-seam-{symbol}-{interval}", daemon=True)
+        self._seam_threads = [t for t in self._seam_threads if t.is_alive()] + [thread]
+        thread.start()
+
+    def _sync_seam(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> None:
+        """On its own thread (a venue request): only what the file lacks in [start, end) is fetched."""
+        try:
+            report = HistorySync(self._store, self._source, now_ms=venue_clock(self._source),
+                                 in_flight=self._in_flight).sync(symbol, interval, ms_to_utc(start_ms), ms_to_utc(end_ms))
+        except SyncFailed as exc:
+            self._log.error("db.seam_sync_failed", symbol=symbol, interval=interval, from_ms=start_ms, to_ms=end_ms,
+                            error=exc.report.error)
+        except Exception as exc:  # noqa: BLE001 - the thread ends with a log line, never a traceback
+            self._log.error("db.seam_sync_failed", symbol=symbol, interval=interval, from_ms=start_ms, to_ms=end_ms,
+                            error=repr(exc))
+        else:
+            self._log.info("db.seam_synced", symbol=symbol, interval=interval, from_ms=start_ms, to_ms=end_ms,
+                           bars=report.bars_stored)
+
     def _stop_catch_up(self, wait_s: float) -> None:
         """Let the catch-up finish the series it is on (up to `wait_s`) and start no other."""
         self._catch_up_stop.set()
-        thread = self._catch_up_thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(wait_s)
-            if thread.is_alive():
-                self._log.error("db.catch_up_abandoned", waited_s=wait_s)
+        deadline = time.monotonic() + wait_s
+        for thread in (self._catch_up_thread, *self._seam_threads):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+                if thread.is_alive():
+                    self._log.error("db.catch_up_abandoned", thread=thread.name, waited_s=wait_s)
 
     # --- lifecycle --------------------------------------------------------
 

@@ -366,3 +366,29 @@ def test_the_writer_keeps_answering_and_flushing_while_the_catch_up_waits_on_the
     finally:
         venue.gate.set()
     ref.stop(block=True, timeout=10)
+
+
+def test_a_bar_that_closed_between_the_catch_up_and_the_streams_first_bar_is_fetched(make_writer):
+    """The catch-up stores the bars closed by the venue's clock when it runs; the public stream
+    delivers closed bars from its first confirm on. A bar that closed in between (the socket
+    subscribed a moment after the catch-up read the clock, or was still connecting) reached
+    neither: a hole in the history file for as long as the node runs, and one no running part
+    of the node ever looked for."""
+    from infra.store.testing import make_bar
+
+    real = utc_to_ms(datetime.now(UTC))
+    venue_now = real - real % 60_000 - 10 * 60_000 + 30_000  # 30 s into a minute, in the past
+    forming = venue_now - venue_now % 60_000  # still open when the catch-up runs
+    venue = FakeVenue(venue_now)
+    with capture_logs() as logs:
+        ref, store = make_writer(source=venue, interval_ms=50)
+        wait_until(lambda: logged(logs, "db.catch_up"), what="the catch-up")
+        venue.now_ms = forming + 3 * 60_000  # the venue's clock moved on
+        first_ws = make_bar("BTCUSDT", "1", forming + 60_000, source=BarSource.WS)
+        ref.tell(first_ws)  # the stream's first closed bar: the one after `forming`
+        wait_until(lambda: logged(logs, "db.seam_synced"), what="the seam between catch-up and stream")
+    ref.ask(Flush(), timeout=5)
+    with store.session() as s:
+        window = BarRange(forming - 60_000, forming + 2 * 60_000)
+        assert s.gaps("BTCUSDT", "1", window) == []
+        assert [b.source for b in s.bars("BTCUSDT", "1", window)] == ["rest", "rest", "ws"]
