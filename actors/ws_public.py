@@ -101,6 +101,8 @@ class PublicFrameRouter(FrameRouter):
         # True once the socket calls on_frame_done: market messages then wake the StateStore
         # once per burst of frames (or every MAX_BATCH), not per frame.
         self.bursts = False
+        # The actor that heals this router's seams (set in its on_start, before the socket opens).
+        self.owner: Any = None
         # Swapped whole by the actor (one reference assignment, safe across threads).
         self.topics: frozenset[str] = frozenset(topics)
         self.removed: frozenset[str] = frozenset()
@@ -138,10 +140,24 @@ class PublicFrameRouter(FrameRouter):
 
     def deliver(self, recipient: Role, message: Any) -> None:
         inbox = self._state_inbox
-        if inbox is None or recipient is not Role.STATE_STORE:
+        if recipient is Role.WS_PUBLIC and self.owner is not None:
+            self._to_owner(message)
+        elif inbox is None or recipient is not Role.STATE_STORE:
             super().deliver(recipient, message)
         elif not inbox.put(message, wake=not self.bursts or len(inbox) + 1 >= MAX_BATCH):
             self.undeliverable(recipient, message)
+
+    def _to_owner(self, message: Any) -> None:
+        """A seam (or an update parked behind one) goes to this router's own actor, not the
+        directory's WsPublic: the Supervisor registers a new one only after its first Ping, and
+        its socket may deliver before that. Its actor gone, the update goes to state unhealed
+        rather than nowhere (the seam is then `python main.py heal`'s)."""
+        try:
+            self.owner.tell(message)
+        except pykka.ActorDeadError:
+            kline = message.kline
+            self.unpark((kline.symbol, kline.interval))
+            self.deliver(Role.STATE_STORE, kline)
 
     def on_frame_done(self, data_waiting: Callable[[], bool]) -> None:
         """After each frame (from the socket): at the end of a burst, wake the StateStore.
@@ -270,6 +286,7 @@ class WsPublic(WsActor):
         if self._ctx.urls is None:
             raise RuntimeError("WsPublic needs the venue's URLs")
         self._seed_last_closed()
+        self._router.owner = self.actor_ref
         self._open_socket()  # pybit connects inside its constructor and raises if it cannot
         # Replaced while stuck (on_stop never runs): the Supervisor's retire hook closes the socket.
         self._ctx.directory.on_retire(Role.WS_PUBLIC, self._ctx.generation, self._retire)

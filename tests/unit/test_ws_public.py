@@ -488,3 +488,26 @@ def test_a_replacement_after_a_state_store_restart_heals_the_seam_from_the_histo
         assert gateway.calls == [("ETHUSDT", "1", T0 + 60_000, T0 + 2 * 60_000 - 1)]
     finally:
         ref.stop(block=True, timeout=5)
+
+
+def test_a_seam_found_before_the_supervisor_registered_the_actor_is_still_healed(app):
+    """The Supervisor registers a new WsPublic in the directory only once it answered its first
+    Ping, but the socket opened (and may deliver) in on_start. A BarGap told through the
+    directory then went nowhere: the seam was never fetched and the closed bar after it never
+    reached the StateStore. The router's gaps belong to its own actor, whoever is registered."""
+    directory = Directory()
+    store, writer, gateway, sockets = Peer(), Peer(), Gateway(), Sockets()
+    directory.register(Role.STATE_STORE, store)
+    directory.register(Role.DB_WRITER, writer)
+    ctx = ActorContext(config=app, directory=directory, urls=URLS, gateway=gateway,
+                       subscriptions=DesiredSubscriptions.from_config(app.node.symbols))
+    ref = WsPublic.start(ctx, socket_factory=sockets)  # not registered (yet)
+    try:
+        wait_until(lambda: sockets.current.ops, what="subscribed")
+        sockets.current.on_frame(kline_frame("ETHUSDT", T0))
+        sockets.current.on_frame(kline_frame("ETHUSDT", T0 + 3 * 60_000))
+        wait_until(lambda: len([k for k in store.of(Kline) if k.confirm]) == 2, what="both closed bars at the state")
+        assert gateway.calls == [("ETHUSDT", "1", T0 + 60_000, T0 + 3 * 60_000 - 1)]
+        assert [b.open_ms for b in store.of(ClosedBar)] == [T0 + 60_000, T0 + 2 * 60_000]
+    finally:
+        ref.stop(block=True, timeout=5)
