@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from decimal import Decimal
 
 import pykka
 import pytest
@@ -13,15 +14,21 @@ from actors.control import node_handler
 from infra.config import load_config
 from infra.control import ControlTimeout, ControlWatcher, control_dir, send
 from messages.commands import Direction, Panic, PanicReport, Signal
+from messages.trading import ExecutionOutcome, ExecutionResult, GetExecution
+from messages.types import Side
 from tests.helpers import wait_until
 
 
 class FakeExecutor(pykka.ThreadingActor):
+    results: dict = {}  # signal_id -> what GetExecution answers
+
     def __init__(self, inbox: list):
         super().__init__()
         self.inbox = inbox
 
     def on_receive(self, message):
+        if isinstance(message, GetExecution):
+            return self.results.get(message.signal_id)
         self.inbox.append(message)
 
 
@@ -58,6 +65,22 @@ def test_a_signal_command_reaches_the_executor_as_a_signal(node, events):
     assert isinstance(signal, Signal) and signal.direction is Direction.LONG and str(signal.usd) == "150"
     assert signal.signal_id == answer["signal_id"]
     assert [e["command"] for e in events() if e["event"] == "control.command"] == ["signal"]
+
+
+def test_what_a_signal_became_is_answered_with_its_outcome_and_fill(node, monkeypatch):
+    data_dir, _, _ = node
+    monkeypatch.setattr(FakeExecutor, "results", {"s-1": ExecutionResult(
+        signal_id="s-1", symbol="BTCUSDT", direction="long", outcome=ExecutionOutcome.FILLED, reason="filled",
+        order_link_id="x-1", side=Side.BUY, qty=Decimal("0.002"), filled_qty=Decimal("0.002"),
+        avg_price=Decimal("54446.1"), price_source="executions", stop_loss=Decimal("54174.96"))})
+    answer = send(data_dir, "sim", "signal_result", {"signal_id": "s-1"}, timeout_s=5)
+    assert answer["ok"] and answer["seen"] and answer["final"]
+    assert answer["result"] == {"outcome": "filled", "reason": "filled", "symbol": "BTCUSDT", "direction": "long",
+                                "side": "Buy", "order_link_id": "x-1", "qty": "0.002", "filled_qty": "0.002",
+                                "avg_price": "54446.1", "price_source": "executions", "reduce_only": False,
+                                "stop_loss": "54174.96"}
+    unseen = send(data_dir, "sim", "signal_result", {"signal_id": "never-sent"}, timeout_s=5)
+    assert unseen == {"ok": True, "signal_id": "never-sent", "seen": False}
 
 
 def test_an_invalid_signal_is_refused_with_the_reason_and_reaches_nobody(node):
