@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pykka
 import pytest
 
 from actors.base import Directory, Role
-from actors.control import node_handler
+from actors.control import _outcome, node_handler
 from infra.config import load_config
 from infra.control import ControlTimeout, ControlWatcher, control_dir, send
 from messages.commands import Direction, Panic, PanicReport, Signal
@@ -112,3 +114,23 @@ def test_without_a_watcher_the_command_times_out_and_is_withdrawn(tmp_path):
         send(tmp_path, "sim", "panic", {}, timeout_s=0.3)
     assert info.value.taken is False and time.monotonic() - started < 3
     assert list((control_dir(tmp_path, "sim") / "requests").glob("*.json")) == []  # nothing left to act on later
+
+
+def test_the_signal_command_waits_for_a_final_outcome_and_says_so_when_none_comes(node, monkeypatch):
+    data_dir, _, _ = node
+    where = SimpleNamespace(data_dir=data_dir, venue=SimpleNamespace(value="sim"))
+    pending = ExecutionResult(signal_id="s-2", symbol="BTCUSDT", direction="long", outcome=ExecutionOutcome.PENDING,
+                              order_link_id="x-2")
+    monkeypatch.setattr(FakeExecutor, "results", {"s-2": pending})
+    waited = _outcome(where, "s-2", wait_s=0.6)
+    assert waited["ok"] is False and waited["outcome"] == "pending" and "0.6 s" in waited["error"]
+    assert _outcome(where, "never-sent", wait_s=0.3)["outcome"] == "queued"
+    # Final on a later poll: the answer is the outcome, and ok only for what is done.
+    results = {"s-2": pending}
+    monkeypatch.setattr(FakeExecutor, "results", results)
+    threading.Timer(0.3, lambda: results.__setitem__("s-2", ExecutionResult(
+        signal_id="s-2", symbol="BTCUSDT", direction="long", outcome=ExecutionOutcome.REJECTED,
+        reason="retCode 10006"))).start()
+    rejected = _outcome(where, "s-2", wait_s=10)
+    assert rejected == {"ok": False, "signal_id": "s-2", "outcome": "rejected", "reason": "retCode 10006",
+                        "symbol": "BTCUSDT", "direction": "long", "reduce_only": False}
