@@ -377,7 +377,7 @@ class WsPrivate(WsActor):
                        ms=round((time.monotonic() - started) * 1000, 1))
 
     def _read_account(self, gateway: Any) -> AccountReseed:
-        requested_at = self._now()
+        requested_at = self._venue_now(gateway)
         known_open: set[str] = set()
         last_exec: datetime | None = None
         ref = self._ctx.directory.get(Role.STATE_STORE)
@@ -402,6 +402,20 @@ class WsPrivate(WsActor):
         return AccountReseed(wallet=wallet, positions=positions, open_orders=orders, executions=executions,
                              symbols_checked=tuple(symbols), requested_at=requested_at,
                              generation=self._ctx.generation)
+
+    def _venue_now(self, gateway: Any) -> datetime:
+        """When the reads are sent, by the venue's clock: the StateStore compares it with the
+        venue's order and position times, so by ours (seconds off is common) an order placed
+        just after the read was sent would look older than the read and be dropped as gone."""
+        server_time = getattr(gateway, "server_time", None)
+        if server_time is None:
+            return self._now()
+        try:
+            skew_ms = int(server_time().skew_ms)
+        except Exception as exc:  # noqa: BLE001 - the reads may still work; our clock is the fallback
+            self._log.warning("ws.reseed_clock_unknown", error=repr(exc))
+            return self._now()
+        return self._now() + timedelta(milliseconds=skew_ms)
 
     # --- timers --------------------------------------------------------------------
 
