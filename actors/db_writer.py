@@ -30,7 +30,13 @@ ranges (`db.drain_failed`) so `python main.py heal` can refetch it.
 Given a kline source (the gateway's backfill lane), the DbWriter tells
 itself `CatchUp` at start: every configured series is synced from its last
 stored bar to now (`catch_up_days` back if nothing is stored), so a crash
-or a stopped node leaves no hole. Bars told meanwhile wait in the mailbox.
+or a stopped node leaves no hole. The catch-up runs on its own thread, one
+series after the other, so the actor keeps answering heartbeats and
+writing live bars while it waits on the venue; the store's lock keeps the
+two writers' sessions apart. A stop is served between two series. Once a
+series is caught up and its first streamed bar has arrived, the bars that
+closed between the two (the socket subscribed a moment after the catch-up
+read the clock) are fetched too (`db.seam_synced`).
 """
 
 from __future__ import annotations
@@ -42,16 +48,26 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 
+import pykka
+
 from actors.base import NodeActor, Role
 from actors.timers import tell_later
 from infra.store import HistoryStore, StoreBusy
 from infra.store.sync import HistorySync, KlineSource, SyncFailed, venue_clock
 from messages.commands import CatchUp, Flush
-from messages.market import ClosedBar
 from messages.queries import GetWriterStats, WriterStats
-from messages.types import now_utc
+from messages.market import BarSource, ClosedBar
+from messages.types import Message, align_ms, ms_to_utc, now_utc
 
 _BarKey = tuple[str, str, datetime]
+
+
+class SeriesCaughtUp(Message):
+    """From the catch-up thread: the series holds every bar closed by `until_ms` (venue clock)."""
+
+    symbol: str
+    interval: str
+    until_ms: int
 
 
 @dataclass(frozen=True)
@@ -101,7 +117,14 @@ class DbWriter(NodeActor):
         self._source = source if source is not None else ctx.gateway
         self._catch_up_days = ctx.config.node.db_writer.catch_up_days
         self._in_flight = ctx.config.node.exchange.kline_requests_in_flight
-        self._venue_now: Callable[[], int] | None = None  # "now" on the venue's clock, for a catch-up round
+        self._catch_up_thread: threading.Thread | None = None
+        self._catch_up_stop = threading.Event()
+        # The seam between the catch-up and the stream, per series: where the catch-up's bars end
+        # (venue clock) and where the stream's begin (its first closed bar this actor got).
+        self._caught_up: dict[tuple[str, str], int] = {}
+        self._first_streamed: dict[tuple[str, str], int] = {}
+        self._seams_checked: set[tuple[str, str]] = set()
+        self._seam_threads: list[threading.Thread] = []
         cfg = ctx.config.node.db_writer
         self._max_bars = cfg.flush_max_bars
         self._interval_s = cfg.flush_interval_ms / 1000
@@ -122,11 +145,16 @@ class DbWriter(NodeActor):
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {ClosedBar: self._on_bar, Flush: self._on_flush, CatchUp: self._on_catch_up,
-                GetWriterStats: self._on_stats}
+                GetWriterStats: self._on_stats, SeriesCaughtUp: self._on_caught_up}
 
     # --- messages ---------------------------------------------------------
 
     def _on_bar(self, bar: ClosedBar) -> None:
+        if bar.source is BarSource.WS:
+            key = (bar.symbol, bar.interval)
+            if key not in self._first_streamed:
+                self._first_streamed[key] = bar.open_ms
+                self._check_seam(key)
         held = self._buffer.add(bar)
         if held == 1 and self._failures == 0:
             self._arm(self._interval_s, "interval")
@@ -231,40 +259,54 @@ class DbWriter(NodeActor):
 
     # --- catching up -------------------------------------------------------
 
-    def _on_catch_up(self, msg: CatchUp) -> dict[str, str] | None:
-        """Catch up one series (HistorySync.catch_up), then tell itself the rest; never raise.
+    def _on_catch_up(self, msg: CatchUp) -> None:
+        """Start the catch-up of `msg.pending` (every configured series if None) on its own thread.
 
-        Answers the outcome per series once the last one is done (None before).
+        Not on this actor's thread: one series after a long downtime is many pages, and a rate
+        limit's reset hint alone may be 120 s. Here it would answer no heartbeat (the Supervisor
+        replaces a writer that is merely waiting on the venue, and the replacement starts a
+        second catch-up over the first) and write no live bar until it is done. The store's lock
+        keeps the catch-up's sessions and this actor's flushes apart, as with a `sync` process.
         """
         if self._source is None:
-            return {}
+            return
+        if self._catch_up_thread is not None and self._catch_up_thread.is_alive():
+            self._log.info("db.catch_up_running", reason=msg.reason)
+            return
+        self._flush("catch_up", self._lock_wait_s)  # what arrived first goes in first
         pending = msg.pending
         if pending is None:
-            self._flush("catch_up", self._lock_wait_s)  # what arrived first goes in first
             pending = tuple((s, i) for s, cfg in self._ctx.config.node.symbols.items() for i in cfg.intervals)
-            self._venue_now = None  # measured again for every round
-        if self._venue_now is None:
-            try:
-                self._venue_now = venue_clock(self._source)
-            except Exception as exc:  # unknown venue time: no bar can be judged closed, fetch nothing
-                unknown = {**dict(msg.done),
-                           **{f"{s}/{i}": f"failed: the venue's clock is unknown: {exc!r}" for s, i in pending}}
-                self._log.warning("db.catch_up", reason=msg.reason, series=unknown)
-                return unknown
-        outcome = dict(msg.done)
-        if pending:
-            (symbol, interval), rest = pending[0], pending[1:]
-            outcome[f"{symbol}/{interval}"] = self._catch_up_series(symbol, interval)
-            if rest:
-                self._catching_up = (msg.reason, rest, outcome)  # what a stop now would skip
-                self.actor_ref.tell(CatchUp(reason=msg.reason, pending=rest, done=tuple(outcome.items())))
-                return None
-        self._catching_up = None
-        failed = {k: v for k, v in outcome.items() if v.startswith("failed")}
-        (self._log.warning if failed else self._log.info)("db.catch_up", reason=msg.reason, series=outcome)
-        return outcome
+        self._catch_up_thread = threading.Thread(
+            target=self._catch_up, args=(msg.reason, pending, dict(msg.done)),
+            name=f"db-catch-up-{self._ctx.generation}", daemon=True)
+        self._catch_up_thread.start()
 
-    def _catch_up_series(self, symbol: str, interval: str) -> str:
+    def _catch_up(self, reason: str, pending: tuple[tuple[str, str], ...], outcome: dict[str, str]) -> None:
+        """The catch-up thread: each series in turn (HistorySync.catch_up), one `db.catch_up` line
+        at the end. A stop is served between two series; nothing here raises."""
+        try:
+            venue_now = venue_clock(self._source)  # measured again for every round
+        except Exception as exc:  # unknown venue time: no bar can be judged closed, fetch nothing
+            unknown = {**outcome, **{f"{s}/{i}": f"failed: the venue's clock is unknown: {exc!r}" for s, i in pending}}
+            self._log.warning("db.catch_up", reason=reason, series=unknown)
+            return
+        for n, (symbol, interval) in enumerate(pending):
+            if self._catch_up_stop.is_set():
+                skipped = {f"{s}/{i}": "skipped: the node stopped first" for s, i in pending[n:]}
+                self._log.warning("db.catch_up", reason=reason, series={**outcome, **skipped}, stopped=True)
+                return
+            until_ms = venue_now()  # the series' sync stores at least every bar closed by this
+            result = outcome[f"{symbol}/{interval}"] = self._catch_up_series(symbol, interval, venue_now)
+            if result.endswith(" bars"):
+                try:
+                    self.actor_ref.tell(SeriesCaughtUp(symbol=symbol, interval=interval, until_ms=until_ms))
+                except pykka.ActorDeadError:
+                    pass
+        failed = {k: v for k, v in outcome.items() if v.startswith("failed")}
+        (self._log.warning if failed else self._log.info)("db.catch_up", reason=reason, series=outcome)
+
+    def _catch_up_series(self, symbol: str, interval: str, venue_now: Callable[[], int]) -> str:
         try:
             if self._catch_up_days == 0:
                 with self._store.session(timeout_s=self._lock_wait_s) as s:
@@ -272,14 +314,65 @@ class DbWriter(NodeActor):
                 if info is None or info.last_open is None:
                     return "skipped"
             lookback = now_utc() - timedelta(days=self._catch_up_days)
-            report = HistorySync(self._store, self._source, now_ms=self._venue_now,
+            report = HistorySync(self._store, self._source, now_ms=venue_now,
                                  in_flight=self._in_flight).catch_up(
                 symbol, interval, lookback_start=lookback)
             return f"{report.bars_stored} bars"
         except SyncFailed as exc:
             return f"failed: {exc.report.error}"
-        except Exception as exc:  # the actor must live on: bars keep arriving
+        except Exception as exc:  # the thread must end with a log line, never a traceback
             return f"failed: {exc!r}"
+
+    # --- the seam between catch-up and stream ----------------------------------
+
+    def _on_caught_up(self, msg: SeriesCaughtUp) -> None:
+        key = (msg.symbol, msg.interval)
+        self._caught_up[key] = msg.until_ms
+        self._check_seam(key)
+
+    def _check_seam(self, key: tuple[str, str]) -> None:
+        """Once both ends of a series' seam are known: fetch the bars between them, if any.
+
+        The catch-up stores the bars closed by the venue's clock when it ran; the stream
+        delivers closed bars from its first confirm on. A bar that closed in between (the
+        socket subscribed a moment later, or was still connecting) reached neither."""
+        until_ms, first = self._caught_up.get(key), self._first_streamed.get(key)
+        if until_ms is None or first is None or key in self._seams_checked:
+            return
+        self._seams_checked.add(key)
+        symbol, interval = key
+        start = align_ms(interval, until_ms)  # the first bar still open when the catch-up read the clock
+        if first <= start or self._source is None or self._stopping:
+            return
+        thread = threading.Thread(target=self._sync_seam, args=(symbol, interval, start, first),
+                                  name=f"db-seam-{symbol}-{interval}", daemon=True)
+        self._seam_threads = [t for t in self._seam_threads if t.is_alive()] + [thread]
+        thread.start()
+
+    def _sync_seam(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> None:
+        """On its own thread (a venue request): only what the file lacks in [start, end) is fetched."""
+        try:
+            report = HistorySync(self._store, self._source, now_ms=venue_clock(self._source),
+                                 in_flight=self._in_flight).sync(symbol, interval, ms_to_utc(start_ms), ms_to_utc(end_ms))
+        except SyncFailed as exc:
+            self._log.error("db.seam_sync_failed", symbol=symbol, interval=interval, from_ms=start_ms, to_ms=end_ms,
+                            error=exc.report.error)
+        except Exception as exc:  # noqa: BLE001 - the thread ends with a log line, never a traceback
+            self._log.error("db.seam_sync_failed", symbol=symbol, interval=interval, from_ms=start_ms, to_ms=end_ms,
+                            error=repr(exc))
+        else:
+            self._log.info("db.seam_synced", symbol=symbol, interval=interval, from_ms=start_ms, to_ms=end_ms,
+                           bars=report.bars_stored)
+
+    def _stop_catch_up(self, wait_s: float) -> None:
+        """Let the catch-up finish the series it is on (up to `wait_s`) and start no other."""
+        self._catch_up_stop.set()
+        deadline = time.monotonic() + wait_s
+        for thread in (self._catch_up_thread, *self._seam_threads):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+                if thread.is_alive():
+                    self._log.error("db.catch_up_abandoned", thread=thread.name, waited_s=wait_s)
 
     # --- lifecycle --------------------------------------------------------
 
@@ -289,17 +382,19 @@ class DbWriter(NodeActor):
             self.actor_ref.tell(CatchUp(reason="start"))
 
     def on_stop(self) -> None:
-        if getattr(self, "_catching_up", None):  # stopped mid catch-up: say which series were not done
-            reason, rest, outcome = self._catching_up
-            skipped = {f"{s}/{i}": "skipped: the node stopped first" for s, i in rest}
-            self._log.warning("db.catch_up", reason=reason, series={**outcome, **skipped}, stopped=True)
+        deadline = time.monotonic() + self._drain_timeout_s
+        # A quarter of the stop budget for the catch-up's current series: the held live bars
+        # matter more (the next start's catch-up redoes an unfinished series; a unit cut short
+        # is rolled back, never half-written).
+        self._stop_catch_up(self._drain_timeout_s / 4)
         self._stopping = True
         self._cancel_timer()
-        self._drain()
+        self._drain(deadline)
         self._store.close()
         super().on_stop()
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        self._catch_up_stop.set()
         self._stopping = True
         self._cancel_timer()
         if len(self._buffer):
@@ -307,8 +402,7 @@ class DbWriter(NodeActor):
                             error=repr(exception_value))
         super().on_failure(exception_type, exception_value, traceback)
 
-    def _drain(self) -> None:
-        deadline = time.monotonic() + self._drain_timeout_s
+    def _drain(self, deadline: float) -> None:
         while len(self._buffer):
             remaining = deadline - time.monotonic()
             if remaining <= 0:

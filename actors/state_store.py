@@ -34,7 +34,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Iterable
 
 from actors.base import NodeActor, Role
-from messages.account import AccountReseed, Execution, Order, Position, PrivatePulse, Wallet
+from messages.account import AccountReseed, Execution, Order, OrderStatus, Position, PrivatePulse, Wallet
 from messages.control import FrameRejected, NodeStopping, ReadinessChanged, SocketStatus
 from messages.market import ClosedBar, Kline, MarketDataPending, Ticker
 from messages.queries import (
@@ -101,8 +101,10 @@ class LiveState:
         self._other: OrderedDict[str, Execution] = OrderedDict()
         self._exec_ids: OrderedDict[str, None] = OrderedDict()
         self._executions_kept = executions_kept
-        # Orders that left the open set, so an older REST answer cannot bring them back.
-        self._closed_orders: OrderedDict[str, datetime] = OrderedDict()
+        # Orders that left the open set, so a late frame or an older REST answer cannot bring them
+        # back: order id -> (time it closed, final). `Triggered` is not final: the venue turns a
+        # triggered conditional into a `New` order of the same id (REFERENCE.md orderStatus).
+        self._closed_orders: OrderedDict[str, tuple[datetime, bool]] = OrderedDict()
         self.received_at: dict[str, float] = {}
         self.frames: dict[str, int] = {}
         self.rejected: dict[str, int] = {}
@@ -246,14 +248,32 @@ class LiveState:
 
     def on_order(self, msg: Order) -> None:
         self._private_alive()
+        if not self._is_order_news(msg):
+            self._reject("order", "order_out_of_order")
+            return
         if msg.order_status.is_open:
             self.open_orders[msg.order_id] = msg
         else:
             self.open_orders.pop(msg.order_id, None)
-            self._closed_orders[msg.order_id] = msg.updated_time or msg.created_time
+            final = msg.order_status is not OrderStatus.TRIGGERED
+            self._closed_orders[msg.order_id] = (_order_time(msg), final)
+            self._closed_orders.move_to_end(msg.order_id)
             while len(self._closed_orders) > _TOMBSTONES_KEPT:
                 self._closed_orders.popitem(last=False)
         self._touch("order")
+
+    def _is_order_news(self, msg: Order) -> bool:
+        """False for an update older than what is known of the order (a late 'New' after its
+        'Filled', an older partial fill after a newer one): applying it would regress the order,
+        or bring a closed one back as a phantom resting order. Updates of one ms all apply."""
+        at = _order_time(msg)
+        closed = self._closed_orders.get(msg.order_id)
+        if closed is not None:
+            closed_at, final = closed
+            if at < closed_at or (final and msg.order_status.is_open):
+                return False
+        current = self.open_orders.get(msg.order_id)
+        return current is None or at >= _order_time(current)
 
     def on_execution(self, msg: Execution) -> bool:
         """Record an execution once (the venue may push one twice); fills apart from the rest."""
@@ -299,8 +319,9 @@ class LiveState:
         self.positions_seeded = True
         rest_open = {o.order_id: o for o in msg.open_orders}
         for order_id, order in rest_open.items():
-            if order_id in self._closed_orders:
-                continue  # closed on the stream after the REST read
+            closed = self._closed_orders.get(order_id)
+            if closed is not None and (closed[1] or _order_time(order) < closed[0]):
+                continue  # closed on the stream after the REST read (a triggered one comes back New)
             current = self.open_orders.get(order_id)
             if current is not None and (current.updated_time or current.created_time) > (order.updated_time or order.created_time):
                 continue
@@ -438,6 +459,10 @@ class LiveState:
             other_executions=tuple(self._other.values()),
             ready=self.health().ready,
         )
+
+
+def _order_time(order: Order) -> datetime:
+    return order.updated_time or order.created_time
 
 
 def _fmt(age: float | None) -> str:

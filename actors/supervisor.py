@@ -53,6 +53,7 @@ from messages.control import (
     NodeStopping,
     Ping,
     RestartDue,
+    SocketStatus,
     SupervisorEscalated,
     SupervisorTick,
     TradingState,
@@ -429,6 +430,16 @@ class Supervisor(pykka.ThreadingActor):
     def _retire(self, role: Role, child: _Child) -> None:
         self._directory.unregister(role, child.ref)
         hooks = self._directory.retire(role, child.generation)
+        socket = self._specs[role].socket
+        if socket is not None:
+            # A socket actor replaced while stuck (or after a raising handler) never runs the
+            # on_stop that says its socket is down: said here, or the StateStore keeps calling it
+            # up (and the private seam healed) and `ready` open with no socket behind it. Its
+            # generation: a successor's later "up" still wins, a late word of this one does not.
+            topics = self._desired.topics() if socket == "public" else ()
+            self._directory.tell(Role.STATE_STORE, SocketStatus(
+                socket=socket, generation=child.generation, connected=False, topics=topics,
+                reason=f"{role.value} generation {child.generation} replaced"))
         if hooks:
             # A socket that will not close is abandoned, never waited on: the hooks
             # run on a daemon thread nobody joins.

@@ -40,7 +40,7 @@ from actors.base import ActorContext, Directory, NodeActor, Role
 from actors.frame_router import Frame, FrameRouter, Parsed
 from actors.timers import tell_later
 from actors.ws_base import WsActor
-from messages.account import AccountReseed, Execution, Order, Position, PrivatePulse, Wallet
+from messages.account import AccountReseed, Execution, Order, Position, PrivatePulse, Wallet, ws_each
 from messages.control import SocketStatus
 from messages.queries import GetSnapshot
 from messages.types import Message, now_utc, utc_to_ms
@@ -51,22 +51,6 @@ DCP_TOPIC = "dcp.future"
 # Bybit answers a startTime-only execution query with at most 7 days from it.
 _VENUE_WINDOW = timedelta(days=6)
 _EXEC_OVERLAP_MS = 5_000
-
-
-def parse_order(frame: Frame) -> Parsed:
-    return [(Role.STATE_STORE, o) for o in Order.from_ws(frame)]
-
-
-def parse_execution(frame: Frame) -> Parsed:
-    return [(Role.STATE_STORE, e) for e in Execution.from_ws(frame)]
-
-
-def parse_position(frame: Frame) -> Parsed:
-    return [(Role.STATE_STORE, p) for p in Position.from_ws(frame)]
-
-
-def parse_wallet(frame: Frame) -> Parsed:
-    return [(Role.STATE_STORE, w) for w in Wallet.from_ws(frame)]
 
 
 class Link:
@@ -143,16 +127,28 @@ class PrivateFrameRouter(FrameRouter):
             self.link.update(lambda link: link.acks.append((ok, reason)))
 
     def on_order(self, frame: Frame) -> None:
-        self.route(frame, parse_order)
+        self._route_each(frame, Order)
 
     def on_execution(self, frame: Frame) -> None:
-        self.route(frame, parse_execution)
+        self._route_each(frame, Execution)
 
     def on_position(self, frame: Frame) -> None:
-        self.route(frame, parse_position)
+        self._route_each(frame, Position)
 
     def on_wallet(self, frame: Frame) -> None:
-        self.route(frame, parse_wallet)
+        self._route_each(frame, Wallet)
+
+    def _route_each(self, frame: Frame, kind: type) -> None:
+        """Each item of the frame on its own (`ws_each`): the good ones reach state, each bad one
+        is refused and counted. Unlike a kline frame (one bar's updates, refused whole), a
+        private frame's items are unrelated, and a dropped fill stays lost until a reconnect."""
+        def parse(f: Frame) -> Parsed:
+            good, bad = ws_each(kind, f)
+            for exc in bad:
+                self.reject(exc.what, exc.reasons, stream=self.stream_of(f))
+            return [(Role.STATE_STORE, m) for m in good]
+
+        self.route(frame, parse)
 
     def on_dcp(self, frame: Frame) -> None:
         """dcp.future carries nothing the node keeps; the subscription itself is what counts."""
@@ -381,7 +377,7 @@ class WsPrivate(WsActor):
                        ms=round((time.monotonic() - started) * 1000, 1))
 
     def _read_account(self, gateway: Any) -> AccountReseed:
-        requested_at = self._now()
+        requested_at = self._venue_now(gateway)
         known_open: set[str] = set()
         last_exec: datetime | None = None
         ref = self._ctx.directory.get(Role.STATE_STORE)
@@ -406,6 +402,20 @@ class WsPrivate(WsActor):
         return AccountReseed(wallet=wallet, positions=positions, open_orders=orders, executions=executions,
                              symbols_checked=tuple(symbols), requested_at=requested_at,
                              generation=self._ctx.generation)
+
+    def _venue_now(self, gateway: Any) -> datetime:
+        """When the reads are sent, by the venue's clock: the StateStore compares it with the
+        venue's order and position times, so by ours (seconds off is common) an order placed
+        just after the read was sent would look older than the read and be dropped as gone."""
+        server_time = getattr(gateway, "server_time", None)
+        if server_time is None:
+            return self._now()
+        try:
+            skew_ms = int(server_time().skew_ms)
+        except Exception as exc:  # noqa: BLE001 - the reads may still work; our clock is the fallback
+            self._log.warning("ws.reseed_clock_unknown", error=repr(exc))
+            return self._now()
+        return self._now() + timedelta(milliseconds=skew_ms)
 
     # --- timers --------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ restart is healed as well.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Callable
 
@@ -47,6 +48,7 @@ from actors.inbox import Inbox
 from actors.timers import Repeater
 from actors.ws_base import WsActor
 from infra.bybit.clients import ManagedWebSocket, make_managed_public_ws
+from infra.store import HistoryStore
 from messages.commands import Subscribe, Unsubscribe
 from messages.control import SocketStatus
 from messages.market import ClosedBar, Kline, Ticker
@@ -81,6 +83,12 @@ class BarGap(Message):
     after_ms: int
 
 
+class Parked(Message):
+    """An update of a series whose seam is still being healed: delivered behind the seam."""
+
+    kline: Kline
+
+
 class PublicFrameRouter(FrameRouter):
     """Runs on pybit's thread: dispatch by topic, parse, tell. Never raises."""
 
@@ -93,12 +101,20 @@ class PublicFrameRouter(FrameRouter):
         # True once the socket calls on_frame_done: market messages then wake the StateStore
         # once per burst of frames (or every MAX_BATCH), not per frame.
         self.bursts = False
+        # The actor that heals this router's seams (set in its on_start, before the socket opens).
+        self.owner: Any = None
         # Swapped whole by the actor (one reference assignment, safe across threads).
         self.topics: frozenset[str] = frozenset(topics)
         self.removed: frozenset[str] = frozenset()
         self.counts.update(unsubscribed=0, acks_failed=0)
         # open ms of the newest closed bar seen per (symbol, interval); written only on pybit's thread.
         self.last_closed: dict[tuple[str, str], int] = {}
+        # Per series, the updates handed to the actor (a BarGap, or a Parked behind one) that it
+        # has not yet delivered. While any is, the series' next updates are parked too: told
+        # straight to the StateStore they would overtake the seam, whose bars its buffer would
+        # then refuse as out of order. Raised here, lowered by the actor once delivered.
+        self._parked: dict[tuple[str, str], int] = {}
+        self._parked_lock = threading.Lock()
 
     def on_frame(self, frame: Frame) -> None:
         try:
@@ -124,10 +140,24 @@ class PublicFrameRouter(FrameRouter):
 
     def deliver(self, recipient: Role, message: Any) -> None:
         inbox = self._state_inbox
-        if inbox is None or recipient is not Role.STATE_STORE:
+        if recipient is Role.WS_PUBLIC and self.owner is not None:
+            self._to_owner(message)
+        elif inbox is None or recipient is not Role.STATE_STORE:
             super().deliver(recipient, message)
         elif not inbox.put(message, wake=not self.bursts or len(inbox) + 1 >= MAX_BATCH):
             self.undeliverable(recipient, message)
+
+    def _to_owner(self, message: Any) -> None:
+        """A seam (or an update parked behind one) goes to this router's own actor, not the
+        directory's WsPublic: the Supervisor registers a new one only after its first Ping, and
+        its socket may deliver before that. Its actor gone, the update goes to state unhealed
+        rather than nowhere (the seam is then `python main.py heal`'s)."""
+        try:
+            self.owner.tell(message)
+        except pykka.ActorDeadError:
+            kline = message.kline
+            self.unpark((kline.symbol, kline.interval))
+            self.deliver(Role.STATE_STORE, kline)
 
     def on_frame_done(self, data_waiting: Callable[[], bool]) -> None:
         """After each frame (from the socket): at the end of a burst, wake the StateStore.
@@ -170,20 +200,42 @@ class PublicFrameRouter(FrameRouter):
         klines = Kline.from_bybit(frame)  # validates every item: a bad one refuses the frame
         out: list[tuple[Role, Any]] = []
         for kline in klines:
+            key = (kline.symbol, kline.interval)
             if not kline.confirm:
-                out.append((Role.STATE_STORE, kline))
+                out.append(self._to_state(key, kline))
                 continue
             bar = kline.closed_bar()
             out.append((Role.DB_WRITER, bar))
-            key = (kline.symbol, kline.interval)
             last = self.last_closed.get(key)
             if last is None or bar.open_ms >= last:
                 self.last_closed[key] = bar.open_ms
             if last is not None and bar.open_ms > next_open_ms(kline.interval, last):
+                self._park(key)
                 out.append((Role.WS_PUBLIC, BarGap(kline=kline, after_ms=last)))
             else:
-                out.append((Role.STATE_STORE, kline))
+                out.append(self._to_state(key, kline))
         return out
+
+    def _to_state(self, key: tuple[str, str], kline: Kline) -> tuple[Role, Any]:
+        """Straight to the StateStore, or behind the series' seam if one is still being healed."""
+        with self._parked_lock:
+            if not self._parked.get(key):
+                return Role.STATE_STORE, kline
+            self._parked[key] += 1
+        return Role.WS_PUBLIC, Parked(kline=kline)
+
+    def _park(self, key: tuple[str, str]) -> None:
+        with self._parked_lock:
+            self._parked[key] = self._parked.get(key, 0) + 1
+
+    def unpark(self, key: tuple[str, str]) -> None:
+        """The actor delivered one parked update of the series (in order, behind its seam)."""
+        with self._parked_lock:
+            left = self._parked.get(key, 0) - 1
+            if left > 0:
+                self._parked[key] = left
+            else:
+                self._parked.pop(key, None)
 
     def _on_ack(self, frame: Frame) -> None:
         if frame.get("success") is False:
@@ -225,6 +277,7 @@ class WsPublic(WsActor):
             SocketDown: self._on_down,
             CheckSocket: self._on_check,
             BarGap: self._on_gap,
+            Parked: self._on_parked,
         }
 
     # --- lifecycle -------------------------------------------------------------------
@@ -233,6 +286,7 @@ class WsPublic(WsActor):
         if self._ctx.urls is None:
             raise RuntimeError("WsPublic needs the venue's URLs")
         self._seed_last_closed()
+        self._router.owner = self.actor_ref
         self._open_socket()  # pybit connects inside its constructor and raises if it cannot
         # Replaced while stuck (on_stop never runs): the Supervisor's retire hook closes the socket.
         self._ctx.directory.on_retire(Role.WS_PUBLIC, self._ctx.generation, self._retire)
@@ -258,18 +312,40 @@ class WsPublic(WsActor):
 
     def _seed_last_closed(self) -> None:
         """A replacement knows where its predecessor's bars stopped, so a seam across the
-        restart is healed too: the newest closed bar per series from the StateStore."""
+        restart is healed too: the newest closed bar per series from the StateStore, and for
+        a series it does not hold (a StateStore restarted empty, whose dependents the sockets
+        are), the newest one in the history file."""
         store = self._ctx.directory.get(Role.STATE_STORE)
-        if store is None or not hasattr(store, "ask"):
+        if store is not None and hasattr(store, "ask"):
+            try:
+                snap = store.ask(GetSnapshot(), timeout=float(self._ctx.config.node.supervisor.ask_timeout_s))
+            except Exception as exc:  # noqa: BLE001 - no seed only means no heal across this restart
+                self._log.warning("ws.seed_failed", error=repr(exc))
+            else:
+                for key, bars in getattr(snap, "bars", {}).items():
+                    if bars:
+                        self._router.last_closed[key] = bars[-1].open_ms
+        if self._ctx.generation > 0:  # the first generation's seam is the DbWriter's start-up catch-up
+            self._seed_from_history([k for k in self._desired.kline_series() if k not in self._router.last_closed])
+
+    def _seed_from_history(self, series: list[tuple[str, str]]) -> None:
+        if not series:
+            return
+        node = self._ctx.config.node
+        history = HistoryStore.for_node(node, owner=f"ws_public seed (generation {self._ctx.generation})")
+        if not history.exists():
             return
         try:
-            snap = store.ask(GetSnapshot(), timeout=float(self._ctx.config.node.supervisor.ask_timeout_s))
+            # One short read: the DbWriter's flushes wait for it at most this long, then retry.
+            with history.session(timeout_s=float(node.supervisor.ask_timeout_s)) as s:
+                for key in series:
+                    info = s.series_info(*key)
+                    if info is not None and info.last_open is not None:
+                        self._router.last_closed[key] = utc_to_ms(info.last_open)
         except Exception as exc:  # noqa: BLE001 - no seed only means no heal across this restart
-            self._log.warning("ws.seed_failed", error=repr(exc))
-            return
-        for key, bars in getattr(snap, "bars", {}).items():
-            if bars:
-                self._router.last_closed[key] = bars[-1].open_ms
+            self._log.warning("ws.seed_failed", error=repr(exc), source="history")
+        finally:
+            history.close()
 
     def _open_socket(self) -> None:
         assert self._ctx.urls is not None
@@ -396,8 +472,15 @@ class WsPublic(WsActor):
             self._log.info("ws.seam_healed", symbol=kline.symbol, interval=kline.interval, bars=len(bars),
                            from_ms=bars[0].open_ms, to_ms=bars[-1].open_ms)
         self._router.deliver(Role.STATE_STORE, kline)
+        self._router.unpark((kline.symbol, kline.interval))
         # Queued behind the router's earlier frames (the inbox keeps their order); no frame of
         # this thread ends a burst, so wake the StateStore now.
+        self._router.on_burst_end()
+
+    def _on_parked(self, msg: Parked) -> None:
+        """An update that arrived while its series' seam was being healed, now behind it."""
+        self._router.deliver(Role.STATE_STORE, msg.kline)
+        self._router.unpark((msg.kline.symbol, msg.kline.interval))
         self._router.on_burst_end()
 
     def _fetch_missing(self, symbol: str, interval: str, start: int, end: int, found: dict[int, ClosedBar]) -> None:

@@ -253,6 +253,26 @@ class Execution(Message):
         return [build(cls, what, i) for i in items]
 
 
+def ws_each(kind: type, frame: Mapping[str, Any]) -> tuple[list[Any], list[MalformedPayload]]:
+    """A private frame's items one by one: the messages of those that parse, and the refusal of
+    each that does not. Private frames batch unrelated items (two orders, fills of different
+    orders), and their topics are reseeded only on a reconnect: one bad item must not take its
+    neighbours down with it. A frame that is not a private frame of `kind` raises."""
+    topic = _WS_TOPICS[kind]
+    what, items, created = _ws_items(frame, topic)
+    good: list[Any] = []
+    bad: list[MalformedPayload] = []
+    for item in items:
+        try:
+            good.append(kind.from_bybit(item, created) if kind is Wallet else build(kind, what, item))
+        except MalformedPayload as exc:
+            bad.append(exc)
+    return good, bad
+
+
+_WS_TOPICS: dict[type, str] = {Order: "order", Execution: "execution", Position: "position", Wallet: "wallet"}
+
+
 class AccountReseed(Message):
     """The account as REST saw it right after the private socket was (re)subscribed.
 
@@ -334,6 +354,7 @@ class PositionPnl:
 
 __all__ = [
     "AccountReseed",
+    "ws_each",
     "NON_TRADE_EXEC_TYPES",
     "PositionPnl",
     "PrivatePulse",

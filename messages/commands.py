@@ -193,10 +193,10 @@ class CatchUp(Message):
     """Ask the DbWriter to fetch from the venue what the recent history lacks.
 
     Told by the DbWriter to itself at start when it has a kline source, so
-    a crash or a stopped node leaves no hole behind. It works one series per
-    message and tells itself the rest (`pending`, None meaning "every
-    configured series"), so a stop request is served between two series
-    instead of after the whole catch-up.
+    a crash or a stopped node leaves no hole behind. The series of `pending`
+    (None meaning "every configured series") are caught up on the DbWriter's
+    catch-up thread, one after the other, so a stop request is served
+    between two series instead of after the whole catch-up.
     """
 
     reason: str = "start"

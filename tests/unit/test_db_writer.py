@@ -343,3 +343,52 @@ def test_a_catch_up_without_the_venues_clock_fetches_nothing(make_writer):
     (done,) = [e for e in logs if e["event"] == "db.catch_up"]
     assert done["log_level"] == "warning" and "clock is unknown" in done["series"]["BTCUSDT/1"]
     assert venue.requests == []
+
+
+def test_the_writer_keeps_answering_and_flushing_while_the_catch_up_waits_on_the_venue(make_writer):
+    """A catch-up after a long downtime (weeks of bars, a rate limit's reset hint of up to 120 s)
+    blocks on the venue far longer than the Supervisor's heartbeat (30 s). On the actor's own
+    thread it answered no Ping and wrote no live bar meanwhile: the Supervisor replaced a healthy
+    writer as stuck (and a second catch-up started over the first), and every closed bar the
+    stream delivered waited in the mailbox instead of reaching the file."""
+    from messages.control import Ping
+
+    venue = GatedVenue(utc_to_ms(datetime.now(UTC)))
+    try:
+        ref, store = make_writer(source=venue, interval_ms=60_000)
+        assert venue.entered.wait(10)  # the catch-up is waiting on the venue
+        assert ref.ask(Ping(), timeout=2) is True
+        live = make_series("BTCUSDT", "5", T0, 3)
+        for bar in live:
+            ref.tell(bar)
+        assert ref.ask(Flush(), timeout=5) == FlushReport(written=3, pending=0)
+        assert stored(store) == 3
+    finally:
+        venue.gate.set()
+    ref.stop(block=True, timeout=10)
+
+
+def test_a_bar_that_closed_between_the_catch_up_and_the_streams_first_bar_is_fetched(make_writer):
+    """The catch-up stores the bars closed by the venue's clock when it runs; the public stream
+    delivers closed bars from its first confirm on. A bar that closed in between (the socket
+    subscribed a moment after the catch-up read the clock, or was still connecting) reached
+    neither: a hole in the history file for as long as the node runs, and one no running part
+    of the node ever looked for."""
+    from infra.store.testing import make_bar
+
+    real = utc_to_ms(datetime.now(UTC))
+    venue_now = real - real % 60_000 - 10 * 60_000 + 30_000  # 30 s into a minute, in the past
+    forming = venue_now - venue_now % 60_000  # still open when the catch-up runs
+    venue = FakeVenue(venue_now)
+    with capture_logs() as logs:
+        ref, store = make_writer(source=venue, interval_ms=50)
+        wait_until(lambda: logged(logs, "db.catch_up"), what="the catch-up")
+        venue.now_ms = forming + 3 * 60_000  # the venue's clock moved on
+        first_ws = make_bar("BTCUSDT", "1", forming + 60_000, source=BarSource.WS)
+        ref.tell(first_ws)  # the stream's first closed bar: the one after `forming`
+        wait_until(lambda: logged(logs, "db.seam_synced"), what="the seam between catch-up and stream")
+    ref.ask(Flush(), timeout=5)
+    with store.session() as s:
+        window = BarRange(forming - 60_000, forming + 2 * 60_000)
+        assert s.gaps("BTCUSDT", "1", window) == []
+        assert [b.source for b in s.bars("BTCUSDT", "1", window)] == ["rest", "rest", "ws"]

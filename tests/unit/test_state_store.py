@@ -156,3 +156,79 @@ def test_a_frame_the_router_refused_is_counted_against_its_stream():
     streams = state.health().streams
     assert streams["tickers.BTCUSDT"].rejected == 1
     assert streams["private"].rejected == 2 and streams["order"].rejected == 1
+
+
+def _order_at(item: dict, status: str, updated_ms: int) -> Order:
+    return Order.from_bybit(copy.deepcopy(item) | {"orderStatus": status, "updatedTime": str(updated_ms)})
+
+
+def test_a_late_open_update_after_the_order_closed_does_not_reopen_it():
+    """The private stream may deliver an order's older 'New' after its 'Filled' (two frames of one
+    burst, a replay across a reconnect). A closed order brought back into `open_orders` is a
+    phantom resting order the trading path would count and try to cancel."""
+    state = LiveState()
+    item = sample("3.8-get-v5-order-realtime-1.json")["result"]["list"][0]
+    t = int(item["createdTime"])
+    state.on_order(_order_at(item, "Filled", t + 2_000))
+    state.on_order(_order_at(item, "New", t + 1_000))
+    assert state.snapshot().open_orders == {}
+    assert state.dropped == {"order_out_of_order": 1}
+
+
+def test_an_older_open_update_does_not_overwrite_a_newer_one():
+    state = LiveState()
+    item = sample("3.8-get-v5-order-realtime-1.json")["result"]["list"][0]
+    t = int(item["createdTime"])
+    state.on_order(_order_at(item, "PartiallyFilled", t + 2_000))
+    state.on_order(_order_at(item, "New", t + 1_000))
+    (kept,) = state.snapshot().open_orders.values()
+    assert kept.order_status.value == "PartiallyFilled"
+
+
+def test_an_order_update_of_the_same_instant_still_applies():
+    """Bybit stamps updatedTime in ms: two changes in one ms must not freeze the older one."""
+    state = LiveState()
+    item = sample("3.8-get-v5-order-realtime-1.json")["result"]["list"][0]
+    t = int(item["createdTime"])
+    state.on_order(_order_at(item, "New", t + 1_000))
+    state.on_order(_order_at(item, "Filled", t + 1_000))
+    assert state.snapshot().open_orders == {}
+
+
+def test_a_reseed_restores_a_triggered_conditional_whose_new_frame_was_missed():
+    """'Triggered' is the venue's transient step from Untriggered to New, same order id. When the
+    socket drops between the two frames, the REST reseed is the only way the node learns the
+    order is resting: it must not be skipped as 'closed on the stream'."""
+    from datetime import timedelta
+
+    from messages.account import AccountReseed
+    from messages.types import now_utc
+    from tests.trading_fakes import wallet
+
+    state = LiveState()
+    item = sample("3.8-get-v5-order-realtime-1.json")["result"]["list"][0]
+    t = int(item["createdTime"])
+    state.on_order(_order_at(item, "Untriggered", t))
+    state.on_order(_order_at(item, "Triggered", t + 1_000))
+    assert state.snapshot().open_orders == {}
+    resting = _order_at(item, "New", t + 1_000)
+    state.on_reseed(AccountReseed(wallet=wallet(), positions=(), open_orders=(resting,), executions=(),
+                                  symbols_checked=(), requested_at=now_utc() + timedelta(seconds=1)))
+    assert state.snapshot().open_orders == {resting.order_id: resting}
+
+
+def test_a_reseed_never_reopens_an_order_the_stream_saw_filled():
+    from datetime import timedelta
+
+    from messages.account import AccountReseed
+    from messages.types import now_utc
+    from tests.trading_fakes import wallet
+
+    state = LiveState()
+    item = sample("3.8-get-v5-order-realtime-1.json")["result"]["list"][0]
+    t = int(item["createdTime"])
+    state.on_order(_order_at(item, "Filled", t + 2_000))
+    stale_read = _order_at(item, "New", t + 1_000)
+    state.on_reseed(AccountReseed(wallet=wallet(), positions=(), open_orders=(stale_read,), executions=(),
+                                  symbols_checked=(), requested_at=now_utc() - timedelta(seconds=1)))
+    assert state.snapshot().open_orders == {}

@@ -272,3 +272,53 @@ def test_a_socket_that_will_not_close_is_abandoned_not_waited_on(app, events, re
     assert not release.is_set() and replacement.ask(Ping(), timeout=2) is True
     assert sup.ask(Ping(), timeout=2) is True
     sup.stop(block=True, timeout=10)
+
+
+def test_a_replaced_socket_actor_leaves_its_socket_down_in_the_state_not_up(write_config, events, release):
+    """A WebSocket actor replaced while stuck (or after its handler raised) never runs its on_stop,
+    the one place that tells the StateStore its socket is down. The StateStore then went on
+    calling the private socket up and its seam healed, so `ready` (the trading gate) stayed
+    open with no private socket at all: until the replacement connected, or for the whole
+    staleness window (60 s by default) if it could not."""
+    from actors.state_store import StateStore
+    from messages.account import AccountReseed, Position
+    from messages.control import SocketStatus
+    from tests.trading_fakes import wallet
+
+    app = load_config(write_config(FAST.replace("private_stale_after_s: 0.2", "private_stale_after_s: 30")))
+    starts, directory = Starts(), Directory()
+
+    class PrivateSocketActor(NodeActor):
+        role = Role.WS_PRIVATE
+
+        def on_start(self):
+            starts.started("ws_private")
+            super().on_start()
+            if self._ctx.generation == 0:  # only the first one ever connects
+                self._ctx.directory.tell(Role.STATE_STORE, SocketStatus(
+                    socket="private", generation=0, connected=True, topics=("order",)))
+
+        def handlers(self):
+            return {Hang: lambda _: release.wait(30)}
+
+    sup = started(app, directory, [ChildSpec(role=Role.STATE_STORE, start=StateStore.start),
+                                   ChildSpec(role=Role.WS_PRIVATE, start=PrivateSocketActor.start, socket="private")])
+    store = directory.get(Role.STATE_STORE)
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from messages.types import now_utc
+    store.tell(AccountReseed(wallet=wallet(), positions=(Position(symbol="BTCUSDT", size=Decimal(0)),),
+                             open_orders=(), executions=(), symbols_checked=("BTCUSDT",),
+                             requested_at=now_utc() + timedelta(seconds=1), generation=0))
+    wait_until(lambda: store.ask(GetHealth(), timeout=2).streams["private"].connected, timeout=10,
+               what="the private socket reported up")
+    old = directory.get(Role.WS_PRIVATE)
+    old.tell(Hang())
+    wait_until(lambda: directory.is_retired(Role.WS_PRIVATE, 0), timeout=10, what="the stuck socket actor retired")
+    wait_until(lambda: starts.counts.get("ws_private") == 2, timeout=10, what="the replacement")
+    health = store.ask(GetHealth(), timeout=2)
+    assert health.streams["private"].connected is False
+    assert not health.private_seam_healed and not health.ready
+    assert any(r.startswith("private socket down") for r in health.reasons)
+    sup.stop(block=True, timeout=10)

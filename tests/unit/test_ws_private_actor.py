@@ -261,3 +261,45 @@ def test_a_last_execution_stamped_after_our_clock_does_not_break_the_reseed(writ
     wait_until(lambda: any(isinstance(m, AccountReseed) for m in store.kinds()), what="reseed despite the skew")
     (start_ms, end_ms), = gateway.execution_ranges
     assert end_ms is None and start_ms < int(execution.exec_time.timestamp() * 1000)
+
+
+def test_the_reseed_dates_its_read_by_the_venues_clock_not_ours(write_config):
+    """`requested_at` is compared with the venue's order and position times: an open order the
+    REST read does not list is dropped as gone if it is older than the read. Stamped by our
+    clock 5 s ahead of the venue's, an order placed just after the read was sent (so not in its
+    answer) looked older than the read and was dropped: a live resting order the node no longer
+    knew it had (nothing to cancel on a panic, wrong exposure)."""
+    from datetime import datetime, timedelta, timezone
+
+    from infra.bybit.models import ServerTime
+    from messages import Order
+
+    venue_now = datetime(2026, 1, 5, 12, 0, 0, tzinfo=timezone.utc)
+    ours = venue_now + timedelta(seconds=5)
+
+    class VenueClockGateway(FakeGateway):
+        def server_time(self):
+            self._call("server_time")
+            return ServerTime(server_ms=int(venue_now.timestamp() * 1000), skew_ms=-5_000, round_trip_ms=2)
+
+    app = load_config(write_config("private_ws:\n  reconnect_backoff_s: 0.01\n  auth_timeout_s: 3\n"))
+    directory, store, gateway, sockets = Directory(), StorePeer(), VenueClockGateway(), []
+    item = json.loads((SAMPLES / "3.8-get-v5-order-realtime-1.json").read_text())["result"]["list"][0]
+    placed_ms = str(int((venue_now + timedelta(seconds=1)).timestamp() * 1000))  # after the read was sent
+    streamed = Order.from_bybit({**item, "orderStatus": "New", "createdTime": placed_ms, "updatedTime": placed_ms})
+    store.state.on_order(streamed)
+    directory.register(Role.STATE_STORE, store)
+
+    def factory(ctx, **hooks):
+        sockets.append(FakeSocket(**hooks))
+        return sockets[-1]
+
+    ctx = ActorContext(config=app, directory=directory, urls=URLS, gateway=gateway, generation=0)
+    WsPrivate.start(ctx, socket_factory=factory, clock=lambda: ours)
+    _connect(sockets, 0).auth(ok=True)
+    sockets[0].ack_all()
+    wait_until(lambda: any(isinstance(m, AccountReseed) for m in store.kinds()), what="the reseed")
+    (reseed,) = [m for m in store.kinds() if isinstance(m, AccountReseed)]
+    assert reseed.requested_at == venue_now
+    store.state.on_reseed(reseed)
+    assert list(store.state.open_orders) == [streamed.order_id]

@@ -91,6 +91,8 @@ class Sockets:
 
     @property
     def current(self) -> FakeSocket:
+        # WsPublic.start returns before on_start (which builds the socket) has run on the actor.
+        wait_until(lambda: self.made, what="the actor's first socket")
         return self.made[-1]
 
 
@@ -414,5 +416,98 @@ def test_router_counts_are_logged_periodically(write_config, events):
         stats = wait_until(lambda: [e for e in events() if e["event"] == "ws.public_stats" and e["rejected"] == 1],
                            timeout=10, what="a stats line")
         assert stats[-1]["connected"] is True and stats[-1]["frames"] == 1
+    finally:
+        ref.stop(block=True, timeout=5)
+
+
+class GatedGateway(Gateway):
+    """Holds the seam fetch until the test opens the gate: a venue slow to answer after an outage."""
+
+    def __init__(self):
+        super().__init__()
+        self.entered, self.gate = threading.Event(), threading.Event()
+
+    def fetch_klines(self, *args, **kwargs):
+        self.entered.set()
+        assert self.gate.wait(10), "the test never opened the gate"
+        return super().fetch_klines(*args, **kwargs)
+
+
+def test_a_bar_closing_while_its_seam_is_still_being_fetched_waits_behind_the_seam(app):
+    """After an outage every series has a seam to fetch, one after the other on this actor's
+    thread, from a venue that is slow just then. A series' next bar can close before its seam
+    is fetched: delivered at once, it reached the StateStore before the seam's bars and the
+    parked one, which its buffer then refused as out of order, a hole in the bars every
+    strategy reads for as long as the node runs."""
+    gateway = GatedGateway()
+    ref, sock, store, writer = start_with_gateway(app, gateway)
+    try:
+        sock.on_frame(kline_frame("ETHUSDT", T0))
+        sock.on_frame(kline_frame("ETHUSDT", T0 + 3 * 60_000))  # two bars missing: fetched, slowly
+        assert gateway.entered.wait(10)
+        sock.on_frame(kline_frame("ETHUSDT", T0 + 4 * 60_000, confirm=False))
+        sock.on_frame(kline_frame("ETHUSDT", T0 + 4 * 60_000))  # the next bar closes meanwhile
+        gateway.gate.set()
+        expected = [T0 + i * 60_000 for i in range(5)]
+        wait_until(lambda: len([m for m in store.told if isinstance(m, ClosedBar)
+                                or (isinstance(m, Kline) and m.confirm)]) == 5,
+                   what="every closed bar at the state store")
+        closed_at_store = [m.closed_bar() if isinstance(m, Kline) else m for m in store.told
+                           if isinstance(m, ClosedBar) or (isinstance(m, Kline) and m.confirm)]
+        assert [b.open_ms for b in closed_at_store] == expected
+        kinds = [(m.start, m.confirm) for m in store.told if isinstance(m, Kline)]
+        # The running update of the next bar also waited behind the seam's parked bar.
+        assert kinds.index((ms_to_utc(T0 + 4 * 60_000), False)) > kinds.index((ms_to_utc(T0 + 3 * 60_000), True))
+    finally:
+        gateway.gate.set()
+        ref.stop(block=True, timeout=5)
+
+
+def test_a_replacement_after_a_state_store_restart_heals_the_seam_from_the_history(app):
+    """A StateStore that failed is restarted empty, and the sockets with it (its dependents): the
+    new WsPublic's StateStore knows no bar, so a bar that closed while the sockets were swapped
+    (its confirm frame went with the old socket) was never noticed: a hole in the history
+    file for as long as the node runs. The file knows where the series stopped."""
+    from infra.store import HistoryStore
+
+    with HistoryStore.for_node(app.node).session() as s:
+        s.write_bars([bar("ETHUSDT", T0 - 60_000), bar("ETHUSDT", T0)])
+    directory = Directory()
+    store, writer, gateway, sockets = SnapshotStore(T0), Peer(), Gateway(), Sockets()
+    store.ask = lambda query, timeout=None: type("Snap", (), {"bars": {}})()  # a new, empty StateStore
+    directory.register(Role.STATE_STORE, store)
+    directory.register(Role.DB_WRITER, writer)
+    ctx = ActorContext(config=app, directory=directory, urls=URLS, gateway=gateway, generation=2,
+                       subscriptions=DesiredSubscriptions.from_config(app.node.symbols))
+    ref = WsPublic.start(ctx, socket_factory=sockets)
+    directory.register(Role.WS_PUBLIC, ref)
+    try:
+        wait_until(lambda: sockets.current.ops, what="subscribed")
+        sockets.current.on_frame(kline_frame("ETHUSDT", T0 + 2 * 60_000))  # T0 + 1 closed during the swap
+        wait_until(lambda: len(writer.of(ClosedBar)) == 2, what="the missing bar and the new one")
+        assert gateway.calls == [("ETHUSDT", "1", T0 + 60_000, T0 + 2 * 60_000 - 1)]
+    finally:
+        ref.stop(block=True, timeout=5)
+
+
+def test_a_seam_found_before_the_supervisor_registered_the_actor_is_still_healed(app):
+    """The Supervisor registers a new WsPublic in the directory only once it answered its first
+    Ping, but the socket opened (and may deliver) in on_start. A BarGap told through the
+    directory then went nowhere: the seam was never fetched and the closed bar after it never
+    reached the StateStore. The router's gaps belong to its own actor, whoever is registered."""
+    directory = Directory()
+    store, writer, gateway, sockets = Peer(), Peer(), Gateway(), Sockets()
+    directory.register(Role.STATE_STORE, store)
+    directory.register(Role.DB_WRITER, writer)
+    ctx = ActorContext(config=app, directory=directory, urls=URLS, gateway=gateway,
+                       subscriptions=DesiredSubscriptions.from_config(app.node.symbols))
+    ref = WsPublic.start(ctx, socket_factory=sockets)  # not registered (yet)
+    try:
+        wait_until(lambda: sockets.current.ops, what="subscribed")
+        sockets.current.on_frame(kline_frame("ETHUSDT", T0))
+        sockets.current.on_frame(kline_frame("ETHUSDT", T0 + 3 * 60_000))
+        wait_until(lambda: len([k for k in store.of(Kline) if k.confirm]) == 2, what="both closed bars at the state")
+        assert gateway.calls == [("ETHUSDT", "1", T0 + 60_000, T0 + 3 * 60_000 - 1)]
+        assert [b.open_ms for b in store.of(ClosedBar)] == [T0 + 60_000, T0 + 2 * 60_000]
     finally:
         ref.stop(block=True, timeout=5)
