@@ -236,6 +236,12 @@ class RiskEngine:
             drawdown = self.tracker.drawdown_pct(equity)
         except NotSeeded as exc:
             return _block("seed", f"today's PnL is not seeded ({exc}): entries are blocked", base)
+        # The day rolls in `evaluate`, on a timer that needs a StateStore snapshot; until it has run,
+        # yesterday's anchor would let today's loss hide behind yesterday's gain.
+        today = self._clock().astimezone(UTC).date()
+        if self.tracker.day != today:
+            return _block("seed", f"the PnL anchor is for {self.tracker.day}, not today ({today}): entries wait "
+                                  "for the UTC day rollover", base)
         figs = {**base, "equity": _s(equity), "daily_pnl": _s(pnl)}
         if self.tracker.latched:
             return _block("daily_loss_latch", f"daily loss latch tripped: {self.tracker.latch_reason}", figs)

@@ -237,6 +237,35 @@ def test_midnight_without_a_wallet_unseeds():
     assert engine.check(entry(pf=portfolio())).check == "seed"
 
 
+def test_an_entry_after_midnight_is_not_judged_against_yesterdays_anchor():
+    """The day rolls only in `evaluate` (a timer that needs a StateStore snapshot). Until it runs,
+    e.g. while the StateStore does not answer, yesterday's anchor was used: after a +500 USD day,
+    today's -150 USD (limit 100) read as +350 and the entry was allowed. Fail closed instead."""
+    now = [T0]
+    engine = RiskEngine(LIMITS, clock=lambda: now[0])
+    engine.tracker.seed(day_row(anchor="10000", peak="10500"))
+    engine.trading_state = TradingState.ACTIVE
+    # Yesterday ended at 10500; today started from there and is now 150 USD down.
+    pf = portfolio("10350", balance="10500")
+    now[0] = datetime(2026, 12, 2, 0, 5, tzinfo=timezone.utc)
+    decision = engine.check(entry(pf=pf))
+    assert not decision.allowed, decision
+    assert decision.check == "seed" and "2026-12-01" in decision.reason
+    # Once the rollover has run, today's own anchor judges it: the loss limit.
+    assert isinstance(engine.evaluate(portfolio("10450", balance="10500"))[0], Rollover)
+    assert engine.check(entry(pf=portfolio("10450", balance="10500"))).allowed
+    assert engine.check(entry(pf=pf)).check == "daily_loss"
+
+
+def test_a_close_after_midnight_is_still_allowed_before_the_rollover():
+    now = [datetime(2026, 12, 2, 0, 5, tzinfo=timezone.utc)]
+    engine = RiskEngine(LIMITS, clock=lambda: now[0])
+    engine.tracker.seed(day_row())
+    engine.trading_state = TradingState.ACTIVE
+    pf = portfolio(positions=[position("BTCUSDT", Side.BUY, "0.01")])
+    assert engine.check(entry(side=Side.SELL, qty="0.01", pf=pf, is_close=True, reduce_only=True)).allowed
+
+
 # --- the actor: seeding, persistence, the latch across a restart --------------------------------------------------
 
 
