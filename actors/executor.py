@@ -330,6 +330,11 @@ class Executor(NodeActor):
         except Exception as exc:  # a bug: the signal is refused, the actor lives
             self._log.error("executor.signal_failed", signal_id=signal.signal_id, error=repr(exc))
             result = self._blocked(signal, Blocked("error", repr(exc)))
+        if seen is not None and result.outcome is ExecutionOutcome.BLOCKED:
+            # The first send's order may exist: a re-send stopped by a check changes nothing about
+            # that, and the signal must stay re-sendable (a BLOCKED entry would answer as a duplicate).
+            result = replace(seen, reason=f"re-send blocked ({result.check}: {result.reason}); the first send's "
+                                          "outcome is still unknown", finished_at=self._clock())
         self._ledger.record(result)
         return result
 

@@ -150,6 +150,24 @@ def test_a_retry_after_an_unknown_outcome_resends_the_same_order_link_id(tmp_pat
     assert len(links) == 2 and links[0] == links[1] == order_link_id("sig-u", "entry", prefix="x")
 
 
+def test_a_blocked_resend_after_an_unknown_outcome_leaves_the_signal_unknown_and_retryable(tmp_path):
+    """A re-send of an UNKNOWN signal that a check stops (here REDUCING) replaced UNKNOWN with BLOCKED
+    ("nothing was sent"), though the first send's order may exist; every later re-send was then
+    answered from the ledger as a duplicate, so the unknown outcome could never be resolved."""
+    w = World(tmp_path)
+    w.gateway.on_create = lambda req: (_ for _ in ()).throw(
+        OutcomeUnknown("the answer was lost and the lookup found nothing", order_link_id=req.order_link_id))
+    assert w.signal("sig-ub", qty=Decimal("0.01")).outcome is ExecutionOutcome.UNKNOWN
+    w.gateway.on_create = None
+    w.set_state(TradingState.REDUCING)
+    blocked = w.signal("sig-ub", qty=Decimal("0.01"))
+    assert blocked.outcome is ExecutionOutcome.UNKNOWN and "REDUCING" in blocked.reason
+    assert w.result("sig-ub").outcome is ExecutionOutcome.UNKNOWN
+    w.set_state(TradingState.ACTIVE)
+    assert w.signal("sig-ub", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
+    assert w.gateway.calls["create_order"] == 2
+
+
 def test_fresh_state_means_zero_rest_price_calls_and_the_order_carries_tp_sl(tmp_path, events):
     w = World(tmp_path)
     w.signal("sig-f", qty=Decimal("0.01"), take_profit=Decimal("66000"), stop_loss=Decimal("57000"))
