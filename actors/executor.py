@@ -10,7 +10,10 @@ handled (the last `_SIGNALS_KEPT`) and answers a repeat with the first
 result. Below that, the orderLinkId is derived from the signal id, so even
 a repeat it forgot (a restart) or a retry after an unknown outcome re-sends
 the same orderLinkId, which the venue refuses as a duplicate (110072) and
-the gateway resolves to the existing order: never a second order.
+the gateway resolves to the existing order: never a second order. While an
+entry's outcome is unknown its symbol takes no other entry (the order may
+exist): the Executor looks it up by orderLinkId until `fill_timeout_s`, then
+confirms its fill as usual, or releases the symbol with an error event.
 
 The fill is confirmed without holding the mailbox: after the create is
 accepted, the Executor tells itself `_ConfirmFill` on a timer and reads
@@ -45,7 +48,16 @@ import pykka
 
 from actors.base import ActorContext, NodeActor, Role
 from actors.timers import tell_later
-from infra.bybit import ExchangeError, OrderAck, OrderRefused, OrderRequest, OrderType, OutcomeUnknown, Rejected
+from infra.bybit import (
+    ExchangeError,
+    OrderAck,
+    OrderRefused,
+    OrderRequest,
+    OrderType,
+    OutcomeUnknown,
+    Rejected,
+    Resolution,
+)
 from infra.bybit import order_link_id as derive_link_id
 from infra.bybit.instruments import Instrument, decimal_str
 from infra.config import VENUE_MODE
@@ -213,12 +225,28 @@ class _ConfirmFill(Message):
     attempt: int = 1
 
 
+class _ResolveUnknown(Message):
+    order_link_id: str
+    attempt: int = 1
+
+
 @dataclass(frozen=True)
 class _CloseDone:
     signal_id: str
     symbol: str
     result: CloseResult | None
     error: str | None
+
+
+@dataclass
+class _Unknown:
+    """An entry sent whose fate is unknown: its symbol stays busy while the venue is asked for it."""
+
+    signal: Signal
+    request: OrderRequest
+    result: ExecutionResult
+    sent_at: datetime
+    since_mono: float
 
 
 @dataclass
@@ -246,6 +274,7 @@ class Executor(NodeActor):
         self._state = TradingState.HALTED
         self._ledger = SignalLedger()
         self._pending: dict[str, _Pending] = {}  # orderLinkId -> order awaiting its fill
+        self._unknown: dict[str, _Unknown] = {}  # orderLinkId -> entry sent with an unknown outcome
         self._busy_symbols: dict[str, str] = {}  # symbol -> signal id of the entry awaiting its fill
         self._closing_symbols: dict[str, str] = {}  # symbol -> signal id of the close Panic is doing
         self._ask_s = float(self._risk_cfg.ask_timeout_s)
@@ -262,6 +291,7 @@ class Executor(NodeActor):
             Signal: self._on_signal,
             TradingStateChanged: self._on_trading_state,
             _ConfirmFill: self._on_confirm_fill,
+            _ResolveUnknown: self._on_resolve_unknown,
             _CloseDone: self._on_close_done,
             GetExecution: lambda m: self._ledger.get(m.signal_id),
         }
@@ -283,6 +313,9 @@ class Executor(NodeActor):
             timer.cancel()
         if self._warm_thread is not None:
             self._warm_thread.join(timeout=1.0)  # no request of ours in flight while the process exits
+        for u in self._unknown.values():
+            self._log.warning("order.unknown_released", signal_id=u.signal.signal_id,
+                              order_link_id=u.request.order_link_id, symbol=u.request.symbol, reason="executor stopping")
         for p in self._pending.values():
             self._log.warning("order.fill_unconfirmed", signal_id=p.signal.signal_id, order_link_id=p.request.order_link_id,
                               order_id=p.ack.order_id, symbol=p.request.symbol, reason="executor stopping")
@@ -448,7 +481,9 @@ class Executor(NodeActor):
         except OutcomeUnknown as exc:
             self._log.error("order.outcome_unknown", signal_id=signal.signal_id, order_link_id=link, symbol=signal.symbol,
                             error=str(exc), action="re-send the same signal: the orderLinkId keeps it to one order")
-            return replace(base, outcome=ExecutionOutcome.UNKNOWN, reason=str(exc), finished_at=self._clock())
+            unknown = replace(base, outcome=ExecutionOutcome.UNKNOWN, reason=str(exc), finished_at=self._clock())
+            self._hold_unknown(signal, request, unknown)
+            return unknown
         except (Rejected, OrderRefused, ExchangeError) as exc:
             self._log.warning("order.rejected", signal_id=signal.signal_id, order_link_id=link, symbol=signal.symbol,
                               error=f"{type(exc).__name__}: {exc}")
@@ -461,10 +496,70 @@ class Executor(NodeActor):
             reference_price=_s(price), quote_source=quote.source, quote_age_s=round(quote.age_s, 3),
         )
         result = replace(base, order_id=ack.order_id, qty=ack.qty, placed_at=placed_at)
+        self._unknown.pop(link, None)  # a re-send found (or placed) the order: it is confirmed as any other
         self._pending[link] = _Pending(signal, request, ack, placed_at, time.monotonic(), result)
         self._busy_symbols[signal.symbol] = signal.signal_id
         self.actor_ref.tell(_ConfirmFill(order_link_id=link))
         return result
+
+    # --- unknown outcomes -------------------------------------------------------------------
+
+    def _hold_unknown(self, signal: Signal, request: OrderRequest, result: ExecutionResult) -> None:
+        """Fail closed: the order may exist, so its symbol takes no other entry until the venue shows
+        it (then its fill is confirmed as usual) or `fill_timeout_s` passes without a trace of it."""
+        link = request.order_link_id
+        first = link not in self._unknown
+        if first:
+            self._unknown[link] = _Unknown(signal, request, result, self._clock(), time.monotonic())
+        self._busy_symbols[signal.symbol] = signal.signal_id
+        if first:
+            self._schedule(_ResolveUnknown(order_link_id=link), self._lookup_delay(1))
+
+    def _on_resolve_unknown(self, msg: _ResolveUnknown) -> None:
+        u = self._unknown.get(msg.order_link_id)
+        if u is None:
+            return  # a re-send of the signal resolved it meanwhile
+        symbol = u.request.symbol
+        try:
+            order = self._gateway.get_order(symbol, order_link_id=msg.order_link_id)
+        except Exception as exc:  # a tell handler: keep looking until the deadline, never die
+            self._log.warning("order.fill_check_failed", signal_id=u.signal.signal_id,
+                              order_link_id=msg.order_link_id, error=repr(exc))
+            order = None
+        if order is not None:
+            del self._unknown[msg.order_link_id]
+            self._log.info("order.unknown_resolved", signal_id=u.signal.signal_id, order_link_id=msg.order_link_id,
+                           order_id=order.order_id, symbol=symbol, order_status=order.order_status.value)
+            ack = OrderAck(symbol=symbol, order_id=order.order_id, order_link_id=msg.order_link_id,
+                           resolution=Resolution.LOOKED_UP, order=order, qty=order.qty, reduce_only=order.reduce_only)
+            result = replace(u.result, outcome=ExecutionOutcome.PENDING, order_id=order.order_id, qty=order.qty,
+                             placed_at=u.sent_at, reason="", finished_at=None)
+            self._pending[msg.order_link_id] = _Pending(u.signal, u.request, ack, u.sent_at, time.monotonic(), result)
+            self._busy_symbols[symbol] = u.signal.signal_id
+            self._ledger.record(result)
+            self.actor_ref.tell(_ConfirmFill(order_link_id=msg.order_link_id))
+            return
+        waited = time.monotonic() - u.since_mono
+        if waited >= self._fill_timeout_s:
+            del self._unknown[msg.order_link_id]
+            if self._busy_symbols.get(symbol) == u.signal.signal_id:
+                del self._busy_symbols[symbol]
+            self._log.error("order.unknown_released", signal_id=u.signal.signal_id, order_link_id=msg.order_link_id,
+                            symbol=symbol, waited_s=round(waited, 2),
+                            reason="the order was not found by its orderLinkId; the symbol takes entries again",
+                            action="check the venue for this orderLinkId; reconciliation reports a stray order")
+            return
+        self._schedule(_ResolveUnknown(order_link_id=msg.order_link_id, attempt=msg.attempt + 1),
+                       self._lookup_delay(msg.attempt + 1))
+
+    @staticmethod
+    def _lookup_delay(attempt: int) -> float:
+        return min(0.5, 0.02 * 2 ** min(attempt, 5))
+
+    def _schedule(self, msg: Message, delay: float) -> None:
+        timer = tell_later(self.actor_ref, msg, delay)
+        self._timers.add(timer)
+        self._timers = {t for t in self._timers if t.is_alive()}
 
     # --- fill confirmation ------------------------------------------------------------------
 

@@ -168,6 +168,45 @@ def test_a_blocked_resend_after_an_unknown_outcome_leaves_the_signal_unknown_and
     assert w.gateway.calls["create_order"] == 2
 
 
+def _lost_answer(req):
+    raise OutcomeUnknown("the answer was lost and the lookup found nothing", order_link_id=req.order_link_id)
+
+
+def test_an_unknown_outcome_holds_its_symbol_until_the_venue_shows_the_order(tmp_path, events):
+    """After an unknown outcome the symbol was free at once: a second entry went out while the first
+    one's order could still be on the venue, doubling the position. Unknown now fails closed for that
+    symbol; the Executor looks the order up by its orderLinkId and confirms its fill like any other."""
+    w = World(tmp_path, fill_timeout_s=Decimal("20"))  # the lookups must not give up before the order shows
+    w.gateway.on_create = _lost_answer
+    assert w.signal("sig-ua", qty=Decimal("0.01")).outcome is ExecutionOutcome.UNKNOWN
+    w.gateway.on_create = None
+    second = w.signal("sig-ub2", qty=Decimal("0.01"))
+    assert second.outcome is ExecutionOutcome.BLOCKED and second.check == "order_in_flight", second
+    assert w.signal("sig-eth", symbol="ETHUSDT", qty=Decimal("0.1")).outcome is ExecutionOutcome.PENDING
+    assert w.gateway.calls["create_order"] == 2  # sig-ua and sig-eth; never sig-ub2
+    link = order_link_id("sig-ua", "entry", prefix="x")
+    w.gateway.orders[link] = Order(orderId="oid-late", orderLinkId=link, symbol="BTCUSDT", side="Buy", orderType="Market",
+                                   orderStatus="Filled", qty="0.01", avgPrice="60010", cumExecQty="0.01", createdTime=T0)
+    res = wait_until(lambda: (r := w.result("sig-ua")).outcome is ExecutionOutcome.FILLED and r, timeout=5,
+                     what="the unknown order found and its fill confirmed")
+    assert res.outcome is ExecutionOutcome.FILLED and res.avg_price == Decimal("60010") and res.order_id == "oid-late"
+    assert any(e["event"] == "order.unknown_resolved" and e["order_id"] == "oid-late" for e in events())
+    assert w.signal("sig-ub3", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
+
+
+def test_an_unknown_order_never_found_releases_its_symbol_after_the_fill_timeout(tmp_path, events):
+    w = World(tmp_path)
+    w.gateway.on_create = _lost_answer
+    assert w.signal("sig-un", qty=Decimal("0.01")).outcome is ExecutionOutcome.UNKNOWN
+    w.gateway.on_create = None
+    released = wait_until(lambda: [e for e in events() if e["event"] == "order.unknown_released"], timeout=5,
+                          what="the symbol released")
+    assert released[0]["signal_id"] == "sig-un" and released[0]["level"] == "error"
+    assert w.result("sig-un").outcome is ExecutionOutcome.UNKNOWN  # never claimed to be absent
+    assert w.signal("sig-un2", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
+    assert w.gateway.calls["get_order"] >= 1
+
+
 def test_fresh_state_means_zero_rest_price_calls_and_the_order_carries_tp_sl(tmp_path, events):
     w = World(tmp_path)
     w.signal("sig-f", qty=Decimal("0.01"), take_profit=Decimal("66000"), stop_loss=Decimal("57000"))
