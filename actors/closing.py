@@ -273,22 +273,28 @@ class Flattener:
         open_positions: list[str] = []
         open_orders: list[str] = []
         rounds = 0
-        while rounds < self._verify_rounds and self._clock() - started < self._deadline_s:
-            rounds += 1
-            positions, _ = self._open_positions(errors)
-            closed += self._close_all(positions, reason, f"{panic_id}-{rounds}")
-            cancelled += self._cancel_remaining(errors)
-            # Verify over REST: a position an in-flight entry opened after its close shows up here.
-            positions, complete = self._open_positions(errors)
-            orders = self._open_orders(errors)
-            open_positions = [f"{p.symbol}:{p.side.value if p.side else '?'}:{p.size}" for p in positions]
-            if not complete:
-                open_positions.append("<unknown: a position read failed>")
-            open_orders = ["<unknown: the order read failed>"] if orders is None else [
-                f"{o.symbol}:{o.order_id}" for o in orders]
-            if complete and not positions and orders == []:
-                flat, time_to_flat = True, round(self._clock() - started, 3)
-                break
+        # No opening order leaves while the panic runs; one already on the wire is waited for before
+        # each verification, or its position could appear after "flat" was reported.
+        with self._gw.halt_entries(f"panic: {reason}"):
+            while rounds < self._verify_rounds and self._clock() - started < self._deadline_s:
+                rounds += 1
+                positions, _ = self._open_positions(errors)
+                closed += self._close_all(positions, reason, f"{panic_id}-{rounds}")
+                cancelled += self._cancel_remaining(errors)
+                settled = self._settle_entries(started, errors)
+                # Verify over REST: a position an in-flight entry opened after its close shows up here.
+                positions, complete = self._open_positions(errors)
+                orders = self._open_orders(errors)
+                open_positions = [f"{p.symbol}:{p.side.value if p.side else '?'}:{p.size}" for p in positions]
+                if not complete:
+                    open_positions.append("<unknown: a position read failed>")
+                if not settled:
+                    open_positions.append("<unknown: an opening order was still in flight>")
+                open_orders = ["<unknown: the order read failed>"] if orders is None else [
+                    f"{o.symbol}:{o.order_id}" for o in orders]
+                if complete and settled and not positions and orders == []:
+                    flat, time_to_flat = True, round(self._clock() - started, 3)
+                    break
         dcp = dcp_future.result()
         dcp_pool.shutdown()
         report = PanicReport(
@@ -308,6 +314,15 @@ class Flattener:
         emit = log.info if flat else log.error
         emit("panic.report", **report.as_dict())
         return report
+
+    def _settle_entries(self, started: float, errors: list[str]) -> bool:
+        """Wait (within the deadline) for the opening creates in flight; their symbols are read strictly from now on."""
+        remaining = self._deadline_s - (self._clock() - started)
+        symbols, settled = self._gw.settle_entries(max(0.0, remaining))
+        self._symbols += tuple(s for s in sorted(symbols) if s not in self._symbols)
+        if not settled:
+            errors.append(f"opening orders still in flight on {sorted(symbols)} at the deadline")
+        return settled
 
     def _tighten_dcp(self, errors: list[str]) -> str:
         try:

@@ -12,6 +12,7 @@ the orderLinkId makes a second order impossible (110072 resolves to the first).
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager
 from decimal import Decimal
 
 from infra.bybit.errors import ExchangeError, NoAnswer, OrderRefused, OutcomeUnknown, Rejected
@@ -44,6 +45,29 @@ class OrderEntry(InstrumentLookup):
                 "gateway.order_refused", symbol=req.symbol, order_link_id=req.order_link_id, reason=exc.reason, detail=exc.detail
             )
             raise
+        if req.reduce_only:
+            return self._send(req, body, qty, price, lane)
+        entries = self._sender.entries
+        try:
+            entries.admit(req.symbol, req.order_link_id)
+        except OrderRefused as exc:
+            log.warning("gateway.order_refused", symbol=req.symbol, order_link_id=req.order_link_id, reason=exc.reason,
+                        detail=exc.detail)
+            raise
+        try:
+            return self._send(req, body, qty, price, lane)
+        finally:
+            entries.done(req.order_link_id)
+
+    def halt_entries(self, reason: str) -> AbstractContextManager[None]:
+        """While inside: every opening create is refused (`entries_halted`); reduce-only ones go on."""
+        return self._sender.entries.halted(reason)
+
+    def settle_entries(self, timeout_s: float) -> tuple[set[str], bool]:
+        """Wait for the opening creates in flight: (their symbols, whether all ended within `timeout_s`)."""
+        return self._sender.entries.settle(timeout_s)
+
+    def _send(self, req: OrderRequest, body: dict, qty: Decimal, price: Decimal | None, lane: Lane) -> OrderAck:
         fields = {"symbol": req.symbol, "order_link_id": req.order_link_id, "lane": lane.name.lower()}
         try:
             answer = self._sender.once(Endpoints.CREATE, lane, body)

@@ -262,3 +262,26 @@ def test_a_filled_close_with_a_position_still_open_closes_the_remainder_without_
     assert [c[3] for c in gw.calls if c[0] == "create_order"] == ["1.0", "0.2"]
     # Two looks at the filled order, not a spin until the fill timeout.
     assert sum(1 for c in gw.calls if c[0] == "get_position") <= 5
+
+
+def test_an_opening_order_still_in_flight_at_the_deadline_is_never_reported_flat():
+    gw = FakeGateway()
+    gw.entries.admit("BTCUSDT", "x-stuck")  # an entry create that never comes back
+    report = Flattener(gw, ("BTCUSDT",), FAST, deadline_s=0.3, verify_rounds=3, max_workers=1,
+                       sleep=lambda s: None).run("test")
+    assert not report.flat and report.time_to_flat_s is None
+    assert "<unknown: an opening order was still in flight>" in report.still_open_positions
+    assert any("still in flight on ['BTCUSDT']" in e for e in report.errors)
+    gw.entries.done("x-stuck")
+
+
+def test_opening_orders_are_refused_only_while_a_panic_runs():
+    gate = FakeGateway().entries
+    with gate.halted("panic: test"):
+        with pytest.raises(OrderRefused) as refused:
+            gate.admit("BTCUSDT", "x-1")
+        assert refused.value.reason == "entries_halted"
+    gate.admit("BTCUSDT", "x-2")
+    assert gate.settle(0.05) == ({"BTCUSDT"}, False)
+    gate.done("x-2")
+    assert gate.settle(0.05) == (set(), True)
