@@ -74,6 +74,7 @@ from messages.trading import (
     GetTradingView,
     OrderIntent,
     PortfolioSnapshot,
+    PositionView,
     RiskCheck,
     RiskDecision,
     TradingView,
@@ -454,6 +455,7 @@ class Executor(NodeActor):
             portfolio=portfolio,
             trading_state=self._state,
             funding_rate=quote.funding_rate,
+            in_flight=self._entries_in_flight(),
         ))
         if not decision.allowed:
             raise Blocked("risk", decision.reason, risk_check=decision.check)
@@ -501,6 +503,16 @@ class Executor(NodeActor):
         self._busy_symbols[signal.symbol] = signal.signal_id
         self.actor_ref.tell(_ConfirmFill(order_link_id=link))
         return result
+
+    def _entries_in_flight(self) -> tuple[PositionView, ...]:
+        """Entries sent and not yet finished (pending a fill, or of unknown outcome), as Risk counts them."""
+        sent = [(p.request, p.ack.qty) for p in self._pending.values()]
+        sent += [(u.request, u.request.qty) for u in self._unknown.values()]
+        return tuple(
+            PositionView(symbol=req.symbol, signed_size=qty if req.side is Side.BUY else -qty,
+                         price=req.reference_price or req.price or _ZERO)
+            for req, qty in sent if not req.reduce_only
+        )
 
     # --- unknown outcomes -------------------------------------------------------------------
 

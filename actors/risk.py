@@ -17,8 +17,8 @@ the only ways to reach today's PnL (`daily_pnl`, `drawdown_pct`) raise
 read past the guard, and `RiskEngine.check` turns `NotSeeded` into a block.
 
 Every check is answered from one `PortfolioSnapshot` the Executor took
-from the StateStore, with the funding rate it read: no exchange call, no
-second look at anything. A decision is an event, `risk.allowed` or
+from the StateStore, with the funding rate it read and the entries it has
+in flight (counted as if filled): no exchange call, no second look at anything. A decision is an event, `risk.allowed` or
 `risk.blocked`, with the failed check and the figures it compared.
 
 The close rule (DATA-024), explicit: an order that does not increase
@@ -255,7 +255,10 @@ class RiskEngine:
         if balance < lim.min_balance_usd:
             return _block("min_balance", "balance below the minimum", {**figs, "balance": _s(balance),
                                                                        "limit": _s(lim.min_balance_usd)})
-        open_symbols = {p.symbol for p in pf.positions}
+        # Entries still awaiting their fill count as if filled: the portfolio shows a position only
+        # once the stream has it, and a burst on other symbols must not pass the limits together.
+        pending = [p for p in req.in_flight if p.symbol != intent.symbol]
+        open_symbols = {p.symbol for p in pf.positions} | {p.symbol for p in pending}
         if intent.symbol not in open_symbols and len(open_symbols) >= lim.max_open_positions:
             return _block("max_open_positions", "too many open positions",
                           {**figs, "open_positions": str(len(open_symbols)), "limit": str(lim.max_open_positions)})
@@ -267,7 +270,8 @@ class RiskEngine:
         if position_after > lim.max_position_usd:
             return _block("position_exposure", "position would exceed max_position_usd",
                           {**figs, "position_usd": _s(position_after), "limit": _s(lim.max_position_usd)})
-        gross_after = sum((p.notional for p in pf.positions if p.symbol != intent.symbol), _ZERO) + position_after
+        gross_after = (sum((p.notional for p in pf.positions if p.symbol != intent.symbol), _ZERO)
+                       + sum((p.notional for p in pending), _ZERO) + position_after)
         if gross_after > lim.max_total_exposure_usd:
             return _block("gross_exposure", "gross exposure would exceed max_total_exposure_usd",
                           {**figs, "gross_usd": _s(gross_after), "limit": _s(lim.max_total_exposure_usd)})

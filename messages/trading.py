@@ -117,6 +117,9 @@ class RiskCheck:
     trading_state: TradingState
     funding_rate: Decimal | None = None  # None: unknown (0 is a value, DATA-015)
     is_close: bool = False  # a FLAT signal's close
+    # Entries sent whose fill the portfolio may not show yet (signed qty at their reference price):
+    # they count against the open-position and exposure limits as if filled.
+    in_flight: tuple[PositionView, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,11 @@ import pytest
 
 from actors.base import ActorContext, Directory, Role
 from actors.executor import Executor, fill_from, order_qty, price_deviation_pct
+from actors.risk import RiskEngine
 from infra.bybit import OutcomeUnknown, order_link_id
 from infra.config import AppConfig, NodeConfig, RiskConfig
 from infra.market_reader import Quote
+from infra.store.risk_state import RiskDay
 from messages.account import Order
 from messages.commands import ClosePosition, CloseOutcome, CloseResult, Signal
 from messages.control import TradingState, TradingStateChanged
@@ -438,3 +440,26 @@ def test_the_log_writer_is_held_while_the_signal_is_decided_and_released_for_the
     w.set_state(TradingState.HALTED)
     assert w.signal("sig-halted", qty=Decimal("0.01")).outcome is ExecutionOutcome.BLOCKED
     assert il._not_held.is_set()  # a blocked signal releases it too
+
+
+def test_entries_still_awaiting_their_fill_count_against_the_exposure_limits(tmp_path):
+    """Risk judged each entry from the StateStore's portfolio only, which shows a position once its fill
+    arrives: a burst of entries on different symbols, each within the limits alone, passed together
+    past max_total_exposure_usd and max_open_positions. Entries in flight now count."""
+    limits = RiskConfig(max_daily_loss_usd=Decimal("100"), max_position_usd=Decimal("1000"),
+                        max_total_exposure_usd=Decimal("1500"), max_open_positions=2, max_leverage=Decimal("5"),
+                        max_funding_cost_usd=Decimal("10"))
+    engine = RiskEngine(limits, clock=lambda: T0)
+    engine.tracker.seed(RiskDay(day=T0.date(), anchor_balance=Decimal("10000"), peak_equity=Decimal("10000"),
+                                latched=False, latch_reason=None, latched_at=None, seed_source="venue"))
+    engine.trading_state = TradingState.ACTIVE
+    w = World(tmp_path, fill_timeout_s=Decimal("20"))
+    w.risk_reply = lambda m: engine.check(m) if isinstance(m, RiskCheck) else None
+    # Each 0.015 x 60000 = 900 USD: alone within every limit; two make 1800 > 1500.
+    assert w.signal("sig-x1", symbol="BTCUSDT", qty=Decimal("0.015")).outcome is ExecutionOutcome.PENDING
+    second = w.signal("sig-x2", symbol="ETHUSDT", qty=Decimal("0.015"))
+    assert second.outcome is ExecutionOutcome.BLOCKED and second.check == "gross_exposure", second
+    assert w.signal("sig-x3", symbol="SOLUSDT", qty=Decimal("0.005")).outcome is ExecutionOutcome.PENDING  # 1200
+    third = w.signal("sig-x4", symbol="XRPUSDT", qty=Decimal("0.001"))
+    assert third.outcome is ExecutionOutcome.BLOCKED and third.check == "max_open_positions", third
+    assert w.gateway.calls["create_order"] == 2
