@@ -147,7 +147,8 @@ class Closer:
         # The position is flat: only now may its conditional orders go.
         cancelled, cancel_error = self._cancel_conditionals(symbol)
         order = self._order_after(symbol, ack.order_id) if fetch_price else None
-        filled = (order.cum_exec_qty if order is not None else None) or position.size
+        # None: not read back (a panic) - the size it closed; a Decimal 0 is a real answer (a stop beat it).
+        filled = order.cum_exec_qty if order is not None and order.cum_exec_qty is not None else position.size
         avg = None
         if order is not None:
             avg = order.avg_price if order.avg_price is not None else self._avg_from_executions(symbol, order)

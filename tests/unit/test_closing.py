@@ -10,6 +10,8 @@ import pytest
 from actors.closing import ClosePolicy, Closer, Flattener
 from actors.reconcile import Reconciler
 from infra.bybit.errors import OrderRefused, RateLimited, Rejected
+from infra.bybit.models import OrderAck, Resolution
+from messages.account import Order
 from messages.commands import CloseOutcome
 from messages.queries import StateSnapshot
 from tests.fake_gateway import FakeGateway, order, position
@@ -285,3 +287,28 @@ def test_opening_orders_are_refused_only_while_a_panic_runs():
     assert gate.settle(0.05) == ({"BTCUSDT"}, False)
     gate.done("x-2")
     assert gate.settle(0.05) == (set(), True)
+
+
+def test_a_close_beaten_by_the_stop_reports_what_its_order_filled_not_the_whole_position(events):
+    """The stop-loss filled first, so the venue cancelled the reduce-only close with nothing filled.
+    `cumExecQty` 0 is a Decimal zero, falsy: `cum_exec_qty or position.size` reported the whole
+    position as closed by our order."""
+    gw = FakeGateway()
+    gw.open("BTCUSDT", "Buy", "0.5")
+
+    def stop_fills_first(req):
+        gw.calls.append(("create_order", req.symbol, req.side.value, str(req.qty), req.reduce_only))
+        gw.positions["BTCUSDT"] = position("BTCUSDT", None, "0")
+        gw._filled["close-x"] = Order.from_bybit({
+            "orderId": "close-x", "orderLinkId": req.order_link_id, "symbol": "BTCUSDT", "side": "Sell",
+            "orderType": "Market", "orderStatus": "Cancelled", "qty": str(req.qty), "cumExecQty": "0",
+            "avgPrice": "", "reduceOnly": True, "createdTime": "1767225600000"})
+        return OrderAck(symbol=req.symbol, order_id="close-x", order_link_id=req.order_link_id,
+                        resolution=Resolution.ACKNOWLEDGED, qty=req.qty, reduce_only=True)
+
+    gw.create_order = stop_fills_first
+    result = closer(gw).close_position("BTCUSDT", "test", "sig-beaten")
+    assert result.outcome is CloseOutcome.CLOSED  # flat is flat, whichever order made it so
+    assert result.closed_qty == Decimal("0") and result.avg_price is None
+    done = [e for e in events() if e["event"] == "close.done"]
+    assert done[0]["closed_qty"] == "0"
