@@ -50,6 +50,7 @@ from actors.base import ActorContext, NodeActor, Role
 from actors.timers import tell_later
 from infra.bybit import (
     ExchangeError,
+    IpBanned,
     OrderAck,
     OrderRefused,
     OrderRequest,
@@ -57,6 +58,7 @@ from infra.bybit import (
     OutcomeUnknown,
     Rejected,
     Resolution,
+    TransientError,
 )
 from infra.bybit import order_link_id as derive_link_id
 from infra.bybit.instruments import Instrument, decimal_str
@@ -350,7 +352,7 @@ class Executor(NodeActor):
     def _signal(self, signal: Signal) -> ExecutionResult:
         received_mono = time.perf_counter()
         seen = self._ledger.get(signal.signal_id)
-        if seen is not None and seen.outcome is not ExecutionOutcome.UNKNOWN:
+        if seen is not None and seen.outcome is not ExecutionOutcome.UNKNOWN and not seen.retryable:
             self._log.info("executor.duplicate_signal", signal_id=signal.signal_id, outcome=seen.outcome.value,
                            order_link_id=seen.order_link_id)
             return seen
@@ -364,7 +366,7 @@ class Executor(NodeActor):
         except Exception as exc:  # a bug: the signal is refused, the actor lives
             self._log.error("executor.signal_failed", signal_id=signal.signal_id, error=repr(exc))
             result = self._blocked(signal, Blocked("error", repr(exc)))
-        if seen is not None and result.outcome is ExecutionOutcome.BLOCKED:
+        if seen is not None and seen.outcome is ExecutionOutcome.UNKNOWN and result.outcome is ExecutionOutcome.BLOCKED:
             # The first send's order may exist: a re-send stopped by a check changes nothing about
             # that, and the signal must stay re-sendable (a BLOCKED entry would answer as a duplicate).
             result = replace(seen, reason=f"re-send blocked ({result.check}: {result.reason}); the first send's "
@@ -487,9 +489,12 @@ class Executor(NodeActor):
             self._hold_unknown(signal, request, unknown)
             return unknown
         except (Rejected, OrderRefused, ExchangeError) as exc:
+            # Not taken, but not refused by the venue either (rate limit, ban, not sent): a re-send may pass.
+            retryable = isinstance(exc, (TransientError, IpBanned))
             self._log.warning("order.rejected", signal_id=signal.signal_id, order_link_id=link, symbol=signal.symbol,
-                              error=f"{type(exc).__name__}: {exc}")
-            return replace(base, outcome=ExecutionOutcome.REJECTED, reason=str(exc), finished_at=self._clock())
+                              error=f"{type(exc).__name__}: {exc}", retryable=retryable)
+            return replace(base, outcome=ExecutionOutcome.REJECTED, reason=str(exc), retryable=retryable,
+                           finished_at=self._clock())
         placed_at = self._clock()
         self._log.info(
             "order.placed", signal_id=signal.signal_id, order_link_id=link, order_id=ack.order_id, symbol=signal.symbol,

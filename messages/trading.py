@@ -168,6 +168,9 @@ class ExecutionResult:
     stop_loss: Decimal | None = None
     placed_at: datetime | None = None
     finished_at: datetime | None = None
+    # REJECTED only: nothing was created and the venue did not refuse the order itself (rate limit,
+    # ban, connection refused): a re-send of the same signal is tried again, not answered as a duplicate.
+    retryable: bool = False
 
     @property
     def final(self) -> bool:

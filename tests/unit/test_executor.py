@@ -9,7 +9,7 @@ import pytest
 from actors.base import ActorContext, Directory, Role
 from actors.executor import Executor, fill_from, order_qty, price_deviation_pct
 from actors.risk import RiskEngine
-from infra.bybit import OutcomeUnknown, order_link_id
+from infra.bybit import OutcomeUnknown, RateLimited, Rejected, order_link_id
 from infra.config import AppConfig, NodeConfig, RiskConfig
 from infra.market_reader import Quote
 from infra.store.risk_state import RiskDay
@@ -207,6 +207,25 @@ def test_an_unknown_order_never_found_releases_its_symbol_after_the_fill_timeout
     assert w.result("sig-un").outcome is ExecutionOutcome.UNKNOWN  # never claimed to be absent
     assert w.signal("sig-un2", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
     assert w.gateway.calls["get_order"] >= 1
+
+
+def test_a_create_the_venue_never_took_can_be_resent_with_the_same_signal_id(tmp_path, events):
+    """A rate-limited create (10006) created nothing, yet its REJECTED result was final: a re-send of
+    the same signal was answered from the ledger as a duplicate and never reached the venue. It is
+    now marked retryable; a refusal by the venue itself stays final."""
+    w = World(tmp_path)
+    w.gateway.on_create = lambda req: (_ for _ in ()).throw(RateLimited("retCode 10006: Too many visits!",
+                                                                         retry_after_s=0.2))
+    first = w.signal("sig-rl", qty=Decimal("0.01"))
+    assert first.outcome is ExecutionOutcome.REJECTED and first.retryable
+    w.gateway.on_create = None
+    assert w.signal("sig-rl", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
+    assert w.gateway.calls["create_order"] == 2
+    w.gateway.on_create = lambda req: (_ for _ in ()).throw(Rejected(110007, "ab not enough for new order"))
+    refused = w.signal("sig-poor", symbol="ETHUSDT", qty=Decimal("0.01"))
+    assert refused.outcome is ExecutionOutcome.REJECTED and not refused.retryable
+    assert w.signal("sig-poor", symbol="ETHUSDT", qty=Decimal("0.01")).outcome is ExecutionOutcome.REJECTED
+    assert w.gateway.calls["create_order"] == 3
 
 
 def test_fresh_state_means_zero_rest_price_calls_and_the_order_carries_tp_sl(tmp_path, events):
