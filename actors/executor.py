@@ -239,6 +239,11 @@ class _CloseDone:
     symbol: str
     result: CloseResult | None
     error: str | None
+    # No answer yet after close_timeout_s (`unanswered`), or none at all within the late bound (`gave_up`):
+    # either way the close may still happen, so it is not a failure.
+    unanswered: bool = False
+    gave_up: bool = False
+    waited_s: float = 0.0
 
 
 @dataclass
@@ -692,17 +697,34 @@ class Executor(NodeActor):
                        position=_s(size), reduce_only=True)
         self._closing_symbols[signal.symbol] = signal.signal_id
         timeout = float(self._risk_cfg.close_timeout_s)
+        # Panic's mailbox may hold a whole panic (or a reconciliation) before this close: its answer is
+        # still waited for that long, and the symbol stays closing meanwhile.
+        panic_cfg = self._node.panic
+        late_s = float(panic_cfg.deadline_s + panic_cfg.close_deadline_s + panic_cfg.fill_timeout_s)
         ref = self.actor_ref
 
-        def wait() -> None:  # off the mailbox: the next signal is not held up by a slow close
+        def tell(done: _CloseDone) -> None:
             try:
-                res, err = future.get(timeout=timeout), None
-            except Exception as exc:
-                res, err = None, f"{type(exc).__name__}: {exc}"
-            try:
-                ref.tell(_CloseDone(signal.signal_id, signal.symbol, res, err))
+                ref.tell(done)
             except pykka.ActorDeadError:
                 pass
+
+        def wait() -> None:  # off the mailbox: the next signal is not held up by a slow close
+            res, err, gave_up, waited = None, None, False, timeout
+            try:
+                res = future.get(timeout=timeout)
+            except pykka.Timeout:
+                tell(_CloseDone(signal.signal_id, signal.symbol, None, None, unanswered=True, waited_s=timeout))
+                waited = timeout + late_s
+                try:
+                    res = future.get(timeout=late_s)
+                except pykka.Timeout:
+                    gave_up = True
+                except Exception as exc:
+                    err = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:
+                err = f"{type(exc).__name__}: {exc}"
+            tell(_CloseDone(signal.signal_id, signal.symbol, res, err, gave_up=gave_up, waited_s=waited))
 
         threading.Thread(target=wait, name=f"close-{signal.symbol}", daemon=True).start()
         return ExecutionResult(signal_id=signal.signal_id, symbol=signal.symbol, direction=signal.direction.value,
@@ -710,11 +732,22 @@ class Executor(NodeActor):
                                reason="close requested from Panic")
 
     def _on_close_done(self, msg: _CloseDone) -> None:
-        if self._closing_symbols.get(msg.symbol) == msg.signal_id:
-            del self._closing_symbols[msg.symbol]
         previous = self._ledger.get(msg.signal_id)
         base = previous or ExecutionResult(signal_id=msg.signal_id, symbol=msg.symbol, direction="flat",
                                            outcome=ExecutionOutcome.PENDING, reduce_only=True)
+        if msg.unanswered or msg.gave_up:
+            released = msg.gave_up
+            reason = (f"Panic did not answer within {round(msg.waited_s, 2)} s: the close may still complete; "
+                      "check the position on the venue")
+            log = self._log.error if released else self._log.warning
+            log("executor.close_unanswered", signal_id=msg.signal_id, symbol=msg.symbol, waited_s=round(msg.waited_s, 2),
+                symbol_released=released)
+            self._ledger.record(replace(base, outcome=ExecutionOutcome.UNKNOWN, reason=reason, finished_at=self._clock()))
+            if released and self._closing_symbols.get(msg.symbol) == msg.signal_id:
+                del self._closing_symbols[msg.symbol]
+            return
+        if self._closing_symbols.get(msg.symbol) == msg.signal_id:
+            del self._closing_symbols[msg.symbol]
         r = msg.result
         if not isinstance(r, CloseResult):  # no answer, a timeout, or not Panic's answer: never raise here (a tell)
             error = msg.error or f"Panic answered {type(r).__name__}, not a CloseResult"

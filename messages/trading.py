@@ -139,7 +139,7 @@ class ExecutionOutcome(StrEnum):
     ALREADY_FLAT = "already_flat"  # a FLAT signal with nothing to close
     BLOCKED = "blocked"  # refused before anything was sent (state, mode, risk, price, size)
     REJECTED = "rejected"  # the venue (or the gateway's pre-send checks) refused the order
-    UNKNOWN = "unknown"  # sent; the venue's answer was lost and the order was not found
+    UNKNOWN = "unknown"  # sent; the venue's answer was lost and the order was not found (a close: Panic did not answer)
     UNCONFIRMED = "unconfirmed"  # accepted; no fill seen within fill_timeout_s
     PENDING = "pending"  # accepted; the fill is being confirmed
     FAILED = "failed"  # a close Panic could not complete (TP/SL left in place)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 
 import pytest
@@ -482,3 +483,32 @@ def test_entries_still_awaiting_their_fill_count_against_the_exposure_limits(tmp
     third = w.signal("sig-x4", symbol="XRPUSDT", qty=Decimal("0.001"))
     assert third.outcome is ExecutionOutcome.BLOCKED and third.check == "max_open_positions", third
     assert w.gateway.calls["create_order"] == 2
+
+
+def test_a_close_panic_answers_late_is_not_reported_failed_and_its_symbol_stays_closing(tmp_path, events):
+    """Panic's mailbox may be busy (a panic, a reconciliation) past close_timeout_s. The Executor then
+    logged executor.close_failed and recorded FAILED - "TP/SL left in place" - and freed the symbol,
+    while the close still ran and flattened the position a moment later."""
+    w = World(tmp_path, close_timeout_s=Decimal("0.3"))
+    release = threading.Event()
+
+    def late_close(m):
+        if isinstance(m, ClosePosition):
+            release.wait(10)
+            return CloseResult(symbol=m.symbol, outcome=CloseOutcome.CLOSED, signal_id=m.signal_id, order_id="close-late",
+                               closed_qty=Decimal("0.01"), avg_price=Decimal("60010"))
+        return None
+
+    w.panic_reply = late_close
+    w.state[0] = snapshot(wallet(), positions=(position("BTCUSDT", Side.BUY, "0.01"),))
+    assert w.signal("sig-late", direction="flat").outcome is ExecutionOutcome.PENDING
+    wait_until(lambda: any(e["event"] == "executor.close_unanswered" for e in events()), timeout=5,
+               what="the close reported unanswered")
+    assert w.result("sig-late").outcome is ExecutionOutcome.UNKNOWN
+    assert w.signal("sig-late2", direction="flat").check == "close_in_flight"
+    release.set()
+    res = wait_until(lambda: (r := w.result("sig-late")).outcome is ExecutionOutcome.CLOSED and r, timeout=5,
+                     what="the late answer recorded")
+    assert res.order_id == "close-late" and res.filled_qty == Decimal("0.01")
+    assert not [e for e in events() if e["event"] == "executor.close_failed"]
+    assert w.signal("sig-late3", direction="flat").outcome is ExecutionOutcome.PENDING  # the symbol is free again
