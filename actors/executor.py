@@ -68,7 +68,7 @@ from infra.market_reader import MarketReader, Quote, StaleMarketData
 from messages.account import Execution, Order, OrderStatus
 from messages.commands import ClosePosition, CloseOutcome, CloseResult, Direction, Signal
 from messages.control import TradingState, TradingStateChanged
-from messages.queries import GetSnapshot, StateSnapshot
+from messages.queries import GetSnapshot, GetTradingState, StateSnapshot
 from messages.trading import (
     ExecutionOutcome,
     ExecutionResult,
@@ -228,6 +228,10 @@ class _ConfirmFill(Message):
     attempt: int = 1
 
 
+class _SyncState(Message):
+    attempt: int = 1
+
+
 class _ResolveUnknown(Message):
     order_link_id: str
     attempt: int = 1
@@ -298,6 +302,7 @@ class Executor(NodeActor):
         return {
             Signal: self._on_signal,
             TradingStateChanged: self._on_trading_state,
+            _SyncState: self._on_sync_state,
             _ConfirmFill: self._on_confirm_fill,
             _ResolveUnknown: self._on_resolve_unknown,
             _CloseDone: self._on_close_done,
@@ -306,6 +311,8 @@ class Executor(NodeActor):
 
     def on_start(self) -> None:
         super().on_start()
+        # Panic tells the state only when it changes: a restarted Executor asks for the current one.
+        self.actor_ref.tell(_SyncState())
         if self._reader is None:
             self._log.error("executor.no_market_reader",
                             reason="no MarketReader in the actor context: every entry will be blocked")
@@ -333,6 +340,23 @@ class Executor(NodeActor):
 
     def _on_trading_state(self, msg: TradingStateChanged) -> None:
         self._state = msg.state
+
+    def _on_sync_state(self, msg: _SyncState) -> None:
+        """Ask Panic (downward, with a timeout) for the state now; until it answers, HALTED holds."""
+        ref = self._ctx.directory.get(Role.PANIC)
+        view = None
+        if ref is not None:
+            try:
+                view = ref.ask(GetTradingState(), timeout=self._ask_s)
+            except (pykka.Timeout, pykka.ActorDeadError):
+                view = None
+        if isinstance(view, TradingStateChanged):
+            # The answer is the state at this moment; a change told after it is handled after it.
+            self._state = view.state
+            self._log.info("executor.trading_state_synced", state=view.state.value, reason=view.reason,
+                           attempt=msg.attempt)
+            return
+        self._schedule(_SyncState(attempt=msg.attempt + 1), min(5.0, 0.1 * 2 ** min(msg.attempt, 6)))
 
     def _warm(self) -> None:
         """Instrument rules off the hot path, so the first signal does not wait for them (the cache is thread-safe)."""

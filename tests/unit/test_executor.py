@@ -17,6 +17,7 @@ from infra.store.risk_state import RiskDay
 from messages.account import Order
 from messages.commands import ClosePosition, CloseOutcome, CloseResult, Signal
 from messages.control import TradingState, TradingStateChanged
+from messages.queries import GetTradingState
 from messages.trading import ExecutionOutcome, GetExecution, RiskCheck, RiskDecision
 from messages.types import Side
 from tests.helpers import wait_until
@@ -512,3 +513,23 @@ def test_a_close_panic_answers_late_is_not_reported_failed_and_its_symbol_stays_
     assert res.order_id == "close-late" and res.filled_qty == Decimal("0.01")
     assert not [e for e in events() if e["event"] == "executor.close_failed"]
     assert w.signal("sig-late3", direction="flat").outcome is ExecutionOutcome.PENDING  # the symbol is free again
+
+
+def test_a_restarted_executor_learns_the_current_trading_state_from_panic(tmp_path, events):
+    """Panic tells the trading state only when it changes. An Executor restarted by the Supervisor
+    while the node was ACTIVE started HALTED and stayed so - every signal blocked with "trading is
+    HALTED" while the node reported ACTIVE - until the next change, which may never come."""
+    w = World(tmp_path)
+    w.panic_reply = lambda m: (TradingStateChanged(state=TradingState.ACTIVE, previous=TradingState.HALTED,
+                                                   reason="state seeded, data fresh, risk seeded")
+                               if isinstance(m, GetTradingState) else None)
+    w.ref.stop()
+    node = NodeConfig(data_dir=tmp_path / "data", risk=RiskConfig(fill_stream_wait_s=Decimal("0.3"),
+                                                                  fill_timeout_s=Decimal("1.5")))
+    ctx = ActorContext(config=AppConfig(node=node, credentials=None, source="test"), directory=w.directory, generation=1)
+    w.ref = Executor.start(ctx, reader=w.reader, gateway=w.gateway)
+    w.directory.register(Role.EXECUTOR, w.ref)
+    res = wait_until(lambda: (r := w.signal(f"sig-rs-{len(events())}", qty=Decimal("0.01"))).outcome
+                     is not ExecutionOutcome.BLOCKED and r, timeout=5, what="the restarted Executor trading")
+    assert res.outcome is ExecutionOutcome.PENDING
+    assert any(e["event"] == "executor.trading_state_synced" and e["state"] == "ACTIVE" for e in events())
