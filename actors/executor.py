@@ -347,7 +347,8 @@ class Executor(NodeActor):
         view = None
         if ref is not None:
             try:
-                view = ref.ask(GetTradingState(), timeout=self._ask_s)
+                # Short: the Supervisor's start-up Ping waits behind this in the mailbox.
+                view = ref.ask(GetTradingState(), timeout=min(self._ask_s, 0.5))
             except (pykka.Timeout, pykka.ActorDeadError):
                 view = None
         if isinstance(view, TradingStateChanged):
