@@ -220,6 +220,19 @@ class Closer:
         except ExchangeError as exc:
             log.warning("close.cancel_failed", symbol=symbol, error=_describe(exc))
             return 0, f"conditional orders not listed: {_describe(exc)}"
+        if not conditionals:
+            return 0, None
+        # Read AFTER listing: an entry that filled after the close opened a new position whose own
+        # TP/SL may be in that list. Open (or unknown) now: every listed stop may protect it, none go.
+        # Open later: its stops were created after the list, so the list does not hold them.
+        try:
+            reopened = self._gw.get_position(symbol).is_open
+            why = "a position is open again (an entry filled after the close): its stops stay"
+        except ExchangeError as exc:
+            reopened, why = True, f"the position could not be read after the close ({_describe(exc)}): the stops stay"
+        if reopened:
+            log.warning("close.cancel_skipped", symbol=symbol, order_ids=[o.order_id for o in conditionals], why=why)
+            return 0, f"conditional orders not cancelled: {why}"
         cancelled, failures = 0, []
         for order in conditionals:
             try:

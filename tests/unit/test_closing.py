@@ -312,3 +312,28 @@ def test_a_close_beaten_by_the_stop_reports_what_its_order_filled_not_the_whole_
     assert result.closed_qty == Decimal("0") and result.avg_price is None
     done = [e for e in events() if e["event"] == "close.done"]
     assert done[0]["closed_qty"] == "0"
+
+
+def test_stops_of_a_position_an_entry_reopened_after_the_close_are_not_cancelled(events):
+    """The close filled and the position read flat; then an entry that was already in flight filled,
+    opening a new position with its own TP/SL. The conditional orders listed next were all cancelled
+    as the closed position's leftovers - the new position's stops with them, leaving it naked."""
+    gw = FakeGateway()
+    gw.open("BTCUSDT", "Buy", "0.5")
+    real_open_orders = gw.get_open_orders
+    reopened = []
+
+    def open_orders_after_a_late_entry(symbol=None, **kw):
+        if symbol == "BTCUSDT" and not reopened and not gw.positions["BTCUSDT"].is_open:
+            reopened.append(True)
+            gw.open("BTCUSDT", "Buy", "0.2")  # the late entry's position and its own TP/SL
+        return real_open_orders(symbol, **kw)
+
+    gw.get_open_orders = open_orders_after_a_late_entry
+    result = closer(gw).close_position("BTCUSDT", "test", "sig-late-entry")
+    assert reopened
+    assert result.outcome is CloseOutcome.CLOSED
+    assert {o.stop_order_type for o in gw.stops("BTCUSDT")} == {"TakeProfit", "StopLoss"}
+    assert not any(c[0] in ("cancel_order", "cancel_all") for c in gw.calls)
+    assert result.conditionals_cancelled == 0 and "open again" in (result.error or "")
+    assert any(e["event"] == "close.cancel_skipped" for e in events())
