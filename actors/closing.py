@@ -294,8 +294,10 @@ class Flattener:
                 rounds += 1
                 positions, _ = self._open_positions(errors)
                 closed += self._close_all(positions, reason, f"{panic_id}-{rounds}")
-                cancelled += self._cancel_remaining(errors)
+                # Before the cancel-all: an entry landing between its position read and its cancel
+                # would lose its stops to it.
                 settled = self._settle_entries(started, errors)
+                cancelled += self._cancel_remaining(errors)
                 # Verify over REST: a position an in-flight entry opened after its close shows up here.
                 positions, complete = self._open_positions(errors)
                 orders = self._open_orders(errors)
