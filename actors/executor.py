@@ -97,6 +97,16 @@ def _s(value: Decimal | None) -> str | None:
 # --- the pure parts -----------------------------------------------------------
 
 
+def _foreign_order(order: Order | None, request: OrderRequest) -> Order | None:
+    """The venue's order found by orderLinkId, when it is not the one `request` asked for (else None)."""
+    if order is None:
+        return None
+    if (order.symbol != request.symbol or order.side is not request.side or order.qty != request.qty
+            or bool(order.reduce_only) != request.reduce_only):
+        return order
+    return None
+
+
 class Blocked(Exception):
     """The signal stops here; nothing was sent."""
 
@@ -525,6 +535,9 @@ class Executor(NodeActor):
                               error=f"{type(exc).__name__}: {exc}", retryable=retryable)
             return replace(base, outcome=ExecutionOutcome.REJECTED, reason=str(exc), retryable=retryable,
                            finished_at=self._clock())
+        foreign = _foreign_order(ack.order, request)
+        if foreign is not None:
+            return self._link_taken(signal, request, foreign, base)
         placed_at = self._clock()
         self._log.info(
             "order.placed", signal_id=signal.signal_id, order_link_id=link, order_id=ack.order_id, symbol=signal.symbol,
@@ -548,6 +561,20 @@ class Executor(NodeActor):
                          price=req.reference_price or req.price or _ZERO)
             for req, qty in sent if not req.reduce_only
         )
+
+    def _link_taken(self, signal: Signal, request: OrderRequest, order: Order, base: ExecutionResult) -> ExecutionResult:
+        """The orderLinkId belongs to another order (the signal id was used before for another intent):
+        nothing was placed for this signal, and that order's fill is not its fill."""
+        self._unknown.pop(request.order_link_id, None)
+        reason = (f"orderLinkId {request.order_link_id} is held by another order {order.order_id} "
+                  f"({order.side.value} {_s(order.qty)} {order.symbol}, {order.order_status.value}); "
+                  "nothing was placed: use a new signal id")
+        self._log.error("order.link_id_taken", signal_id=signal.signal_id, order_link_id=request.order_link_id,
+                        order_id=order.order_id, symbol=request.symbol, wanted_side=request.side.value,
+                        wanted_qty=_s(request.qty), held_side=order.side.value, held_qty=_s(order.qty),
+                        held_status=order.order_status.value)
+        return replace(base, outcome=ExecutionOutcome.REJECTED, reason=reason, order_id=None, retryable=False,
+                       finished_at=self._clock())
 
     # --- unknown outcomes -------------------------------------------------------------------
 
@@ -573,6 +600,12 @@ class Executor(NodeActor):
             self._log.warning("order.fill_check_failed", signal_id=u.signal.signal_id,
                               order_link_id=msg.order_link_id, error=repr(exc))
             order = None
+        if order is not None and _foreign_order(order, u.request) is not None:
+            del self._unknown[msg.order_link_id]
+            if self._busy_symbols.get(symbol) == u.signal.signal_id:
+                del self._busy_symbols[symbol]
+            self._ledger.record(self._link_taken(u.signal, u.request, order, u.result))
+            return
         if order is not None:
             del self._unknown[msg.order_link_id]
             self._log.info("order.unknown_resolved", signal_id=u.signal.signal_id, order_link_id=msg.order_link_id,

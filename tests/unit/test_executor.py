@@ -10,7 +10,7 @@ import pytest
 from actors.base import ActorContext, Directory, Role
 from actors.executor import Executor, fill_from, order_qty, price_deviation_pct
 from actors.risk import RiskEngine
-from infra.bybit import OutcomeUnknown, RateLimited, Rejected, order_link_id
+from infra.bybit import OrderAck, OutcomeUnknown, RateLimited, Rejected, Resolution, order_link_id
 from infra.config import AppConfig, NodeConfig, RiskConfig
 from infra.market_reader import Quote
 from infra.store.risk_state import RiskDay
@@ -533,3 +533,21 @@ def test_a_restarted_executor_learns_the_current_trading_state_from_panic(tmp_pa
                      is not ExecutionOutcome.BLOCKED and r, timeout=5, what="the restarted Executor trading")
     assert res.outcome is ExecutionOutcome.PENDING
     assert any(e["event"] == "executor.trading_state_synced" and e["state"] == "ACTIVE" for e in events())
+
+
+def test_a_duplicate_order_link_id_held_by_a_different_order_is_not_this_signals_fill(tmp_path, events):
+    """110072 resolves to the order that holds the orderLinkId. When a signal id is used again for a
+    different intent (a strategy restarted and counting from 1 again), that order is an old SELL of
+    another size, yet its fill was reported as this LONG signal's fill: FILLED, nothing placed."""
+    w = World(tmp_path)
+    link = order_link_id("sig-reused", "entry", prefix="x")
+    old = Order(orderId="o-old", orderLinkId=link, symbol="BTCUSDT", side="Sell", orderType="Market",
+                orderStatus="Filled", qty="0.5", avgPrice="58000", cumExecQty="0.5", createdTime=T0)
+    w.gateway.on_create = lambda req: OrderAck(symbol=req.symbol, order_id="o-old", order_link_id=req.order_link_id,
+                                               resolution=Resolution.DUPLICATE, order=old, qty=old.qty)
+    res = w.signal("sig-reused", qty=Decimal("0.01"))
+    assert res.outcome is ExecutionOutcome.REJECTED, res
+    assert "o-old" in res.reason and not res.retryable
+    assert w.result("sig-reused").outcome is ExecutionOutcome.REJECTED
+    assert any(e["event"] == "order.link_id_taken" for e in events())
+    assert w.signal("sig-other", qty=Decimal("0.01")).outcome is not ExecutionOutcome.BLOCKED  # the symbol is free
