@@ -4,7 +4,7 @@
     python main.py [--config FILE] preflight [--read-only] [--i-mean-live]
     python main.py [--config FILE] sync [--symbol S] [--interval I] [--days N | --start T [--end T]]
     python main.py [--config FILE] gaps | heal
-    python main.py [--config FILE] signal SYMBOL long|short|flat [--usd N]
+    python main.py [--config FILE] signal SYMBOL long|short|flat [--usd N] [--wait SECONDS]
     python main.py [--config FILE] panic
     python main.py [--config FILE] status [--json]
 

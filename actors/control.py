@@ -1,8 +1,11 @@
 """`python main.py signal` and `python main.py panic`: both ends.
 
 Node side: `node_handler` turns a `signal` command into a `Signal` told to
-the Executor and a `panic` command into a `Panic` asked of the Panic
-actor (the reply carries its report). Command side: with a node running
+the Executor, a `signal_result` command into a `GetExecution` asked of it
+(what the signal became so far), and a `panic` command into a `Panic` asked
+of the Panic actor (the reply carries its report). The signal is told, not
+asked: the watcher takes one command at a time, and a `panic` must never
+wait behind a signal's venue calls; the command side polls for the outcome. Command side: with a node running
 on this data directory and venue, the command goes through the control
 directory (`infra.control`); `panic` with no node running, or with one
 that does not answer, does the same procedure itself, straight through
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import uuid
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
@@ -24,11 +28,16 @@ from pydantic import ValidationError
 from actors.base import Directory, Role
 from infra.logging import get_logger, say
 from messages.commands import Direction, Panic, PanicReport, Signal
+from messages.trading import ExecutionOutcome, ExecutionResult, GetExecution
 
 log = get_logger("control")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 SIGNAL_REPLY_TIMEOUT_S = 10.0
+RESULT_ASK_S = 2.0
+SIGNAL_POLL_S = 0.25
+# What an operator can take as done; anything else final (blocked, rejected, unknown, ...) exits 1.
+SIGNAL_DONE = {ExecutionOutcome.FILLED, ExecutionOutcome.CLOSED, ExecutionOutcome.ALREADY_FLAT}
 
 
 def panic_timeout_s(node: Any) -> float:
@@ -43,6 +52,8 @@ def node_handler(directory: Directory, node: Any) -> Callable[[str, dict[str, An
     def handle(command: str, args: dict[str, Any]) -> dict[str, Any]:
         if command == "signal":
             return _signal(directory, args)
+        if command == "signal_result":
+            return _signal_result(directory, args)
         if command == "panic":
             return _panic(directory, args, panic_timeout_s(node) - 5.0)
         return {"ok": False, "error": f"unknown command {command!r}"}
@@ -71,6 +82,32 @@ def _signal(directory: Directory, args: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True, "signal_id": signal.signal_id, "delivered_to": Role.EXECUTOR.value}
 
 
+def _signal_result(directory: Directory, args: dict[str, Any]) -> dict[str, Any]:
+    signal_id = str(args.get("signal_id") or "")
+    ref = directory.get(Role.EXECUTOR)
+    if ref is None:
+        return {"ok": False, "error": "no Executor is running in the node", "signal_id": signal_id}
+    try:
+        result = ref.ask(GetExecution(signal_id=signal_id), timeout=RESULT_ASK_S)
+    except (pykka.ActorDeadError, pykka.Timeout) as exc:
+        return {"ok": False, "error": f"the Executor did not answer: {type(exc).__name__}", "signal_id": signal_id}
+    if not isinstance(result, ExecutionResult):
+        return {"ok": True, "signal_id": signal_id, "seen": False}
+    return {"ok": True, "signal_id": signal_id, "seen": True, "final": result.final, "result": result_fields(result)}
+
+
+def result_fields(result: ExecutionResult) -> dict[str, Any]:
+    """What the operator needs of an outcome, JSON-ready (Decimals as strings, None left out)."""
+    fields = {
+        "outcome": result.outcome.value, "reason": result.reason, "check": result.check, "symbol": result.symbol,
+        "direction": result.direction, "side": result.side.value if result.side else None,
+        "order_link_id": result.order_link_id, "order_id": result.order_id, "qty": result.qty,
+        "filled_qty": result.filled_qty, "avg_price": result.avg_price, "price_source": result.price_source,
+        "reduce_only": result.reduce_only, "take_profit": result.take_profit, "stop_loss": result.stop_loss,
+    }
+    return {k: str(v) if isinstance(v, Decimal) else v for k, v in fields.items() if v not in (None, "")}
+
+
 def _panic(directory: Directory, args: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     ref = directory.get(Role.PANIC)
     if ref is None:
@@ -94,11 +131,16 @@ def add_control_commands(sub: Any) -> None:
         "signal",
         help="send a trading signal to the running node",
         description="Tell the running node's Executor a signal; it goes through the trading state, risk and "
-                    "price checks like any other. Needs a node running on this data_dir and venue.",
+                    "price checks like any other. Then wait for what it became and print it as JSON (outcome, "
+                    "reason, order, fill). Needs a node running on this data_dir and venue.",
     )
     sig.add_argument("symbol", help="e.g. BTCUSDT")
     sig.add_argument("direction", choices=[d.value for d in Direction])
     sig.add_argument("--usd", type=_positive_decimal, metavar="N", help="size in USDT notional (long/short; default: risk.default_order_usd)")
+    sig.add_argument("--wait", type=_non_negative_float, metavar="SECONDS", default=None,
+                     help="how long to wait for the outcome (filled, closed, blocked, rejected, ...) and print it; "
+                          "0: return once the node has the signal (default: risk.fill_timeout_s + 5). "
+                          "Exit 0 only for filled, closed or already flat")
     sub.add_parser(
         "panic",
         help="halt trading, close every position (close before cancel), verify flat",
@@ -115,6 +157,16 @@ def _positive_decimal(text: str) -> Decimal:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not value.is_finite() or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds: {text!r}")
     return value
 
 
@@ -138,8 +190,37 @@ def signal_command(app: Any, args: Any) -> int:
     except ControlError as exc:
         say(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    wait_s = float(node.risk.fill_timeout_s) + 5.0 if args.wait is None else args.wait
+    if answer.get("ok") and wait_s > 0:
+        answer = _outcome(node, answer["signal_id"], wait_s)
     say(json.dumps(answer, indent=2))
     return EXIT_OK if answer.get("ok") else EXIT_FAILURE
+
+
+def _outcome(node: Any, signal_id: str, wait_s: float) -> dict[str, Any]:
+    """Poll the node for what the signal became until it is final or `wait_s` passed."""
+    from infra.control import ControlError, send
+
+    deadline = time.monotonic() + wait_s
+    last: dict[str, Any] = {}
+    while True:
+        try:
+            last = send(node.data_dir, node.venue.value, "signal_result", {"signal_id": signal_id},
+                        timeout_s=SIGNAL_REPLY_TIMEOUT_S)
+        except ControlError as exc:
+            return {"ok": False, "signal_id": signal_id, "error": f"the node has the signal, but: {exc}"}
+        if not last.get("ok"):
+            return last
+        if last.get("final"):
+            result = last["result"]
+            return {"ok": result["outcome"] in SIGNAL_DONE, "signal_id": signal_id, **result}
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(SIGNAL_POLL_S)
+    state = "pending (the order is on the venue, its fill not confirmed yet)" if last.get("seen") else \
+        "not taken up by the Executor yet"
+    return {"ok": False, "signal_id": signal_id, "outcome": "pending" if last.get("seen") else "queued",
+            "error": f"no final outcome within {wait_s:g} s: {state}; follow signal_id {signal_id} in the log"}
 
 
 def panic_command(app: Any, args: Any) -> int:

@@ -30,6 +30,9 @@ from infra.presence import run_dir
 
 log = get_logger("control")
 
+# Commands that only read, polled several times a second while a `signal` command waits.
+QUIET_COMMANDS = frozenset({"signal_result"})
+
 Handler = Callable[[str, dict[str, Any]], dict[str, Any]]
 
 
@@ -149,7 +152,9 @@ class ControlWatcher:
                 log.warning("control.expired", id=cid, command=command)
                 answer = {"ok": False, "error": "the command expired before the node read it"}
             else:
-                log.info("control.command", id=cid, command=command, args=args)
+                # A read the command side polls with (what a signal became) is not an event.
+                (log.debug if command in QUIET_COMMANDS else log.info)("control.command", id=cid, command=command,
+                                                                       args=args)
                 try:
                     answer = self._handler(command, args)
                 except Exception as exc:  # noqa: BLE001 - a bad command must not end the watcher

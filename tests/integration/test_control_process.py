@@ -12,6 +12,7 @@ import pytest
 
 from infra.bybit import OrderRequest, OrderType, new_order_link_id
 from infra.presence import NodePresence
+from messages.trading import ExecutionOutcome
 from messages.types import Side
 from tests.conftest import REPO
 from tests.helpers import read_events, wait_until
@@ -88,10 +89,20 @@ def test_signal_and_panic_reach_the_actors_of_a_running_node(venue):
         wait_until(lambda: any(e["event"] == "control.watching" for e in read_events(log_path)), timeout=40,
                    what="the node watching its control directory")
         signal = main_py(config, "signal", "ETHUSDT", "short", "--usd", "120")
-        assert signal.returncode == 0, signal.stderr
-        signal_id = json.loads(signal.stdout)["signal_id"]
+        answer = json.loads(signal.stdout)
+        signal_id = answer["signal_id"]
         told = [e for e in read_events(log_path) if e["event"] == "control.signal"]
         assert [(e["signal_id"], e["delivered"]) for e in told] == [(signal_id, True)]
+        # It waited for what the signal became and printed it; the exit code says whether that is done.
+        assert answer["outcome"] in {o.value for o in ExecutionOutcome} - {"pending"}, answer
+        assert answer["ok"] is (answer["outcome"] in ("filled", "closed", "already_flat"))
+        assert signal.returncode == (0 if answer["ok"] else 1), signal.stderr
+        # An absurd size never reaches the venue, whatever the trading state: blocked, with the reason, exit 1.
+        absurd = main_py(config, "signal", "BTCUSDT", "long", "--usd", "1000000")
+        refused = json.loads(absurd.stdout)
+        assert absurd.returncode == 1 and refused["ok"] is False and refused["outcome"] == "blocked", refused
+        assert refused["reason"] and refused["check"] and "order_id" not in refused
+        assert all(o.link_id != refused.get("order_link_id") for o in sim.call(lambda ex: list(ex.account.orders.values())))
 
         open_position(gateway, "BTCUSDT", Side.BUY, "0.01")
         panic = main_py(config, "panic", timeout=90)
@@ -101,7 +112,7 @@ def test_signal_and_panic_reach_the_actors_of_a_running_node(venue):
         assert gateway.get_position("BTCUSDT").size == 0 and gateway.get_open_orders() == []
         events = read_events(log_path)
         # The node's own log: its watcher took the command and its Panic actor ran the procedure.
-        assert [e["command"] for e in events if e["event"] == "control.command"] == ["signal", "panic"]
+        assert [e["command"] for e in events if e["event"] == "control.command"] == ["signal", "signal", "panic"]
         assert len([e for e in events if e["event"] == "panic.started"]) == 1
         assert [e["flat"] for e in events if e["event"] == "panic.report"] == [True]
     finally:

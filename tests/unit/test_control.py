@@ -3,25 +3,34 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
+from decimal import Decimal
+from types import SimpleNamespace
 
 import pykka
 import pytest
 
 from actors.base import Directory, Role
-from actors.control import node_handler
+from actors.control import _outcome, node_handler
 from infra.config import load_config
 from infra.control import ControlTimeout, ControlWatcher, control_dir, send
 from messages.commands import Direction, Panic, PanicReport, Signal
+from messages.trading import ExecutionOutcome, ExecutionResult, GetExecution
+from messages.types import Side
 from tests.helpers import wait_until
 
 
 class FakeExecutor(pykka.ThreadingActor):
+    results: dict = {}  # signal_id -> what GetExecution answers
+
     def __init__(self, inbox: list):
         super().__init__()
         self.inbox = inbox
 
     def on_receive(self, message):
+        if isinstance(message, GetExecution):
+            return self.results.get(message.signal_id)
         self.inbox.append(message)
 
 
@@ -60,6 +69,22 @@ def test_a_signal_command_reaches_the_executor_as_a_signal(node, events):
     assert [e["command"] for e in events() if e["event"] == "control.command"] == ["signal"]
 
 
+def test_what_a_signal_became_is_answered_with_its_outcome_and_fill(node, monkeypatch):
+    data_dir, _, _ = node
+    monkeypatch.setattr(FakeExecutor, "results", {"s-1": ExecutionResult(
+        signal_id="s-1", symbol="BTCUSDT", direction="long", outcome=ExecutionOutcome.FILLED, reason="filled",
+        order_link_id="x-1", side=Side.BUY, qty=Decimal("0.002"), filled_qty=Decimal("0.002"),
+        avg_price=Decimal("54446.1"), price_source="executions", stop_loss=Decimal("54174.96"))})
+    answer = send(data_dir, "sim", "signal_result", {"signal_id": "s-1"}, timeout_s=5)
+    assert answer["ok"] and answer["seen"] and answer["final"]
+    assert answer["result"] == {"outcome": "filled", "reason": "filled", "symbol": "BTCUSDT", "direction": "long",
+                                "side": "Buy", "order_link_id": "x-1", "qty": "0.002", "filled_qty": "0.002",
+                                "avg_price": "54446.1", "price_source": "executions", "reduce_only": False,
+                                "stop_loss": "54174.96"}
+    unseen = send(data_dir, "sim", "signal_result", {"signal_id": "never-sent"}, timeout_s=5)
+    assert unseen == {"ok": True, "signal_id": "never-sent", "seen": False}
+
+
 def test_an_invalid_signal_is_refused_with_the_reason_and_reaches_nobody(node):
     data_dir, executor, _ = node
     answer = send(data_dir, "sim", "signal", {"symbol": "btc", "direction": "long", "usd": "-1"}, timeout_s=5)
@@ -89,3 +114,23 @@ def test_without_a_watcher_the_command_times_out_and_is_withdrawn(tmp_path):
         send(tmp_path, "sim", "panic", {}, timeout_s=0.3)
     assert info.value.taken is False and time.monotonic() - started < 3
     assert list((control_dir(tmp_path, "sim") / "requests").glob("*.json")) == []  # nothing left to act on later
+
+
+def test_the_signal_command_waits_for_a_final_outcome_and_says_so_when_none_comes(node, monkeypatch):
+    data_dir, _, _ = node
+    where = SimpleNamespace(data_dir=data_dir, venue=SimpleNamespace(value="sim"))
+    pending = ExecutionResult(signal_id="s-2", symbol="BTCUSDT", direction="long", outcome=ExecutionOutcome.PENDING,
+                              order_link_id="x-2")
+    monkeypatch.setattr(FakeExecutor, "results", {"s-2": pending})
+    waited = _outcome(where, "s-2", wait_s=0.6)
+    assert waited["ok"] is False and waited["outcome"] == "pending" and "0.6 s" in waited["error"]
+    assert _outcome(where, "never-sent", wait_s=0.3)["outcome"] == "queued"
+    # Final on a later poll: the answer is the outcome, and ok only for what is done.
+    results = {"s-2": pending}
+    monkeypatch.setattr(FakeExecutor, "results", results)
+    threading.Timer(0.3, lambda: results.__setitem__("s-2", ExecutionResult(
+        signal_id="s-2", symbol="BTCUSDT", direction="long", outcome=ExecutionOutcome.REJECTED,
+        reason="retCode 10006"))).start()
+    rejected = _outcome(where, "s-2", wait_s=10)
+    assert rejected == {"ok": False, "signal_id": "s-2", "outcome": "rejected", "reason": "retCode 10006",
+                        "symbol": "BTCUSDT", "direction": "long", "reduce_only": False}
