@@ -75,8 +75,9 @@ def test_every_documented_question_is_answered_from_a_real_log(tmp_path):
         # A signal far above risk.max_position_usd: Risk must refuse it.
         sent = subprocess.run([sys.executable, str(REPO / "main.py"), "signal", "BTCUSDT", "long", "--usd", "50000"],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
-        assert sent.returncode == 0, sent.stderr
-        blocked_id = json.loads(sent.stdout)["signal_id"]
+        answer = json.loads(sent.stdout)
+        assert sent.returncode == 1 and answer["outcome"] == "blocked", (answer, sent.stderr)
+        blocked_id = answer["signal_id"]
         wait_until(lambda: any(e.get("signal_id") == blocked_id and e["event"].endswith(".blocked")
                                for e in read_events(log_path)), timeout=30, what="the big signal refused")
         wait_until(lambda: any(e["event"] == "node.metrics" and e.get("trading_state") for e in read_events(log_path)),
