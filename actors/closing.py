@@ -147,7 +147,8 @@ class Closer:
         # The position is flat: only now may its conditional orders go.
         cancelled, cancel_error = self._cancel_conditionals(symbol)
         order = self._order_after(symbol, ack.order_id) if fetch_price else None
-        filled = (order.cum_exec_qty if order is not None else None) or position.size
+        # None: not read back (a panic) - the size it closed; a Decimal 0 is a real answer (a stop beat it).
+        filled = order.cum_exec_qty if order is not None and order.cum_exec_qty is not None else position.size
         avg = None
         if order is not None:
             avg = order.avg_price if order.avg_price is not None else self._avg_from_executions(symbol, order)
@@ -219,6 +220,19 @@ class Closer:
         except ExchangeError as exc:
             log.warning("close.cancel_failed", symbol=symbol, error=_describe(exc))
             return 0, f"conditional orders not listed: {_describe(exc)}"
+        if not conditionals:
+            return 0, None
+        # Read AFTER listing: an entry that filled after the close opened a new position whose own
+        # TP/SL may be in that list. Open (or unknown) now: every listed stop may protect it, none go.
+        # Open later: its stops were created after the list, so the list does not hold them.
+        try:
+            reopened = self._gw.get_position(symbol).is_open
+            why = "a position is open again (an entry filled after the close): its stops stay"
+        except ExchangeError as exc:
+            reopened, why = True, f"the position could not be read after the close ({_describe(exc)}): the stops stay"
+        if reopened:
+            log.warning("close.cancel_skipped", symbol=symbol, order_ids=[o.order_id for o in conditionals], why=why)
+            return 0, f"conditional orders not cancelled: {why}"
         cancelled, failures = 0, []
         for order in conditionals:
             try:
@@ -273,22 +287,30 @@ class Flattener:
         open_positions: list[str] = []
         open_orders: list[str] = []
         rounds = 0
-        while rounds < self._verify_rounds and self._clock() - started < self._deadline_s:
-            rounds += 1
-            positions, _ = self._open_positions(errors)
-            closed += self._close_all(positions, reason, f"{panic_id}-{rounds}")
-            cancelled += self._cancel_remaining(errors)
-            # Verify over REST: a position an in-flight entry opened after its close shows up here.
-            positions, complete = self._open_positions(errors)
-            orders = self._open_orders(errors)
-            open_positions = [f"{p.symbol}:{p.side.value if p.side else '?'}:{p.size}" for p in positions]
-            if not complete:
-                open_positions.append("<unknown: a position read failed>")
-            open_orders = ["<unknown: the order read failed>"] if orders is None else [
-                f"{o.symbol}:{o.order_id}" for o in orders]
-            if complete and not positions and orders == []:
-                flat, time_to_flat = True, round(self._clock() - started, 3)
-                break
+        # No opening order leaves while the panic runs; one already on the wire is waited for before
+        # each verification, or its position could appear after "flat" was reported.
+        with self._gw.halt_entries(f"panic: {reason}"):
+            while rounds < self._verify_rounds and self._clock() - started < self._deadline_s:
+                rounds += 1
+                positions, _ = self._open_positions(errors)
+                closed += self._close_all(positions, reason, f"{panic_id}-{rounds}")
+                # Before the cancel-all: an entry landing between its position read and its cancel
+                # would lose its stops to it.
+                settled = self._settle_entries(started, errors)
+                cancelled += self._cancel_remaining(errors)
+                # Verify over REST: a position an in-flight entry opened after its close shows up here.
+                positions, complete = self._open_positions(errors)
+                orders = self._open_orders(errors)
+                open_positions = [f"{p.symbol}:{p.side.value if p.side else '?'}:{p.size}" for p in positions]
+                if not complete:
+                    open_positions.append("<unknown: a position read failed>")
+                if not settled:
+                    open_positions.append("<unknown: an opening order was still in flight>")
+                open_orders = ["<unknown: the order read failed>"] if orders is None else [
+                    f"{o.symbol}:{o.order_id}" for o in orders]
+                if complete and settled and not positions and orders == []:
+                    flat, time_to_flat = True, round(self._clock() - started, 3)
+                    break
         dcp = dcp_future.result()
         dcp_pool.shutdown()
         report = PanicReport(
@@ -308,6 +330,15 @@ class Flattener:
         emit = log.info if flat else log.error
         emit("panic.report", **report.as_dict())
         return report
+
+    def _settle_entries(self, started: float, errors: list[str]) -> bool:
+        """Wait (within the deadline) for the opening creates in flight; their symbols are read strictly from now on."""
+        remaining = self._deadline_s - (self._clock() - started)
+        symbols, settled = self._gw.settle_entries(max(0.0, remaining))
+        self._symbols += tuple(s for s in sorted(symbols) if s not in self._symbols)
+        if not settled:
+            errors.append(f"opening orders still in flight on {sorted(symbols)} at the deadline")
+        return settled
 
     def _tighten_dcp(self, errors: list[str]) -> str:
         try:

@@ -7,8 +7,9 @@ of the Panic actor (the reply carries its report). The signal is told, not
 asked: the watcher takes one command at a time, and a `panic` must never
 wait behind a signal's venue calls; the command side polls for the outcome. Command side: with a node running
 on this data directory and venue, the command goes through the control
-directory (`infra.control`); `panic` with no node running does the same
-procedure itself, straight through the gateway.
+directory (`infra.control`); `panic` with no node running, or with one
+that does not answer, does the same procedure itself, straight through
+the gateway.
 """
 
 from __future__ import annotations
@@ -228,24 +229,29 @@ def panic_command(app: Any, args: Any) -> int:
 
     node = app.node
     pid = running_pid(node.data_dir, node.venue.value)
+    why = "no node is running"
     if pid is not None:
         try:
             answer = send(node.data_dir, node.venue.value, "panic", {"reason": "operator: python main.py panic"},
                           timeout_s=panic_timeout_s(node))
         except ControlError as exc:
-            say(f"error: {exc}", file=sys.stderr)
-            return EXIT_FAILURE
-        say(json.dumps(answer.get("report", answer), indent=2))
-        return EXIT_OK if answer.get("ok") else EXIT_FAILURE
-    report = panic_without_node(app)
+            # The node is there but does not answer (hung, wedged, its control channel dead): the panic
+            # button must still work. Reduce-only closes cannot over-close, so running beside a node
+            # that is panicking itself after all is safe.
+            say(f"error: {exc}; panicking straight through the gateway instead", file=sys.stderr)
+            why = f"the running node (pid {pid}) did not answer: {exc}"
+        else:
+            say(json.dumps(answer.get("report", answer), indent=2))
+            return EXIT_OK if answer.get("ok") else EXIT_FAILURE
+    report = panic_without_node(app, why=why)
     if report is None:
         return EXIT_FAILURE
     say(json.dumps(report.as_dict(), indent=2))
     return EXIT_OK if report.flat else EXIT_FAILURE
 
 
-def panic_without_node(app: Any) -> PanicReport | None:
-    """The panic procedure straight through the gateway (no node runs to do it)."""
+def panic_without_node(app: Any, *, why: str = "no node is running") -> PanicReport | None:
+    """The panic procedure straight through the gateway (no node runs to do it, or it does not answer)."""
     from contextlib import closing
 
     from actors.closing import ClosePolicy, Flattener
@@ -256,7 +262,7 @@ def panic_without_node(app: Any) -> PanicReport | None:
 
     node = app.node
     cfg = node.panic
-    log.warning("control.panic_direct", venue=node.venue.value, reason="no node is running: panicking through the gateway")
+    log.warning("control.panic_direct", venue=node.venue.value, reason=f"{why}: panicking through the gateway")
     policy = ClosePolicy(attempts=cfg.close_attempts, deadline_s=float(cfg.close_deadline_s),
                          fill_timeout_s=float(cfg.fill_timeout_s))
     try:
@@ -267,7 +273,7 @@ def panic_without_node(app: Any) -> PanicReport | None:
                 return None
             flattener = Flattener(gateway.on_lane(Lane.PANIC), list(node.symbols), policy,
                                   deadline_s=float(cfg.deadline_s), verify_rounds=cfg.verify_rounds)
-            return flattener.run("operator: python main.py panic (no node running)")
+            return flattener.run(f"operator: python main.py panic ({why})")
     except (ExchangeError, RuntimeError, OSError) as exc:
         say(f"error: cannot reach the venue: {exc}", file=sys.stderr)
         return None

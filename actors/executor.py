@@ -10,7 +10,10 @@ handled (the last `_SIGNALS_KEPT`) and answers a repeat with the first
 result. Below that, the orderLinkId is derived from the signal id, so even
 a repeat it forgot (a restart) or a retry after an unknown outcome re-sends
 the same orderLinkId, which the venue refuses as a duplicate (110072) and
-the gateway resolves to the existing order: never a second order.
+the gateway resolves to the existing order: never a second order. While an
+entry's outcome is unknown its symbol takes no other entry (the order may
+exist): the Executor looks it up by orderLinkId until `fill_timeout_s`, then
+confirms its fill as usual, or releases the symbol with an error event.
 
 The fill is confirmed without holding the mailbox: after the create is
 accepted, the Executor tells itself `_ConfirmFill` on a timer and reads
@@ -45,7 +48,18 @@ import pykka
 
 from actors.base import ActorContext, NodeActor, Role
 from actors.timers import tell_later
-from infra.bybit import ExchangeError, OrderAck, OrderRefused, OrderRequest, OrderType, OutcomeUnknown, Rejected
+from infra.bybit import (
+    ExchangeError,
+    IpBanned,
+    OrderAck,
+    OrderRefused,
+    OrderRequest,
+    OrderType,
+    OutcomeUnknown,
+    Rejected,
+    Resolution,
+    TransientError,
+)
 from infra.bybit import order_link_id as derive_link_id
 from infra.bybit.instruments import Instrument, decimal_str
 from infra.config import VENUE_MODE
@@ -54,7 +68,7 @@ from infra.market_reader import MarketReader, Quote, StaleMarketData
 from messages.account import Execution, Order, OrderStatus
 from messages.commands import ClosePosition, CloseOutcome, CloseResult, Direction, Signal
 from messages.control import TradingState, TradingStateChanged
-from messages.queries import GetSnapshot, StateSnapshot
+from messages.queries import GetSnapshot, GetTradingState, StateSnapshot
 from messages.trading import (
     ExecutionOutcome,
     ExecutionResult,
@@ -62,6 +76,7 @@ from messages.trading import (
     GetTradingView,
     OrderIntent,
     PortfolioSnapshot,
+    PositionView,
     RiskCheck,
     RiskDecision,
     TradingView,
@@ -80,6 +95,16 @@ def _s(value: Decimal | None) -> str | None:
 
 
 # --- the pure parts -----------------------------------------------------------
+
+
+def _foreign_order(order: Order | None, request: OrderRequest) -> Order | None:
+    """The venue's order found by orderLinkId, when it is not the one `request` asked for (else None)."""
+    if order is None:
+        return None
+    if (order.symbol != request.symbol or order.side is not request.side or order.qty != request.qty
+            or bool(order.reduce_only) != request.reduce_only):
+        return order
+    return None
 
 
 class Blocked(Exception):
@@ -213,12 +238,37 @@ class _ConfirmFill(Message):
     attempt: int = 1
 
 
+class _SyncState(Message):
+    attempt: int = 1
+
+
+class _ResolveUnknown(Message):
+    order_link_id: str
+    attempt: int = 1
+
+
 @dataclass(frozen=True)
 class _CloseDone:
     signal_id: str
     symbol: str
     result: CloseResult | None
     error: str | None
+    # No answer yet after close_timeout_s (`unanswered`), or none at all within the late bound (`gave_up`):
+    # either way the close may still happen, so it is not a failure.
+    unanswered: bool = False
+    gave_up: bool = False
+    waited_s: float = 0.0
+
+
+@dataclass
+class _Unknown:
+    """An entry sent whose fate is unknown: its symbol stays busy while the venue is asked for it."""
+
+    signal: Signal
+    request: OrderRequest
+    result: ExecutionResult
+    sent_at: datetime
+    since_mono: float
 
 
 @dataclass
@@ -246,6 +296,7 @@ class Executor(NodeActor):
         self._state = TradingState.HALTED
         self._ledger = SignalLedger()
         self._pending: dict[str, _Pending] = {}  # orderLinkId -> order awaiting its fill
+        self._unknown: dict[str, _Unknown] = {}  # orderLinkId -> entry sent with an unknown outcome
         self._busy_symbols: dict[str, str] = {}  # symbol -> signal id of the entry awaiting its fill
         self._closing_symbols: dict[str, str] = {}  # symbol -> signal id of the close Panic is doing
         self._ask_s = float(self._risk_cfg.ask_timeout_s)
@@ -261,13 +312,17 @@ class Executor(NodeActor):
         return {
             Signal: self._on_signal,
             TradingStateChanged: self._on_trading_state,
+            _SyncState: self._on_sync_state,
             _ConfirmFill: self._on_confirm_fill,
+            _ResolveUnknown: self._on_resolve_unknown,
             _CloseDone: self._on_close_done,
             GetExecution: lambda m: self._ledger.get(m.signal_id),
         }
 
     def on_start(self) -> None:
         super().on_start()
+        # Panic tells the state only when it changes: a restarted Executor asks for the current one.
+        self.actor_ref.tell(_SyncState())
         if self._reader is None:
             self._log.error("executor.no_market_reader",
                             reason="no MarketReader in the actor context: every entry will be blocked")
@@ -283,6 +338,9 @@ class Executor(NodeActor):
             timer.cancel()
         if self._warm_thread is not None:
             self._warm_thread.join(timeout=1.0)  # no request of ours in flight while the process exits
+        for u in self._unknown.values():
+            self._log.warning("order.unknown_released", signal_id=u.signal.signal_id,
+                              order_link_id=u.request.order_link_id, symbol=u.request.symbol, reason="executor stopping")
         for p in self._pending.values():
             self._log.warning("order.fill_unconfirmed", signal_id=p.signal.signal_id, order_link_id=p.request.order_link_id,
                               order_id=p.ack.order_id, symbol=p.request.symbol, reason="executor stopping")
@@ -292,6 +350,24 @@ class Executor(NodeActor):
 
     def _on_trading_state(self, msg: TradingStateChanged) -> None:
         self._state = msg.state
+
+    def _on_sync_state(self, msg: _SyncState) -> None:
+        """Ask Panic (downward, with a timeout) for the state now; until it answers, HALTED holds."""
+        ref = self._ctx.directory.get(Role.PANIC)
+        view = None
+        if ref is not None:
+            try:
+                # Short: the Supervisor's start-up Ping waits behind this in the mailbox.
+                view = ref.ask(GetTradingState(), timeout=min(self._ask_s, 0.5))
+            except (pykka.Timeout, pykka.ActorDeadError):
+                view = None
+        if isinstance(view, TradingStateChanged):
+            # The answer is the state at this moment; a change told after it is handled after it.
+            self._state = view.state
+            self._log.info("executor.trading_state_synced", state=view.state.value, reason=view.reason,
+                           attempt=msg.attempt)
+            return
+        self._schedule(_SyncState(attempt=msg.attempt + 1), min(5.0, 0.1 * 2 ** min(msg.attempt, 6)))
 
     def _warm(self) -> None:
         """Instrument rules off the hot path, so the first signal does not wait for them (the cache is thread-safe)."""
@@ -316,7 +392,7 @@ class Executor(NodeActor):
     def _signal(self, signal: Signal) -> ExecutionResult:
         received_mono = time.perf_counter()
         seen = self._ledger.get(signal.signal_id)
-        if seen is not None and seen.outcome is not ExecutionOutcome.UNKNOWN:
+        if seen is not None and seen.outcome is not ExecutionOutcome.UNKNOWN and not seen.retryable:
             self._log.info("executor.duplicate_signal", signal_id=signal.signal_id, outcome=seen.outcome.value,
                            order_link_id=seen.order_link_id)
             return seen
@@ -330,6 +406,11 @@ class Executor(NodeActor):
         except Exception as exc:  # a bug: the signal is refused, the actor lives
             self._log.error("executor.signal_failed", signal_id=signal.signal_id, error=repr(exc))
             result = self._blocked(signal, Blocked("error", repr(exc)))
+        if seen is not None and seen.outcome is ExecutionOutcome.UNKNOWN and result.outcome is ExecutionOutcome.BLOCKED:
+            # The first send's order may exist: a re-send stopped by a check changes nothing about
+            # that, and the signal must stay re-sendable (a BLOCKED entry would answer as a duplicate).
+            result = replace(seen, reason=f"re-send blocked ({result.check}: {result.reason}); the first send's "
+                                          "outcome is still unknown", finished_at=self._clock())
         self._ledger.record(result)
         return result
 
@@ -416,6 +497,7 @@ class Executor(NodeActor):
             portfolio=portfolio,
             trading_state=self._state,
             funding_rate=quote.funding_rate,
+            in_flight=self._entries_in_flight(),
         ))
         if not decision.allowed:
             raise Blocked("risk", decision.reason, risk_check=decision.check)
@@ -443,11 +525,19 @@ class Executor(NodeActor):
         except OutcomeUnknown as exc:
             self._log.error("order.outcome_unknown", signal_id=signal.signal_id, order_link_id=link, symbol=signal.symbol,
                             error=str(exc), action="re-send the same signal: the orderLinkId keeps it to one order")
-            return replace(base, outcome=ExecutionOutcome.UNKNOWN, reason=str(exc), finished_at=self._clock())
+            unknown = replace(base, outcome=ExecutionOutcome.UNKNOWN, reason=str(exc), finished_at=self._clock())
+            self._hold_unknown(signal, request, unknown)
+            return unknown
         except (Rejected, OrderRefused, ExchangeError) as exc:
+            # Not taken, but not refused by the venue either (rate limit, ban, not sent): a re-send may pass.
+            retryable = isinstance(exc, (TransientError, IpBanned))
             self._log.warning("order.rejected", signal_id=signal.signal_id, order_link_id=link, symbol=signal.symbol,
-                              error=f"{type(exc).__name__}: {exc}")
-            return replace(base, outcome=ExecutionOutcome.REJECTED, reason=str(exc), finished_at=self._clock())
+                              error=f"{type(exc).__name__}: {exc}", retryable=retryable)
+            return replace(base, outcome=ExecutionOutcome.REJECTED, reason=str(exc), retryable=retryable,
+                           finished_at=self._clock())
+        foreign = _foreign_order(ack.order, request)
+        if foreign is not None:
+            return self._link_taken(signal, request, foreign, base)
         placed_at = self._clock()
         self._log.info(
             "order.placed", signal_id=signal.signal_id, order_link_id=link, order_id=ack.order_id, symbol=signal.symbol,
@@ -456,10 +546,100 @@ class Executor(NodeActor):
             reference_price=_s(price), quote_source=quote.source, quote_age_s=round(quote.age_s, 3),
         )
         result = replace(base, order_id=ack.order_id, qty=ack.qty, placed_at=placed_at)
+        self._unknown.pop(link, None)  # a re-send found (or placed) the order: it is confirmed as any other
         self._pending[link] = _Pending(signal, request, ack, placed_at, time.monotonic(), result)
         self._busy_symbols[signal.symbol] = signal.signal_id
         self.actor_ref.tell(_ConfirmFill(order_link_id=link))
         return result
+
+    def _entries_in_flight(self) -> tuple[PositionView, ...]:
+        """Entries sent and not yet finished (pending a fill, or of unknown outcome), as Risk counts them."""
+        sent = [(p.request, p.ack.qty) for p in self._pending.values()]
+        sent += [(u.request, u.request.qty) for u in self._unknown.values()]
+        return tuple(
+            PositionView(symbol=req.symbol, signed_size=qty if req.side is Side.BUY else -qty,
+                         price=req.reference_price or req.price or _ZERO)
+            for req, qty in sent if not req.reduce_only
+        )
+
+    def _link_taken(self, signal: Signal, request: OrderRequest, order: Order, base: ExecutionResult) -> ExecutionResult:
+        """The orderLinkId belongs to another order (the signal id was used before for another intent):
+        nothing was placed for this signal, and that order's fill is not its fill."""
+        self._unknown.pop(request.order_link_id, None)
+        reason = (f"orderLinkId {request.order_link_id} is held by another order {order.order_id} "
+                  f"({order.side.value} {_s(order.qty)} {order.symbol}, {order.order_status.value}); "
+                  "nothing was placed: use a new signal id")
+        self._log.error("order.link_id_taken", signal_id=signal.signal_id, order_link_id=request.order_link_id,
+                        order_id=order.order_id, symbol=request.symbol, wanted_side=request.side.value,
+                        wanted_qty=_s(request.qty), held_side=order.side.value, held_qty=_s(order.qty),
+                        held_status=order.order_status.value)
+        return replace(base, outcome=ExecutionOutcome.REJECTED, reason=reason, order_id=None, retryable=False,
+                       finished_at=self._clock())
+
+    # --- unknown outcomes -------------------------------------------------------------------
+
+    def _hold_unknown(self, signal: Signal, request: OrderRequest, result: ExecutionResult) -> None:
+        """Fail closed: the order may exist, so its symbol takes no other entry until the venue shows
+        it (then its fill is confirmed as usual) or `fill_timeout_s` passes without a trace of it."""
+        link = request.order_link_id
+        first = link not in self._unknown
+        if first:
+            self._unknown[link] = _Unknown(signal, request, result, self._clock(), time.monotonic())
+        self._busy_symbols[signal.symbol] = signal.signal_id
+        if first:
+            self._schedule(_ResolveUnknown(order_link_id=link), self._lookup_delay(1))
+
+    def _on_resolve_unknown(self, msg: _ResolveUnknown) -> None:
+        u = self._unknown.get(msg.order_link_id)
+        if u is None:
+            return  # a re-send of the signal resolved it meanwhile
+        symbol = u.request.symbol
+        try:
+            order = self._gateway.get_order(symbol, order_link_id=msg.order_link_id)
+        except Exception as exc:  # a tell handler: keep looking until the deadline, never die
+            self._log.warning("order.fill_check_failed", signal_id=u.signal.signal_id,
+                              order_link_id=msg.order_link_id, error=repr(exc))
+            order = None
+        if order is not None and _foreign_order(order, u.request) is not None:
+            del self._unknown[msg.order_link_id]
+            if self._busy_symbols.get(symbol) == u.signal.signal_id:
+                del self._busy_symbols[symbol]
+            self._ledger.record(self._link_taken(u.signal, u.request, order, u.result))
+            return
+        if order is not None:
+            del self._unknown[msg.order_link_id]
+            self._log.info("order.unknown_resolved", signal_id=u.signal.signal_id, order_link_id=msg.order_link_id,
+                           order_id=order.order_id, symbol=symbol, order_status=order.order_status.value)
+            ack = OrderAck(symbol=symbol, order_id=order.order_id, order_link_id=msg.order_link_id,
+                           resolution=Resolution.LOOKED_UP, order=order, qty=order.qty, reduce_only=order.reduce_only)
+            result = replace(u.result, outcome=ExecutionOutcome.PENDING, order_id=order.order_id, qty=order.qty,
+                             placed_at=u.sent_at, reason="", finished_at=None)
+            self._pending[msg.order_link_id] = _Pending(u.signal, u.request, ack, u.sent_at, time.monotonic(), result)
+            self._busy_symbols[symbol] = u.signal.signal_id
+            self._ledger.record(result)
+            self.actor_ref.tell(_ConfirmFill(order_link_id=msg.order_link_id))
+            return
+        waited = time.monotonic() - u.since_mono
+        if waited >= self._fill_timeout_s:
+            del self._unknown[msg.order_link_id]
+            if self._busy_symbols.get(symbol) == u.signal.signal_id:
+                del self._busy_symbols[symbol]
+            self._log.error("order.unknown_released", signal_id=u.signal.signal_id, order_link_id=msg.order_link_id,
+                            symbol=symbol, waited_s=round(waited, 2),
+                            reason="the order was not found by its orderLinkId; the symbol takes entries again",
+                            action="check the venue for this orderLinkId; reconciliation reports a stray order")
+            return
+        self._schedule(_ResolveUnknown(order_link_id=msg.order_link_id, attempt=msg.attempt + 1),
+                       self._lookup_delay(msg.attempt + 1))
+
+    @staticmethod
+    def _lookup_delay(attempt: int) -> float:
+        return min(0.5, 0.02 * 2 ** min(attempt, 5))
+
+    def _schedule(self, msg: Message, delay: float) -> None:
+        timer = tell_later(self.actor_ref, msg, delay)
+        self._timers.add(timer)
+        self._timers = {t for t in self._timers if t.is_alive()}
 
     # --- fill confirmation ------------------------------------------------------------------
 
@@ -575,17 +755,34 @@ class Executor(NodeActor):
                        position=_s(size), reduce_only=True)
         self._closing_symbols[signal.symbol] = signal.signal_id
         timeout = float(self._risk_cfg.close_timeout_s)
+        # Panic's mailbox may hold a whole panic (or a reconciliation) before this close: its answer is
+        # still waited for that long, and the symbol stays closing meanwhile.
+        panic_cfg = self._node.panic
+        late_s = float(panic_cfg.deadline_s + panic_cfg.close_deadline_s + panic_cfg.fill_timeout_s)
         ref = self.actor_ref
 
-        def wait() -> None:  # off the mailbox: the next signal is not held up by a slow close
+        def tell(done: _CloseDone) -> None:
             try:
-                res, err = future.get(timeout=timeout), None
-            except Exception as exc:
-                res, err = None, f"{type(exc).__name__}: {exc}"
-            try:
-                ref.tell(_CloseDone(signal.signal_id, signal.symbol, res, err))
+                ref.tell(done)
             except pykka.ActorDeadError:
                 pass
+
+        def wait() -> None:  # off the mailbox: the next signal is not held up by a slow close
+            res, err, gave_up, waited = None, None, False, timeout
+            try:
+                res = future.get(timeout=timeout)
+            except pykka.Timeout:
+                tell(_CloseDone(signal.signal_id, signal.symbol, None, None, unanswered=True, waited_s=timeout))
+                waited = timeout + late_s
+                try:
+                    res = future.get(timeout=late_s)
+                except pykka.Timeout:
+                    gave_up = True
+                except Exception as exc:
+                    err = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:
+                err = f"{type(exc).__name__}: {exc}"
+            tell(_CloseDone(signal.signal_id, signal.symbol, res, err, gave_up=gave_up, waited_s=waited))
 
         threading.Thread(target=wait, name=f"close-{signal.symbol}", daemon=True).start()
         return ExecutionResult(signal_id=signal.signal_id, symbol=signal.symbol, direction=signal.direction.value,
@@ -593,11 +790,22 @@ class Executor(NodeActor):
                                reason="close requested from Panic")
 
     def _on_close_done(self, msg: _CloseDone) -> None:
-        if self._closing_symbols.get(msg.symbol) == msg.signal_id:
-            del self._closing_symbols[msg.symbol]
         previous = self._ledger.get(msg.signal_id)
         base = previous or ExecutionResult(signal_id=msg.signal_id, symbol=msg.symbol, direction="flat",
                                            outcome=ExecutionOutcome.PENDING, reduce_only=True)
+        if msg.unanswered or msg.gave_up:
+            released = msg.gave_up
+            reason = (f"Panic did not answer within {round(msg.waited_s, 2)} s: the close may still complete; "
+                      "check the position on the venue")
+            log = self._log.error if released else self._log.warning
+            log("executor.close_unanswered", signal_id=msg.signal_id, symbol=msg.symbol, waited_s=round(msg.waited_s, 2),
+                symbol_released=released)
+            self._ledger.record(replace(base, outcome=ExecutionOutcome.UNKNOWN, reason=reason, finished_at=self._clock()))
+            if released and self._closing_symbols.get(msg.symbol) == msg.signal_id:
+                del self._closing_symbols[msg.symbol]
+            return
+        if self._closing_symbols.get(msg.symbol) == msg.signal_id:
+            del self._closing_symbols[msg.symbol]
         r = msg.result
         if not isinstance(r, CloseResult):  # no answer, a timeout, or not Panic's answer: never raise here (a tell)
             error = msg.error or f"Panic answered {type(r).__name__}, not a CloseResult"

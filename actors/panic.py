@@ -115,7 +115,13 @@ class Panic(NodeActor):
             self._reconcile()
 
     def _on_risk(self, msg: RiskStatus) -> None:
-        self._announce(self._gate.on_risk(msg))
+        change = self._gate.on_risk(msg)
+        if change is not None:
+            self._announce(change)
+            return
+        # No change, but the sender may be a Risk just restarted (it starts HALTED and its first status
+        # can be "seeded", which changes nothing here): it hears the current state anyway.
+        self._ctx.directory.tell(Role.RISK, self._gate.view())
 
     def _announce(self, change: TradingStateChanged | None, *, routine: bool = False) -> None:
         """Log and tell a change; `routine` (an orderly stop) is said at info, not as a warning."""

@@ -17,8 +17,8 @@ the only ways to reach today's PnL (`daily_pnl`, `drawdown_pct`) raise
 read past the guard, and `RiskEngine.check` turns `NotSeeded` into a block.
 
 Every check is answered from one `PortfolioSnapshot` the Executor took
-from the StateStore, with the funding rate it read: no exchange call, no
-second look at anything. A decision is an event, `risk.allowed` or
+from the StateStore, with the funding rate it read and the entries it has
+in flight (counted as if filled): no exchange call, no second look at anything. A decision is an event, `risk.allowed` or
 `risk.blocked`, with the failed check and the figures it compared.
 
 The close rule (DATA-024), explicit: an order that does not increase
@@ -236,6 +236,12 @@ class RiskEngine:
             drawdown = self.tracker.drawdown_pct(equity)
         except NotSeeded as exc:
             return _block("seed", f"today's PnL is not seeded ({exc}): entries are blocked", base)
+        # The day rolls in `evaluate`, on a timer that needs a StateStore snapshot; until it has run,
+        # yesterday's anchor would let today's loss hide behind yesterday's gain.
+        today = self._clock().astimezone(UTC).date()
+        if self.tracker.day != today:
+            return _block("seed", f"the PnL anchor is for {self.tracker.day}, not today ({today}): entries wait "
+                                  "for the UTC day rollover", base)
         figs = {**base, "equity": _s(equity), "daily_pnl": _s(pnl)}
         if self.tracker.latched:
             return _block("daily_loss_latch", f"daily loss latch tripped: {self.tracker.latch_reason}", figs)
@@ -249,7 +255,10 @@ class RiskEngine:
         if balance < lim.min_balance_usd:
             return _block("min_balance", "balance below the minimum", {**figs, "balance": _s(balance),
                                                                        "limit": _s(lim.min_balance_usd)})
-        open_symbols = {p.symbol for p in pf.positions}
+        # Entries still awaiting their fill count as if filled: the portfolio shows a position only
+        # once the stream has it, and a burst on other symbols must not pass the limits together.
+        pending = [p for p in req.in_flight if p.symbol != intent.symbol]
+        open_symbols = {p.symbol for p in pf.positions} | {p.symbol for p in pending}
         if intent.symbol not in open_symbols and len(open_symbols) >= lim.max_open_positions:
             return _block("max_open_positions", "too many open positions",
                           {**figs, "open_positions": str(len(open_symbols)), "limit": str(lim.max_open_positions)})
@@ -261,7 +270,8 @@ class RiskEngine:
         if position_after > lim.max_position_usd:
             return _block("position_exposure", "position would exceed max_position_usd",
                           {**figs, "position_usd": _s(position_after), "limit": _s(lim.max_position_usd)})
-        gross_after = sum((p.notional for p in pf.positions if p.symbol != intent.symbol), _ZERO) + position_after
+        gross_after = (sum((p.notional for p in pf.positions if p.symbol != intent.symbol), _ZERO)
+                       + sum((p.notional for p in pending), _ZERO) + position_after)
         if gross_after > lim.max_total_exposure_usd:
             return _block("gross_exposure", "gross exposure would exceed max_total_exposure_usd",
                           {**figs, "gross_usd": _s(gross_after), "limit": _s(lim.max_total_exposure_usd)})

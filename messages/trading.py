@@ -117,6 +117,9 @@ class RiskCheck:
     trading_state: TradingState
     funding_rate: Decimal | None = None  # None: unknown (0 is a value, DATA-015)
     is_close: bool = False  # a FLAT signal's close
+    # Entries sent whose fill the portfolio may not show yet (signed qty at their reference price):
+    # they count against the open-position and exposure limits as if filled.
+    in_flight: tuple[PositionView, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +139,7 @@ class ExecutionOutcome(StrEnum):
     ALREADY_FLAT = "already_flat"  # a FLAT signal with nothing to close
     BLOCKED = "blocked"  # refused before anything was sent (state, mode, risk, price, size)
     REJECTED = "rejected"  # the venue (or the gateway's pre-send checks) refused the order
-    UNKNOWN = "unknown"  # sent; the venue's answer was lost and the order was not found
+    UNKNOWN = "unknown"  # sent; the venue's answer was lost and the order was not found (a close: Panic did not answer)
     UNCONFIRMED = "unconfirmed"  # accepted; no fill seen within fill_timeout_s
     PENDING = "pending"  # accepted; the fill is being confirmed
     FAILED = "failed"  # a close Panic could not complete (TP/SL left in place)
@@ -165,6 +168,9 @@ class ExecutionResult:
     stop_loss: Decimal | None = None
     placed_at: datetime | None = None
     finished_at: datetime | None = None
+    # REJECTED only: nothing was created and the venue did not refuse the order itself (rate limit,
+    # ban, connection refused): a re-send of the same signal is tried again, not answered as a duplicate.
+    retryable: bool = False
 
     @property
     def final(self) -> bool:

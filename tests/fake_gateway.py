@@ -12,6 +12,7 @@ from decimal import Decimal
 from itertools import count
 from typing import Any
 
+from infra.bybit.entry_gate import EntryGate
 from infra.bybit.errors import ExchangeError, MalformedResponse, Rejected
 from infra.bybit.models import CancelAck, DcpInfo, OrderAck, OrderRequest, Resolution
 from messages.account import Order, OrderStatus, Position
@@ -45,6 +46,7 @@ class FakeGateway:
         self.fail_position_list = False
         self.dcp_available = True
         self._ids = count(1)
+        self.entries = EntryGate()  # the real one: the panic's halt and wait for opening orders
 
     # --- scripting ---------------------------------------------------------------------
 
@@ -98,6 +100,13 @@ class FakeGateway:
 
     def arm_dcp(self, window_s: int) -> None:
         self.calls.append(("arm_dcp", window_s))
+
+    def halt_entries(self, reason: str) -> Any:
+        self.calls.append(("halt_entries",))
+        return self.entries.halted(reason)
+
+    def settle_entries(self, timeout_s: float) -> tuple[set[str], bool]:
+        return self.entries.settle(timeout_s)
 
     def create_order(self, req: OrderRequest) -> OrderAck:
         self.calls.append(("create_order", req.symbol, req.side.value, str(req.qty), req.reduce_only))

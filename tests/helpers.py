@@ -34,7 +34,9 @@ def read_events(path: Path) -> list[dict]:
     if not path.exists():
         return []
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    # Only complete lines: another process (a node under test) may be half-way through writing the last.
+    lines = path.read_text(encoding="utf-8").split("\n")[:-1]
+    for line in lines:
         if line.strip():
             out.append(json.loads(line))
     return out

@@ -3,8 +3,9 @@
 `create_order` returns an `OrderAck` (accepted, acknowledged or found by
 orderLinkId), raises `Rejected` (the venue said no: no order exists),
 `OrderRefused` (never sent), `TransientError`/`RateLimited`/`IpBanned`
-(not accepted: nothing was created), or `OutcomeUnknown` (sent, and the
-order could not be found within `order_lookup_window_s`). The create is
+(not accepted: nothing was created), or `OutcomeUnknown` (sent, no answer
+or one that does not parse, and the order could not be found within
+`order_lookup_window_s`). The create is
 sent once, never retried here; re-sending the same request is always safe:
 the orderLinkId makes a second order impossible (110072 resolves to the first).
 """
@@ -12,9 +13,10 @@ the orderLinkId makes a second order impossible (110072 resolves to the first).
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager
 from decimal import Decimal
 
-from infra.bybit.errors import ExchangeError, NoAnswer, OrderRefused, OutcomeUnknown, Rejected
+from infra.bybit.errors import ExchangeError, MalformedResponse, NoAnswer, OrderRefused, OutcomeUnknown, Rejected
 from infra.bybit.instrument_lookup import InstrumentLookup
 from infra.bybit.instruments import decimal_str
 from infra.bybit.models import OrderAck, OrderRequest, OrderType, Resolution
@@ -44,6 +46,29 @@ class OrderEntry(InstrumentLookup):
                 "gateway.order_refused", symbol=req.symbol, order_link_id=req.order_link_id, reason=exc.reason, detail=exc.detail
             )
             raise
+        if req.reduce_only:
+            return self._send(req, body, qty, price, lane)
+        entries = self._sender.entries
+        try:
+            entries.admit(req.symbol, req.order_link_id)
+        except OrderRefused as exc:
+            log.warning("gateway.order_refused", symbol=req.symbol, order_link_id=req.order_link_id, reason=exc.reason,
+                        detail=exc.detail)
+            raise
+        try:
+            return self._send(req, body, qty, price, lane)
+        finally:
+            entries.done(req.order_link_id)
+
+    def halt_entries(self, reason: str) -> AbstractContextManager[None]:
+        """While inside: every opening create is refused (`entries_halted`); reduce-only ones go on."""
+        return self._sender.entries.halted(reason)
+
+    def settle_entries(self, timeout_s: float) -> tuple[set[str], bool]:
+        """Wait for the opening creates in flight: (their symbols, whether all ended within `timeout_s`)."""
+        return self._sender.entries.settle(timeout_s)
+
+    def _send(self, req: OrderRequest, body: dict, qty: Decimal, price: Decimal | None, lane: Lane) -> OrderAck:
         fields = {"symbol": req.symbol, "order_link_id": req.order_link_id, "lane": lane.name.lower()}
         try:
             answer = self._sender.once(Endpoints.CREATE, lane, body)
@@ -53,7 +78,8 @@ class OrderEntry(InstrumentLookup):
                 return self._resolve(req, Resolution.DUPLICATE, qty, price, lane, cause=exc)
             log.warning("gateway.order_rejected", **fields, ret_code=exc.ret_code, ret_msg=exc.ret_msg)
             raise
-        except NoAnswer as exc:
+        except (NoAnswer, MalformedResponse) as exc:
+            # An answer that does not parse may still be the venue's acceptance: ambiguous, not "not sent".
             log.warning("gateway.order_outcome_unknown", **fields, cause=str(exc))
             return self._resolve(req, Resolution.LOOKED_UP, qty, price, lane, cause=exc)
         except ExchangeError as exc:

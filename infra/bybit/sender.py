@@ -1,7 +1,7 @@
 """How every gateway call reaches the venue: on a lane, once, with bounded retries, or over cursor pages.
 
-One `Sender` per gateway view. The transport, the exchange settings and
-the write guard are shared by every view; only the forced lane differs,
+One `Sender` per gateway view. The transport, the exchange settings, the
+write guard and the entry gate are shared by every view; only the forced lane differs,
 so Panic's view (`on_lane(Lane.PANIC)`) sends its lookups on the panic
 lane too.
 
@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Mapping, TypeVar
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
+from infra.bybit.entry_gate import EntryGate
 from infra.bybit.errors import MalformedResponse, RateLimited, TransientError
 from infra.bybit.rate_limit import Lane
 from infra.bybit.transport import Answer, Endpoint, Transport
@@ -37,15 +38,17 @@ _PAGE_LIMIT_GUARD = 200  # pages per listing: a runaway cursor must not loop for
 class Sender:
     """Sends the gateway's requests for one lane view; thread-safe."""
 
-    def __init__(self, transport: Transport, exchange: ExchangeConfig, guard: WriteGuard, forced_lane: Lane | None = None):
+    def __init__(self, transport: Transport, exchange: ExchangeConfig, guard: WriteGuard, forced_lane: Lane | None = None,
+                 entries: EntryGate | None = None):
         self.transport = transport
         self.exchange = exchange
         self.guard = guard
+        self.entries = entries if entries is not None else EntryGate()
         self._forced_lane = forced_lane
 
     def on_lane(self, lane: Lane) -> "Sender":
         """A sender sharing everything with this one, on which every call uses `lane`."""
-        return Sender(self.transport, self.exchange, self.guard, forced_lane=lane)
+        return Sender(self.transport, self.exchange, self.guard, forced_lane=lane, entries=self.entries)
 
     def lane(self, default: Lane) -> Lane:
         return self._forced_lane if self._forced_lane is not None else default

@@ -11,6 +11,7 @@ from decimal import Decimal
 import pytest
 
 from infra.bybit import OrderRequest, OrderType, new_order_link_id
+from infra.presence import NodePresence
 from messages.trading import ExecutionOutcome
 from messages.types import Side
 from tests.conftest import REPO
@@ -118,3 +119,20 @@ def test_signal_and_panic_reach_the_actors_of_a_running_node(venue):
         node.terminate()
         node.communicate(timeout=30)
     assert node.returncode == 0
+
+
+def test_panic_with_a_node_that_does_not_answer_falls_back_to_flattening_through_the_gateway(venue):
+    """A node that holds its lock but whose control channel is dead (hung, wedged) made `panic` print
+    an error and exit 1 with every position still open: the panic button failed exactly when the node
+    was sick. It now panics straight through the gateway, as with no node running."""
+    sim, gateway, config, _ = venue
+    config.write_text(config.read_text().replace("panic:\n  reconcile_interval_s: 0\n",
+                                                 "panic:\n  reconcile_interval_s: 0\n  deadline_s: 2\n"))
+    open_position(gateway, "BTCUSDT", Side.BUY, "0.01")
+    with NodePresence(config.parent / "data", "sim"):  # "running": the lock is held, nothing reads commands
+        done = main_py(config, "panic", timeout=90)
+    assert done.returncode == 0, done.stderr
+    assert "did not pick up" in done.stderr
+    report = json.loads(done.stdout)
+    assert report["flat"] is True and [c["symbol"] for c in report["closed"]] == ["BTCUSDT"]
+    assert gateway.get_position("BTCUSDT").size == 0 and gateway.get_open_orders() == []

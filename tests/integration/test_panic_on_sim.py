@@ -3,16 +3,18 @@ fault switches, and the sim's own order log as the witness of what happened in w
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 
 import pytest
 
 from actors.closing import ClosePolicy, Closer, Flattener
 from actors.reconcile import Reconciler
-from infra.bybit import Lane, OrderRequest, OrderType, new_order_link_id
+from infra.bybit import Lane, OrderRefused, OrderRequest, OrderType, new_order_link_id
 from messages.commands import CloseOutcome
 from messages.queries import StateSnapshot
 from messages.types import Side
+from tests.helpers import wait_until
 from tests.integration.test_gateway_orders import make_gateway
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -142,3 +144,58 @@ def test_a_stop_moves_in_place_and_the_position_is_never_without_it(venue):
     assert not [e for e in log if e["event"] in ("Cancelled", "Deactivated")]
     assert [e["stop_order_type"] for e in log if e["event"] == "created" and e["stop_order_type"]] == [
         "TakeProfit", "StopLoss"]
+
+
+def test_a_panic_never_reports_flat_while_an_entry_create_is_still_on_the_wire(sim_factory, sim_creds, events):
+    """An entry that passed its checks just before the panic halted trading was on the wire while
+    the panic read the account: flat, no order - "flat" was reported, and a moment later the
+    entry opened a position. The panic now refuses new entries while it runs, waits for the ones
+    in flight before it verifies, and closes what they opened."""
+    sim = sim_factory(symbols=list(PRICES))
+    for symbol, price in PRICES.items():
+        sim.set_price(symbol, price)
+    gateway = make_gateway(sim, sim_creds, rest_timeout_s=Decimal("5"))
+    try:
+        sim.faults.delay_responses(1.2, count=1, path="/v5/order/create")
+        entry = OrderRequest(symbol="BTCUSDT", side=Side.BUY, order_type=OrderType.MARKET, qty=QTY["BTCUSDT"],
+                             reference_price=PRICES["BTCUSDT"], order_link_id=new_order_link_id("t"),
+                             take_profit=Decimal("63000"), stop_loss=Decimal("57000"))
+        outcome: dict[str, object] = {}
+
+        def send() -> None:
+            try:
+                outcome["ack"] = gateway.create_order(entry)
+            except Exception as exc:  # noqa: BLE001 - the test reports it below
+                outcome["error"] = exc
+
+        sender = threading.Thread(target=send, name="entry-in-flight", daemon=True)
+        sender.start()
+        wait_until(lambda: sim.faults.state.delay.count == 0, timeout=5, what="the entry create reached the venue")
+        flattener = Flattener(gateway.on_lane(Lane.PANIC), list(PRICES), POLICY, deadline_s=30)
+        late = OrderRequest(symbol="ETHUSDT", side=Side.SELL, order_type=OrderType.MARKET, qty=QTY["ETHUSDT"],
+                            reference_price=PRICES["ETHUSDT"], order_link_id=new_order_link_id("t"))
+        refused: list[Exception] = []
+        real_close_all = flattener._close_all
+
+        def close_all_and_try_an_entry(*args, **kwargs):  # an entry sent while the panic runs (once)
+            if not refused:
+                try:
+                    gateway.create_order(late)
+                except OrderRefused as exc:
+                    refused.append(exc)
+            return real_close_all(*args, **kwargs)
+
+        flattener._close_all = close_all_and_try_an_entry
+        report = flattener.run("test")
+        sender.join(timeout=10)
+        assert "ack" in outcome, outcome
+        assert report.flat, report
+        assert gateway.get_position("BTCUSDT").size == 0 and gateway.get_open_orders() == []
+        assert [e.reason for e in refused] == ["entries_halted"]
+        assert gateway.get_position("ETHUSDT").size == 0
+        assert unprotected_moments(sim.order_log()) == []
+        # After the panic the gateway takes entries again: the trading state is what keeps them out.
+        gateway.create_order(late.model_copy(update={"order_link_id": new_order_link_id("t")}))
+        assert gateway.get_position("ETHUSDT").is_open
+    finally:
+        gateway.close()

@@ -1,9 +1,11 @@
 """The trading path against the simulator: the node's actor tree, a real gateway, real Risk on a real DuckDB file.
 
-The test opens the gate itself (it tells ACTIVE to Risk and the Executor),
-so it exercises the path from signal to fill alone, also in the run without
-a private socket where the real Panic would rightly keep trading HALTED
-(the gate is tested in test_panic_actor and test_example_path). The market
+The test opens the gate itself, at its owner: it tells Panic the data is
+ready, so Panic goes ACTIVE once Risk has seeded and tells Risk and the
+Executor, also in the run without a private socket where readiness would
+rightly never come (the gate is tested in test_panic_actor and
+test_example_path). Telling ACTIVE to Risk and the Executor directly would
+not hold: Panic answers each Risk status with its own state. The market
 reader is the node's LiveMarketReader over the StateStore: a fresh ticker
 stream must cost no REST price read (`market.rest_fallback` never logged).
 """
@@ -24,8 +26,8 @@ from infra.bybit import Gateway, order_link_id
 from infra.config import ExchangeConfig, TradingMode, Venue, load_config
 from infra.market_reader import LiveMarketReader
 from messages.commands import Signal
-from messages.control import Ping, TradingState, TradingStateChanged
-from messages.queries import GetSnapshot
+from messages.control import Ping, ReadinessChanged, TradingState
+from messages.queries import GetSnapshot, GetTradingState
 from messages.trading import ExecutionOutcome, GetExecution
 from tests.helpers import wait_until
 from tests.integration.conftest import SIM_KEY, SIM_SECRET, to_the_wall_clock
@@ -65,10 +67,8 @@ def start_node(sim, write_config, *, without: tuple[Role, ...] = (), risk: str =
     directory.tell(Role.STATE_STORE, gateway.get_wallet())
     wait_until(lambda: directory.get(Role.STATE_STORE).ask(GetSnapshot(), timeout=5).tickers.get("BTCUSDT"),
                timeout=10, what="BTC ticker in the StateStore")
-    # Open the gate here, independent of readiness (see the module docstring).
-    for role in (Role.RISK, Role.EXECUTOR):
-        directory.tell(role, TradingStateChanged(state=TradingState.ACTIVE, previous=TradingState.HALTED,
-                                                 reason="test: seeded and ready"))
+    # Open the gate here, independent of the sockets (see the module docstring).
+    directory.tell(Role.PANIC, ReadinessChanged(ready=True, reasons=("test: ready",)))
     ctx = ActorContext(config=app, directory=directory, urls=sim.urls, gateway=gateway)
 
     def stop() -> None:
@@ -102,6 +102,9 @@ def orders_with_link(sim, link: str) -> list:
 
 def wait_seeded(directory: Directory, events) -> None:
     wait_until(lambda: any(e["event"] == "risk.seeded" for e in events()), timeout=10, what="risk.seeded")
+    # Panic answers only after its handler told Risk and the Executor: no signal can overtake ACTIVE.
+    wait_until(lambda: directory.get(Role.PANIC).ask(GetTradingState(), timeout=5).state is TradingState.ACTIVE,
+               timeout=10, what="Panic ACTIVE")
 
 
 def test_a_signal_through_real_risk_fills_with_tp_sl_on_the_venue(sim, node, events):
@@ -140,7 +143,7 @@ def test_a_create_that_timed_out_but_was_accepted_yields_exactly_one_order(sim, 
     # A new Executor that has forgotten it (a restart): the orderLinkId still keeps it to one order.
     fresh = Executor.start(ctx, reader=reader)
     try:
-        fresh.tell(TradingStateChanged(state=TradingState.ACTIVE, previous=TradingState.HALTED, reason="test"))
+        # No one tells it ACTIVE: it asks Panic for the state on start (before this signal, in its mailbox).
         again = fresh.ask(signal, timeout=10)
         assert again.outcome in (ExecutionOutcome.PENDING, ExecutionOutcome.FILLED), again
         wait_until(lambda: (r := fresh.ask(GetExecution(signal_id="it-timeout-1"), timeout=5)) and r.final, timeout=15)

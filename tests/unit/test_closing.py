@@ -10,6 +10,8 @@ import pytest
 from actors.closing import ClosePolicy, Closer, Flattener
 from actors.reconcile import Reconciler
 from infra.bybit.errors import OrderRefused, RateLimited, Rejected
+from infra.bybit.models import OrderAck, Resolution
+from messages.account import Order
 from messages.commands import CloseOutcome
 from messages.queries import StateSnapshot
 from tests.fake_gateway import FakeGateway, order, position
@@ -262,3 +264,76 @@ def test_a_filled_close_with_a_position_still_open_closes_the_remainder_without_
     assert [c[3] for c in gw.calls if c[0] == "create_order"] == ["1.0", "0.2"]
     # Two looks at the filled order, not a spin until the fill timeout.
     assert sum(1 for c in gw.calls if c[0] == "get_position") <= 5
+
+
+def test_an_opening_order_still_in_flight_at_the_deadline_is_never_reported_flat():
+    gw = FakeGateway()
+    gw.entries.admit("BTCUSDT", "x-stuck")  # an entry create that never comes back
+    report = Flattener(gw, ("BTCUSDT",), FAST, deadline_s=0.3, verify_rounds=3, max_workers=1,
+                       sleep=lambda s: None).run("test")
+    assert not report.flat and report.time_to_flat_s is None
+    assert "<unknown: an opening order was still in flight>" in report.still_open_positions
+    assert any("still in flight on ['BTCUSDT']" in e for e in report.errors)
+    gw.entries.done("x-stuck")
+
+
+def test_opening_orders_are_refused_only_while_a_panic_runs():
+    gate = FakeGateway().entries
+    with gate.halted("panic: test"):
+        with pytest.raises(OrderRefused) as refused:
+            gate.admit("BTCUSDT", "x-1")
+        assert refused.value.reason == "entries_halted"
+    gate.admit("BTCUSDT", "x-2")
+    assert gate.settle(0.05) == ({"BTCUSDT"}, False)
+    gate.done("x-2")
+    assert gate.settle(0.05) == (set(), True)
+
+
+def test_a_close_beaten_by_the_stop_reports_what_its_order_filled_not_the_whole_position(events):
+    """The stop-loss filled first, so the venue cancelled the reduce-only close with nothing filled.
+    `cumExecQty` 0 is a Decimal zero, falsy: `cum_exec_qty or position.size` reported the whole
+    position as closed by our order."""
+    gw = FakeGateway()
+    gw.open("BTCUSDT", "Buy", "0.5")
+
+    def stop_fills_first(req):
+        gw.calls.append(("create_order", req.symbol, req.side.value, str(req.qty), req.reduce_only))
+        gw.positions["BTCUSDT"] = position("BTCUSDT", None, "0")
+        gw._filled["close-x"] = Order.from_bybit({
+            "orderId": "close-x", "orderLinkId": req.order_link_id, "symbol": "BTCUSDT", "side": "Sell",
+            "orderType": "Market", "orderStatus": "Cancelled", "qty": str(req.qty), "cumExecQty": "0",
+            "avgPrice": "", "reduceOnly": True, "createdTime": "1767225600000"})
+        return OrderAck(symbol=req.symbol, order_id="close-x", order_link_id=req.order_link_id,
+                        resolution=Resolution.ACKNOWLEDGED, qty=req.qty, reduce_only=True)
+
+    gw.create_order = stop_fills_first
+    result = closer(gw).close_position("BTCUSDT", "test", "sig-beaten")
+    assert result.outcome is CloseOutcome.CLOSED  # flat is flat, whichever order made it so
+    assert result.closed_qty == Decimal("0") and result.avg_price is None
+    done = [e for e in events() if e["event"] == "close.done"]
+    assert done[0]["closed_qty"] == "0"
+
+
+def test_stops_of_a_position_an_entry_reopened_after_the_close_are_not_cancelled(events):
+    """The close filled and the position read flat; then an entry that was already in flight filled,
+    opening a new position with its own TP/SL. The conditional orders listed next were all cancelled
+    as the closed position's leftovers - the new position's stops with them, leaving it naked."""
+    gw = FakeGateway()
+    gw.open("BTCUSDT", "Buy", "0.5")
+    real_open_orders = gw.get_open_orders
+    reopened = []
+
+    def open_orders_after_a_late_entry(symbol=None, **kw):
+        if symbol == "BTCUSDT" and not reopened and not gw.positions["BTCUSDT"].is_open:
+            reopened.append(True)
+            gw.open("BTCUSDT", "Buy", "0.2")  # the late entry's position and its own TP/SL
+        return real_open_orders(symbol, **kw)
+
+    gw.get_open_orders = open_orders_after_a_late_entry
+    result = closer(gw).close_position("BTCUSDT", "test", "sig-late-entry")
+    assert reopened
+    assert result.outcome is CloseOutcome.CLOSED
+    assert {o.stop_order_type for o in gw.stops("BTCUSDT")} == {"TakeProfit", "StopLoss"}
+    assert not any(c[0] in ("cancel_order", "cancel_all") for c in gw.calls)
+    assert result.conditionals_cancelled == 0 and "open again" in (result.error or "")
+    assert any(e["event"] == "close.cancel_skipped" for e in events())

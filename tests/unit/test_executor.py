@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 
 import pytest
 
 from actors.base import ActorContext, Directory, Role
 from actors.executor import Executor, fill_from, order_qty, price_deviation_pct
-from infra.bybit import OutcomeUnknown, order_link_id
+from actors.risk import RiskEngine
+from infra.bybit import OrderAck, OutcomeUnknown, RateLimited, Rejected, Resolution, order_link_id
 from infra.config import AppConfig, NodeConfig, RiskConfig
 from infra.market_reader import Quote
+from infra.store.risk_state import RiskDay
 from messages.account import Order
 from messages.commands import ClosePosition, CloseOutcome, CloseResult, Signal
 from messages.control import TradingState, TradingStateChanged
+from messages.queries import GetTradingState
 from messages.trading import ExecutionOutcome, GetExecution, RiskCheck, RiskDecision
 from messages.types import Side
 from tests.helpers import wait_until
@@ -148,6 +152,82 @@ def test_a_retry_after_an_unknown_outcome_resends_the_same_order_link_id(tmp_pat
     assert w.signal("sig-u", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
     links = [r.order_link_id for r in w.gateway.created]
     assert len(links) == 2 and links[0] == links[1] == order_link_id("sig-u", "entry", prefix="x")
+
+
+def test_a_blocked_resend_after_an_unknown_outcome_leaves_the_signal_unknown_and_retryable(tmp_path):
+    """A re-send of an UNKNOWN signal that a check stops (here REDUCING) replaced UNKNOWN with BLOCKED
+    ("nothing was sent"), though the first send's order may exist; every later re-send was then
+    answered from the ledger as a duplicate, so the unknown outcome could never be resolved."""
+    w = World(tmp_path)
+    w.gateway.on_create = lambda req: (_ for _ in ()).throw(
+        OutcomeUnknown("the answer was lost and the lookup found nothing", order_link_id=req.order_link_id))
+    assert w.signal("sig-ub", qty=Decimal("0.01")).outcome is ExecutionOutcome.UNKNOWN
+    w.gateway.on_create = None
+    w.set_state(TradingState.REDUCING)
+    blocked = w.signal("sig-ub", qty=Decimal("0.01"))
+    assert blocked.outcome is ExecutionOutcome.UNKNOWN and "REDUCING" in blocked.reason
+    assert w.result("sig-ub").outcome is ExecutionOutcome.UNKNOWN
+    w.set_state(TradingState.ACTIVE)
+    assert w.signal("sig-ub", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
+    assert w.gateway.calls["create_order"] == 2
+
+
+def _lost_answer(req):
+    raise OutcomeUnknown("the answer was lost and the lookup found nothing", order_link_id=req.order_link_id)
+
+
+def test_an_unknown_outcome_holds_its_symbol_until_the_venue_shows_the_order(tmp_path, events):
+    """After an unknown outcome the symbol was free at once: a second entry went out while the first
+    one's order could still be on the venue, doubling the position. Unknown now fails closed for that
+    symbol; the Executor looks the order up by its orderLinkId and confirms its fill like any other."""
+    w = World(tmp_path, fill_timeout_s=Decimal("20"))  # the lookups must not give up before the order shows
+    w.gateway.on_create = _lost_answer
+    assert w.signal("sig-ua", qty=Decimal("0.01")).outcome is ExecutionOutcome.UNKNOWN
+    w.gateway.on_create = None
+    second = w.signal("sig-ub2", qty=Decimal("0.01"))
+    assert second.outcome is ExecutionOutcome.BLOCKED and second.check == "order_in_flight", second
+    assert w.signal("sig-eth", symbol="ETHUSDT", qty=Decimal("0.1")).outcome is ExecutionOutcome.PENDING
+    assert w.gateway.calls["create_order"] == 2  # sig-ua and sig-eth; never sig-ub2
+    link = order_link_id("sig-ua", "entry", prefix="x")
+    w.gateway.orders[link] = Order(orderId="oid-late", orderLinkId=link, symbol="BTCUSDT", side="Buy", orderType="Market",
+                                   orderStatus="Filled", qty="0.01", avgPrice="60010", cumExecQty="0.01", createdTime=T0)
+    res = wait_until(lambda: (r := w.result("sig-ua")).outcome is ExecutionOutcome.FILLED and r, timeout=5,
+                     what="the unknown order found and its fill confirmed")
+    assert res.outcome is ExecutionOutcome.FILLED and res.avg_price == Decimal("60010") and res.order_id == "oid-late"
+    assert any(e["event"] == "order.unknown_resolved" and e["order_id"] == "oid-late" for e in events())
+    assert w.signal("sig-ub3", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
+
+
+def test_an_unknown_order_never_found_releases_its_symbol_after_the_fill_timeout(tmp_path, events):
+    w = World(tmp_path)
+    w.gateway.on_create = _lost_answer
+    assert w.signal("sig-un", qty=Decimal("0.01")).outcome is ExecutionOutcome.UNKNOWN
+    w.gateway.on_create = None
+    released = wait_until(lambda: [e for e in events() if e["event"] == "order.unknown_released"], timeout=5,
+                          what="the symbol released")
+    assert released[0]["signal_id"] == "sig-un" and released[0]["level"] == "error"
+    assert w.result("sig-un").outcome is ExecutionOutcome.UNKNOWN  # never claimed to be absent
+    assert w.signal("sig-un2", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
+    assert w.gateway.calls["get_order"] >= 1
+
+
+def test_a_create_the_venue_never_took_can_be_resent_with_the_same_signal_id(tmp_path, events):
+    """A rate-limited create (10006) created nothing, yet its REJECTED result was final: a re-send of
+    the same signal was answered from the ledger as a duplicate and never reached the venue. It is
+    now marked retryable; a refusal by the venue itself stays final."""
+    w = World(tmp_path)
+    w.gateway.on_create = lambda req: (_ for _ in ()).throw(RateLimited("retCode 10006: Too many visits!",
+                                                                         retry_after_s=0.2))
+    first = w.signal("sig-rl", qty=Decimal("0.01"))
+    assert first.outcome is ExecutionOutcome.REJECTED and first.retryable
+    w.gateway.on_create = None
+    assert w.signal("sig-rl", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
+    assert w.gateway.calls["create_order"] == 2
+    w.gateway.on_create = lambda req: (_ for _ in ()).throw(Rejected(110007, "ab not enough for new order"))
+    refused = w.signal("sig-poor", symbol="ETHUSDT", qty=Decimal("0.01"))
+    assert refused.outcome is ExecutionOutcome.REJECTED and not refused.retryable
+    assert w.signal("sig-poor", symbol="ETHUSDT", qty=Decimal("0.01")).outcome is ExecutionOutcome.REJECTED
+    assert w.gateway.calls["create_order"] == 3
 
 
 def test_fresh_state_means_zero_rest_price_calls_and_the_order_carries_tp_sl(tmp_path, events):
@@ -381,3 +461,93 @@ def test_the_log_writer_is_held_while_the_signal_is_decided_and_released_for_the
     w.set_state(TradingState.HALTED)
     assert w.signal("sig-halted", qty=Decimal("0.01")).outcome is ExecutionOutcome.BLOCKED
     assert il._not_held.is_set()  # a blocked signal releases it too
+
+
+def test_entries_still_awaiting_their_fill_count_against_the_exposure_limits(tmp_path):
+    """Risk judged each entry from the StateStore's portfolio only, which shows a position once its fill
+    arrives: a burst of entries on different symbols, each within the limits alone, passed together
+    past max_total_exposure_usd and max_open_positions. Entries in flight now count."""
+    limits = RiskConfig(max_daily_loss_usd=Decimal("100"), max_position_usd=Decimal("1000"),
+                        max_total_exposure_usd=Decimal("1500"), max_open_positions=2, max_leverage=Decimal("5"),
+                        max_funding_cost_usd=Decimal("10"))
+    engine = RiskEngine(limits, clock=lambda: T0)
+    engine.tracker.seed(RiskDay(day=T0.date(), anchor_balance=Decimal("10000"), peak_equity=Decimal("10000"),
+                                latched=False, latch_reason=None, latched_at=None, seed_source="venue"))
+    engine.trading_state = TradingState.ACTIVE
+    w = World(tmp_path, fill_timeout_s=Decimal("20"))
+    w.risk_reply = lambda m: engine.check(m) if isinstance(m, RiskCheck) else None
+    # Each 0.015 x 60000 = 900 USD: alone within every limit; two make 1800 > 1500.
+    assert w.signal("sig-x1", symbol="BTCUSDT", qty=Decimal("0.015")).outcome is ExecutionOutcome.PENDING
+    second = w.signal("sig-x2", symbol="ETHUSDT", qty=Decimal("0.015"))
+    assert second.outcome is ExecutionOutcome.BLOCKED and second.check == "gross_exposure", second
+    assert w.signal("sig-x3", symbol="SOLUSDT", qty=Decimal("0.005")).outcome is ExecutionOutcome.PENDING  # 1200
+    third = w.signal("sig-x4", symbol="XRPUSDT", qty=Decimal("0.001"))
+    assert third.outcome is ExecutionOutcome.BLOCKED and third.check == "max_open_positions", third
+    assert w.gateway.calls["create_order"] == 2
+
+
+def test_a_close_panic_answers_late_is_not_reported_failed_and_its_symbol_stays_closing(tmp_path, events):
+    """Panic's mailbox may be busy (a panic, a reconciliation) past close_timeout_s. The Executor then
+    logged executor.close_failed and recorded FAILED - "TP/SL left in place" - and freed the symbol,
+    while the close still ran and flattened the position a moment later."""
+    w = World(tmp_path, close_timeout_s=Decimal("0.3"))
+    release = threading.Event()
+
+    def late_close(m):
+        if isinstance(m, ClosePosition):
+            release.wait(10)
+            return CloseResult(symbol=m.symbol, outcome=CloseOutcome.CLOSED, signal_id=m.signal_id, order_id="close-late",
+                               closed_qty=Decimal("0.01"), avg_price=Decimal("60010"))
+        return None
+
+    w.panic_reply = late_close
+    w.state[0] = snapshot(wallet(), positions=(position("BTCUSDT", Side.BUY, "0.01"),))
+    assert w.signal("sig-late", direction="flat").outcome is ExecutionOutcome.PENDING
+    wait_until(lambda: any(e["event"] == "executor.close_unanswered" for e in events()), timeout=5,
+               what="the close reported unanswered")
+    assert w.result("sig-late").outcome is ExecutionOutcome.UNKNOWN
+    assert w.signal("sig-late2", direction="flat").check == "close_in_flight"
+    release.set()
+    res = wait_until(lambda: (r := w.result("sig-late")).outcome is ExecutionOutcome.CLOSED and r, timeout=5,
+                     what="the late answer recorded")
+    assert res.order_id == "close-late" and res.filled_qty == Decimal("0.01")
+    assert not [e for e in events() if e["event"] == "executor.close_failed"]
+    assert w.signal("sig-late3", direction="flat").outcome is ExecutionOutcome.PENDING  # the symbol is free again
+
+
+def test_a_restarted_executor_learns_the_current_trading_state_from_panic(tmp_path, events):
+    """Panic tells the trading state only when it changes. An Executor restarted by the Supervisor
+    while the node was ACTIVE started HALTED and stayed so - every signal blocked with "trading is
+    HALTED" while the node reported ACTIVE - until the next change, which may never come."""
+    w = World(tmp_path)
+    w.panic_reply = lambda m: (TradingStateChanged(state=TradingState.ACTIVE, previous=TradingState.HALTED,
+                                                   reason="state seeded, data fresh, risk seeded")
+                               if isinstance(m, GetTradingState) else None)
+    w.ref.stop()
+    node = NodeConfig(data_dir=tmp_path / "data", risk=RiskConfig(fill_stream_wait_s=Decimal("0.3"),
+                                                                  fill_timeout_s=Decimal("1.5")))
+    ctx = ActorContext(config=AppConfig(node=node, credentials=None, source="test"), directory=w.directory, generation=1)
+    w.ref = Executor.start(ctx, reader=w.reader, gateway=w.gateway)
+    w.directory.register(Role.EXECUTOR, w.ref)
+    res = wait_until(lambda: (r := w.signal(f"sig-rs-{len(events())}", qty=Decimal("0.01"))).outcome
+                     is not ExecutionOutcome.BLOCKED and r, timeout=5, what="the restarted Executor trading")
+    assert res.outcome is ExecutionOutcome.PENDING
+    assert any(e["event"] == "executor.trading_state_synced" and e["state"] == "ACTIVE" for e in events())
+
+
+def test_a_duplicate_order_link_id_held_by_a_different_order_is_not_this_signals_fill(tmp_path, events):
+    """110072 resolves to the order that holds the orderLinkId. When a signal id is used again for a
+    different intent (a strategy restarted and counting from 1 again), that order is an old SELL of
+    another size, yet its fill was reported as this LONG signal's fill: FILLED, nothing placed."""
+    w = World(tmp_path)
+    link = order_link_id("sig-reused", "entry", prefix="x")
+    old = Order(orderId="o-old", orderLinkId=link, symbol="BTCUSDT", side="Sell", orderType="Market",
+                orderStatus="Filled", qty="0.5", avgPrice="58000", cumExecQty="0.5", createdTime=T0)
+    w.gateway.on_create = lambda req: OrderAck(symbol=req.symbol, order_id="o-old", order_link_id=req.order_link_id,
+                                               resolution=Resolution.DUPLICATE, order=old, qty=old.qty)
+    res = w.signal("sig-reused", qty=Decimal("0.01"))
+    assert res.outcome is ExecutionOutcome.REJECTED, res
+    assert "o-old" in res.reason and not res.retryable
+    assert w.result("sig-reused").outcome is ExecutionOutcome.REJECTED
+    assert any(e["event"] == "order.link_id_taken" for e in events())
+    assert w.signal("sig-other", qty=Decimal("0.01")).outcome is not ExecutionOutcome.BLOCKED  # the symbol is free

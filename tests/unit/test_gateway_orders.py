@@ -194,6 +194,22 @@ def test_lost_create_that_never_shows_up_is_outcome_unknown(venue, gateway):
     assert len(venue.requests("/v5/order/create")) == 1
 
 
+def test_an_accepted_create_whose_answer_does_not_parse_is_looked_up_not_called_unsent(venue, gateway):
+    """retCode 0 with a result that is not an object: the venue accepted the order, but the answer was
+    raised as MalformedResponse, which create_order treated as "not accepted: nothing was created"
+    (gateway.order_not_sent) - the caller then saw a final rejection for an order that exists."""
+    book = Book(venue)
+
+    def accept_garbled(req):
+        book.place(req.body["orderLinkId"], order_id="o-garbled")
+        return Reply(body=envelope(["not", "an", "object"]))
+
+    venue.on("POST", "/v5/order/create", accept_garbled)
+    ack = gateway.create_order(market_buy(link="garbled-1"))
+    assert ack.resolution is Resolution.LOOKED_UP and ack.order_id == "o-garbled"
+    assert len(venue.requests("/v5/order/create")) == 1
+
+
 def test_rate_limited_create_is_not_ambiguous(venue, gateway):
     Book(venue)
     venue.on("POST", "/v5/order/create", Reply(body=envelope(ret_code=10006, ret_msg="Too many visits!"), headers=limit_headers(10, 0, 300)))

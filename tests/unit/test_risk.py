@@ -14,8 +14,8 @@ from infra.config import AppConfig, NodeConfig, RiskConfig
 from infra.store import HistoryStore
 from infra.store.risk_state import RiskDay, RiskStateStore
 from messages.commands import Panic
-from messages.control import RiskStatus, TradingState, TradingStateChanged
-from messages.queries import GetSnapshot
+from messages.control import ReadinessChanged, RiskStatus, TradingState, TradingStateChanged
+from messages.queries import GetSnapshot, GetTradingState
 from messages.trading import OrderIntent, PortfolioSnapshot, RiskCheck
 from messages.types import Side
 from tests.helpers import wait_until
@@ -237,6 +237,35 @@ def test_midnight_without_a_wallet_unseeds():
     assert engine.check(entry(pf=portfolio())).check == "seed"
 
 
+def test_an_entry_after_midnight_is_not_judged_against_yesterdays_anchor():
+    """The day rolls only in `evaluate` (a timer that needs a StateStore snapshot). Until it runs,
+    e.g. while the StateStore does not answer, yesterday's anchor was used: after a +500 USD day,
+    today's -150 USD (limit 100) read as +350 and the entry was allowed. Fail closed instead."""
+    now = [T0]
+    engine = RiskEngine(LIMITS, clock=lambda: now[0])
+    engine.tracker.seed(day_row(anchor="10000", peak="10500"))
+    engine.trading_state = TradingState.ACTIVE
+    # Yesterday ended at 10500; today started from there and is now 150 USD down.
+    pf = portfolio("10350", balance="10500")
+    now[0] = datetime(2026, 12, 2, 0, 5, tzinfo=timezone.utc)
+    decision = engine.check(entry(pf=pf))
+    assert not decision.allowed, decision
+    assert decision.check == "seed" and "2026-12-01" in decision.reason
+    # Once the rollover has run, today's own anchor judges it: the loss limit.
+    assert isinstance(engine.evaluate(portfolio("10450", balance="10500"))[0], Rollover)
+    assert engine.check(entry(pf=portfolio("10450", balance="10500"))).allowed
+    assert engine.check(entry(pf=pf)).check == "daily_loss"
+
+
+def test_a_close_after_midnight_is_still_allowed_before_the_rollover():
+    now = [datetime(2026, 12, 2, 0, 5, tzinfo=timezone.utc)]
+    engine = RiskEngine(LIMITS, clock=lambda: now[0])
+    engine.tracker.seed(day_row())
+    engine.trading_state = TradingState.ACTIVE
+    pf = portfolio(positions=[position("BTCUSDT", Side.BUY, "0.01")])
+    assert engine.check(entry(side=Side.SELL, qty="0.01", pf=pf, is_close=True, reduce_only=True)).allowed
+
+
 # --- the actor: seeding, persistence, the latch across a restart --------------------------------------------------
 
 
@@ -373,3 +402,31 @@ def test_event_figures_are_plain_with_at_most_six_decimals(value, text):
     from actors.risk import _s
 
     assert _s(value) == text
+
+
+def test_a_restarted_risk_learns_the_trading_state_although_its_seed_changes_nothing_at_panic(tmp_path):
+    """Risk hears the trading state only from Panic's announcements of a change. A Risk restarted
+    while the node was ACTIVE seeds at once from today's stored row, so the first status Panic hears
+    from it is "seeded" - no change, no announcement - and the new Risk stayed HALTED, blocking every
+    entry and close ("trading is HALTED") while the node reported ACTIVE."""
+    from actors.panic import Panic as PanicActor
+
+    directory = Directory()
+    store = Peer.start(lambda m: snapshot(wallet("10000")) if isinstance(m, GetSnapshot) else None)
+    directory.register(Role.STATE_STORE, store)
+    ctx = make_ctx(tmp_path, directory)
+    panic = PanicActor.start(ctx)
+    directory.register(Role.PANIC, panic)
+    first = Risk.start(ctx, gateway=SeedGateway(), clock=lambda: T0)
+    directory.register(Role.RISK, first)
+    panic.tell(ReadinessChanged(ready=True))
+    wait_until(lambda: first.ask(entry(), timeout=5).allowed, timeout=10, what="the first Risk allowing entries")
+    first.stop()
+    # Only the seed may speak to Panic: no evaluation tick re-tells an unseeded status first.
+    quiet = make_ctx(tmp_path, directory, evaluate_interval_s=Decimal("60"))
+    second = Risk.start(quiet, gateway=SeedGateway(), clock=lambda: T0)
+    directory.register(Role.RISK, second)
+    decision = wait_until(lambda: (d := second.ask(entry(), timeout=5)).allowed and d, timeout=10,
+                          what="the restarted Risk allowing entries")
+    assert decision.allowed
+    assert panic.ask(GetTradingState(), timeout=5).state is TradingState.ACTIVE
