@@ -508,6 +508,10 @@ class Executor(NodeActor):
                           signal_price=_s(signal.price), mark_price=_s(quote.mark_price))
         take_profit, stop_loss = protective_levels(signal, side, price, self._risk_cfg.default_take_profit_pct,
                                                    self._risk_cfg.default_stop_loss_pct)
+        # To the tick as the gateway sends them (nearest tick), so the request, the result and
+        # order.placed say the levels the venue holds, not 54991.67 for a stop at 54991.7.
+        take_profit, stop_loss = (None if level is None else inst.round_trigger_price(level)
+                                  for level in (take_profit, stop_loss))
         link = derive_link_id(signal.signal_id, "entry", prefix="x")
         request = OrderRequest(
             symbol=signal.symbol, side=side, order_type=OrderType.MARKET, qty=qty, order_link_id=link,

@@ -341,6 +341,15 @@ def test_an_entry_without_tp_sl_gets_the_configured_ones_in_the_same_request(tmp
     assert w.result("sig-l").stop_loss == Decimal("58800")
 
 
+def test_configured_tp_sl_are_on_the_tick_in_the_request_and_the_result_as_the_venue_holds_them(tmp_path):
+    w = World(tmp_path, default_stop_loss_pct=Decimal("0.54321"), default_take_profit_pct=Decimal("1.23456"))
+    w.signal("sig-t", qty=Decimal("0.01"))
+    (req,) = w.gateway.created
+    # 60000 +1.23456 % = 60740.7360 and -0.54321 % = 59674.0740: the nearest 0.1 ticks.
+    assert (req.take_profit, req.stop_loss) == (Decimal("60740.7"), Decimal("59674.1"))
+    assert (w.result("sig-t").take_profit, w.result("sig-t").stop_loss) == (req.take_profit, req.stop_loss)
+
+
 def test_a_gateway_that_refuses_trading_blocks_before_risk_is_asked(tmp_path):
     w = World(tmp_path)
     w.gateway.problems = ["venue mainnet needs trading_mode live"]
