@@ -534,7 +534,7 @@ class Supervisor(pykka.ThreadingActor):
             db_writer=None if writer is None or not hasattr(writer, "pending_bars") else {
                 "pending_bars": writer.pending_bars, "last_flush_at": writer.last_flush_at,
                 "failing_since": writer.failing_since},
-            trading_state=getattr(trading, "state", None),
+            trading_state=getattr(getattr(trading, "state", None), "value", None),  # the name, not the enum repr
             restarts_in_window=self._book.restarts_in_window(),
             children_down=sorted(r.value for r in self._down),
         )
