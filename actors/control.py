@@ -45,6 +45,12 @@ def panic_timeout_s(node: Any) -> float:
     return float(node.panic.deadline_s) + 15.0
 
 
+def panic_pickup_s(node: Any) -> float:
+    """How long a live node's watcher may take to claim a panic before the command panics itself:
+    a few polls, plus the longest command it may be busy with (a signal_result ask)."""
+    return 5 * node.panic.control_poll_ms / 1000 + RESULT_ASK_S + 1.0
+
+
 # --- node side ------------------------------------------------------------------------------
 
 
@@ -233,7 +239,7 @@ def panic_command(app: Any, args: Any) -> int:
     if pid is not None:
         try:
             answer = send(node.data_dir, node.venue.value, "panic", {"reason": "operator: python main.py panic"},
-                          timeout_s=panic_timeout_s(node))
+                          timeout_s=panic_timeout_s(node), pickup_s=panic_pickup_s(node))
         except ControlError as exc:
             # The node is there but does not answer (hung, wedged, its control channel dead): the panic
             # button must still work. Reduce-only closes cannot over-close, so running beside a node

@@ -67,8 +67,12 @@ def _write_atomic(path: Path, payload: dict[str, Any]) -> None:
 
 
 def send(data_dir: Path, venue: str, command: str, args: dict[str, Any], *, timeout_s: float,
-         poll_s: float = 0.05) -> dict[str, Any]:
-    """Deliver one command and wait for the node's reply (a dict with at least `ok`)."""
+         poll_s: float = 0.05, pickup_s: float | None = None) -> dict[str, Any]:
+    """Deliver one command and wait for the node's reply (a dict with at least `ok`).
+
+    `pickup_s`: give up sooner when the node has not even taken the command by then (its
+    watcher is dead or wedged), instead of waiting out `timeout_s`, which is sized for the
+    command's own work (a panic's whole procedure)."""
     base = control_dir(data_dir, venue)
     _ensure(base)
     requests, _, replies = _dirs(base)
@@ -76,8 +80,19 @@ def send(data_dir: Path, venue: str, command: str, args: dict[str, Any], *, time
     request = requests / f"{cid}.json"
     reply = replies / f"{cid}.json"
     _write_atomic(request, {"id": cid, "command": command, "args": args, "deadline": time.time() + timeout_s})
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
+    deadline = started + timeout_s
+    pickup_by = None if pickup_s is None else started + min(pickup_s, timeout_s)
     while time.monotonic() < deadline:
+        if pickup_by is not None and time.monotonic() >= pickup_by:
+            pickup_by = None
+            try:
+                request.unlink()  # the watcher claims by renaming: exactly one of the two wins
+            except FileNotFoundError:
+                pass  # taken: wait for the answer as long as the command may take
+            else:
+                raise ControlTimeout(f"the node did not pick up the {command} command within {pickup_s:g} s",
+                                     taken=False)
         if reply.exists():
             try:
                 answer = json.loads(reply.read_text(encoding="utf-8"))

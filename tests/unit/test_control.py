@@ -116,6 +116,23 @@ def test_without_a_watcher_the_command_times_out_and_is_withdrawn(tmp_path):
     assert list((control_dir(tmp_path, "sim") / "requests").glob("*.json")) == []  # nothing left to act on later
 
 
+@pytest.mark.timeout(10)
+def test_a_command_nobody_picks_up_is_withdrawn_at_the_pickup_time_not_the_whole_timeout(tmp_path):
+    """A panic's timeout is its whole procedure (deadline + 15 s): a dead watcher must not cost that."""
+    with pytest.raises(ControlTimeout) as info:
+        send(tmp_path, "sim", "panic", {}, timeout_s=300, pickup_s=0.3)
+    assert info.value.taken is False and "within 0.3 s" in str(info.value)
+    assert list((control_dir(tmp_path, "sim") / "requests").glob("*.json")) == []
+
+
+def test_a_command_taken_in_time_is_waited_for_past_the_pickup_time(tmp_path):
+    slow = ControlWatcher(tmp_path, "sim", lambda command, args: time.sleep(0.6) or {"ok": True}, poll_s=0.01).start()
+    try:
+        assert send(tmp_path, "sim", "panic", {}, timeout_s=5, pickup_s=0.2) == {"ok": True}
+    finally:
+        slow.stop()
+
+
 def test_the_signal_command_waits_for_a_final_outcome_and_says_so_when_none_comes(node, monkeypatch):
     data_dir, _, _ = node
     where = SimpleNamespace(data_dir=data_dir, venue=SimpleNamespace(value="sim"))
