@@ -401,9 +401,13 @@ def test_a_long_outage_is_fetched_page_by_page(app):
         sock.on_frame(kline_frame("ETHUSDT", T0 + 2500 * 60_000))  # 2499 bars missing: three pages
         wait_until(lambda: len(writer.of(ClosedBar)) == 2501, timeout=20, what="every missing bar")
         assert len(gateway.calls) == 3
-        closed = [m.closed_bar() if isinstance(m, Kline) else m for m in store.told
-                  if isinstance(m, ClosedBar) or (isinstance(m, Kline) and m.confirm)]
-        assert [b.open_ms for b in closed] == [T0 + i * 60_000 for i in range(2501)]
+
+        def closed():  # the StateStore's bars, as told: the last one follows the seam's pages
+            return [m.closed_bar() if isinstance(m, Kline) else m for m in list(store.told)
+                    if isinstance(m, ClosedBar) or (isinstance(m, Kline) and m.confirm)]
+
+        wait_until(lambda: len(closed()) == 2501, timeout=20, what="every bar told to the StateStore")
+        assert [b.open_ms for b in closed()] == [T0 + i * 60_000 for i in range(2501)]
     finally:
         ref.stop(block=True, timeout=5)
 
