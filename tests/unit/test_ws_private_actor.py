@@ -137,6 +137,23 @@ def _connect(sockets, index):
     return sock
 
 
+def _started_with(write_config, store, gateway, clock) -> list[FakeSocket]:
+    """A WsPrivate over `store` and `gateway` whose clock is `clock`, through its first auth and acks."""
+    app = load_config(write_config("private_ws:\n  reconnect_backoff_s: 0.01\n  auth_timeout_s: 3\n"))
+    directory, sockets = Directory(), []
+    directory.register(Role.STATE_STORE, store)
+
+    def factory(ctx, **hooks):
+        sockets.append(FakeSocket(**hooks))
+        return sockets[-1]
+
+    ctx = ActorContext(config=app, directory=directory, urls=URLS, gateway=gateway, generation=0)
+    WsPrivate.start(ctx, socket_factory=factory, clock=clock)
+    _connect(sockets, 0).auth(ok=True)
+    sockets[0].ack_all()
+    return sockets
+
+
 def test_subscribes_only_after_the_auth_answer_then_reseeds(rig):
     start, sockets, store, gateway = rig
     ref = start()
@@ -243,21 +260,11 @@ def test_a_last_execution_stamped_after_our_clock_does_not_break_the_reseed(writ
     """Our clock behind the venue's: the range from the last execution seen is ended by the venue, not by us."""
     from datetime import timedelta, timezone
 
-    app = load_config(write_config("private_ws:\n  reconnect_backoff_s: 0.01\n  auth_timeout_s: 3\n"))
-    directory, store, gateway, sockets = Directory(), StorePeer(), FakeGateway(), []
+    store, gateway = StorePeer(), FakeGateway()
     execution = Execution.from_ws(sample("4.12-private-execution-2.json"))[0]
     store.state.on_execution(execution)
-    directory.register(Role.STATE_STORE, store)
     behind = execution.exec_time.astimezone(timezone.utc) - timedelta(seconds=30)
-
-    def factory(ctx, **hooks):
-        sockets.append(FakeSocket(**hooks))
-        return sockets[-1]
-
-    ctx = ActorContext(config=app, directory=directory, urls=URLS, gateway=gateway, generation=0)
-    WsPrivate.start(ctx, socket_factory=factory, clock=lambda: behind)
-    _connect(sockets, 0).auth(ok=True)
-    sockets[0].ack_all()
+    _started_with(write_config, store, gateway, lambda: behind)
     wait_until(lambda: any(isinstance(m, AccountReseed) for m in store.kinds()), what="reseed despite the skew")
     (start_ms, end_ms), = gateway.execution_ranges
     assert end_ms is None and start_ms < int(execution.exec_time.timestamp() * 1000)
@@ -282,22 +289,12 @@ def test_the_reseed_dates_its_read_by_the_venues_clock_not_ours(write_config):
             self._call("server_time")
             return ServerTime(server_ms=int(venue_now.timestamp() * 1000), skew_ms=-5_000, round_trip_ms=2)
 
-    app = load_config(write_config("private_ws:\n  reconnect_backoff_s: 0.01\n  auth_timeout_s: 3\n"))
-    directory, store, gateway, sockets = Directory(), StorePeer(), VenueClockGateway(), []
+    store, gateway = StorePeer(), VenueClockGateway()
     item = json.loads((SAMPLES / "3.8-get-v5-order-realtime-1.json").read_text())["result"]["list"][0]
     placed_ms = str(int((venue_now + timedelta(seconds=1)).timestamp() * 1000))  # after the read was sent
     streamed = Order.from_bybit({**item, "orderStatus": "New", "createdTime": placed_ms, "updatedTime": placed_ms})
     store.state.on_order(streamed)
-    directory.register(Role.STATE_STORE, store)
-
-    def factory(ctx, **hooks):
-        sockets.append(FakeSocket(**hooks))
-        return sockets[-1]
-
-    ctx = ActorContext(config=app, directory=directory, urls=URLS, gateway=gateway, generation=0)
-    WsPrivate.start(ctx, socket_factory=factory, clock=lambda: ours)
-    _connect(sockets, 0).auth(ok=True)
-    sockets[0].ack_all()
+    _started_with(write_config, store, gateway, lambda: ours)
     wait_until(lambda: any(isinstance(m, AccountReseed) for m in store.kinds()), what="the reseed")
     (reseed,) = [m for m in store.kinds() if isinstance(m, AccountReseed)]
     assert reseed.requested_at == venue_now
