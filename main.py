@@ -25,6 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from infra.cli_args import positive_float
+
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_FORCED = 0, 1, 2, 130
 
 
@@ -102,22 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--duration", type=_positive_float, metavar="SECONDS", help="stop by itself after this long")
+    p.add_argument("--duration", type=positive_float, metavar="SECONDS", help="stop by itself after this long")
     p.add_argument(
         "--i-mean-live",
         action="store_true",
         help="confirm live trading with real money (same as live_confirmed: true); only valid with venue mainnet",
     )
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

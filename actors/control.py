@@ -5,8 +5,9 @@ the Executor, a `signal_result` command into a `GetExecution` asked of it
 (what the signal became so far), and a `panic` command into a `Panic` asked
 of the Panic actor (the reply carries its report). The signal is told, not
 asked: the watcher takes one command at a time, and a `panic` must never
-wait behind a signal's venue calls; the command side polls for the outcome. Command side: with a node running
-on this data directory and venue, the command goes through the control
+wait behind a signal's venue calls; the command side polls for the outcome.
+Command side: with a node running on this data directory and venue, the
+command goes through the control
 directory (`infra.control`); `panic` with no node running, or with one
 that does not answer, does the same procedure itself, straight through
 the gateway.
@@ -19,13 +20,14 @@ import json
 import sys
 import time
 import uuid
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Callable
 
 import pykka
 from pydantic import ValidationError
 
 from actors.base import Directory, Role
+from infra.cli_args import non_negative_seconds, positive_decimal
 from infra.logging import get_logger, say
 from messages.commands import Direction, Panic, PanicReport, Signal
 from messages.trading import ExecutionOutcome, ExecutionResult, GetExecution
@@ -142,8 +144,8 @@ def add_control_commands(sub: Any) -> None:
     )
     sig.add_argument("symbol", help="e.g. BTCUSDT")
     sig.add_argument("direction", choices=[d.value for d in Direction])
-    sig.add_argument("--usd", type=_positive_decimal, metavar="N", help="size in USDT notional (long/short; default: risk.default_order_usd)")
-    sig.add_argument("--wait", type=_non_negative_float, metavar="SECONDS", default=None,
+    sig.add_argument("--usd", type=positive_decimal, metavar="N", help="size in USDT notional (long/short; default: risk.default_order_usd)")
+    sig.add_argument("--wait", type=non_negative_seconds, metavar="SECONDS", default=None,
                      help="how long to wait for the outcome (filled, closed, blocked, rejected, ...) and print it; "
                           "0: return once the node has the signal (default: risk.fill_timeout_s + 5). "
                           "Exit 0 only for filled, closed or already flat")
@@ -154,26 +156,6 @@ def add_control_commands(sub: Any) -> None:
                     "stops, cancels every other order and verifies flat over REST. With no node running the "
                     "same procedure runs here, through the gateway. Prints the report; exit 0 only when flat.",
     )
-
-
-def _positive_decimal(text: str) -> Decimal:
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value.is_finite() or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be 0 or more seconds: {text!r}")
-    return value
 
 
 def signal_command(app: Any, args: Any) -> int:

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
+from infra.cli_args import positive_int
 from infra.logging import flush_logging, say
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -43,7 +44,7 @@ def add_history_commands(sub: Any) -> None:
     sync.add_argument("--interval", action="append", choices=_INTERVALS, metavar="I",
                       help="only this interval (repeatable): " + " ".join(_INTERVALS))
     when = sync.add_mutually_exclusive_group()
-    when.add_argument("--days", type=_positive_int, metavar="N", help=f"the last N days (default {DEFAULT_DAYS})")
+    when.add_argument("--days", type=positive_int, metavar="N", help=f"the last N days (default {DEFAULT_DAYS})")
     when.add_argument("--start", type=_utc, metavar="TIME", help="range start, UTC (2024-01-31 or 2024-01-31T12:00)")
     sync.add_argument("--end", type=_utc, metavar="TIME", help="range end, UTC (default: now)")
 
@@ -54,7 +55,7 @@ def add_history_commands(sub: Any) -> None:
     )
     gaps.add_argument("--symbol", action="append", metavar="S", help="only this symbol (repeatable)")
     gaps.add_argument("--interval", action="append", metavar="I", help="only this interval (repeatable)")
-    gaps.add_argument("--limit", type=_positive_int, default=10, metavar="N",
+    gaps.add_argument("--limit", type=positive_int, default=10, metavar="N",
                       help="ranges listed per series (default %(default)s)")
 
     heal = sub.add_parser(
@@ -64,16 +65,6 @@ def add_history_commands(sub: Any) -> None:
     )
     heal.add_argument("--symbol", action="append", metavar="S", help="only this symbol (repeatable)")
     heal.add_argument("--interval", action="append", metavar="I", help="only this interval (repeatable)")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
 
 
 def _utc(text: str) -> datetime:
@@ -286,12 +277,11 @@ def sync_command(app: Any, args: argparse.Namespace, source_factory: Callable[[A
 def _sync_pairs(app: Any, store: Any, pairs: list[tuple[str, str]], start: datetime, end: datetime,
                 failed: list[str], source_factory: Callable[[Any], Any] | None) -> int:
     from infra.store import StoreBusy
-    from infra.store.sync import HistorySync, SyncFailed
+    from infra.store.sync import SyncFailed
 
     with (source_factory or venue_source)(app) as (source, now_ms):
         with _progress_reporter(len(pairs)) as on_progress:
-            sync = HistorySync(store, source, now_ms=now_ms, progress=on_progress,
-                               in_flight=app.node.exchange.kline_requests_in_flight)
+            sync = _history_sync(app, store, source, now_ms, on_progress)
             for symbol, interval in pairs:
                 try:
                     report = sync.sync(symbol, interval, start, end)
@@ -312,6 +302,14 @@ def _summary(symbol: str, interval: str, report: Any) -> None:
         f"{report.requests} request(s), {report.retries} retr{'y' if report.retries == 1 else 'ies'}{holes}")
 
 
+def _history_sync(app: Any, store: Any, source: Any, now_ms: Any, progress: Callable[[Any], None]) -> Any:
+    """The sync `sync` and `heal` page with: the venue's clock, the progress line, the configured in-flight count."""
+    from infra.store.sync import HistorySync
+
+    return HistorySync(store, source, now_ms=now_ms, progress=progress,
+                       in_flight=app.node.exchange.kline_requests_in_flight)
+
+
 def _change(before: int, after: int | None) -> str:
     return f"{before} -> {'-' if after is None else after}"
 
@@ -321,7 +319,6 @@ def heal_command(app: Any, args: argparse.Namespace, source_factory: Callable[[A
 
     from infra.store import HistoryStore, StoreError
     from infra.store.heal import heal
-    from infra.store.sync import HistorySync
 
     store = HistoryStore.for_node(app.node, owner="main.py heal")
     console = _console(answers=True)
@@ -332,9 +329,7 @@ def heal_command(app: Any, args: argparse.Namespace, source_factory: Callable[[A
         _checked(app, store)
         with (source_factory or venue_source)(app) as (source, now_ms):
             with _progress_reporter(0) as on_progress:
-                sync = HistorySync(store, source, now_ms=now_ms, progress=on_progress,
-                                   in_flight=app.node.exchange.kline_requests_in_flight)
-                reports = heal(store, sync, only=_selected(args))
+                reports = heal(store, _history_sync(app, store, source, now_ms, on_progress), only=_selected(args))
     except StoreError as exc:
         return store_failed(exc)
     # before -> after in one cell, no vertical rules: fits 80 columns, and a number is folded, never cut.
