@@ -85,12 +85,8 @@ def send(data_dir: Path, venue: str, command: str, args: dict[str, Any], *, time
     pickup_by = None if pickup_s is None else started + min(pickup_s, timeout_s)
     while time.monotonic() < deadline:
         if pickup_by is not None and time.monotonic() >= pickup_by:
-            pickup_by = None
-            try:
-                request.unlink()  # the watcher claims by renaming: exactly one of the two wins
-            except FileNotFoundError:
-                pass  # taken: wait for the answer as long as the command may take
-            else:
+            pickup_by = None  # taken in time: wait for the answer as long as the command may take
+            if _withdrawn(request):
                 raise ControlTimeout(f"the node did not pick up the {command} command within {pickup_s:g} s",
                                      taken=False)
         if reply.exists():
@@ -102,12 +98,20 @@ def send(data_dir: Path, venue: str, command: str, args: dict[str, Any], *, time
                 raise ControlError("the node's reply is not a JSON object")
             return answer
         time.sleep(poll_s)
+    if _withdrawn(request):
+        raise ControlTimeout(f"the node did not pick up the {command} command within {timeout_s:g} s", taken=False)
+    raise ControlTimeout(f"the node took the {command} command but did not answer within {timeout_s:g} s; "
+                         "it may still be carrying it out (see its log)", taken=True)
+
+
+def _withdrawn(request: Path) -> bool:
+    """Take back a request the node has not claimed; False if it already has. The watcher claims
+    by renaming the file, so exactly one of the two wins."""
     try:
         request.unlink()
     except FileNotFoundError:
-        raise ControlTimeout(f"the node took the {command} command but did not answer within {timeout_s:g} s; "
-                             "it may still be carrying it out (see its log)", taken=True) from None
-    raise ControlTimeout(f"the node did not pick up the {command} command within {timeout_s:g} s", taken=False)
+        return False
+    return True
 
 
 class ControlWatcher:
