@@ -97,6 +97,12 @@ def _s(value: Decimal | None) -> str | None:
 # --- the pure parts -----------------------------------------------------------
 
 
+def _release(holders: dict[str, str], symbol: str, signal_id: str) -> None:
+    """Free `symbol` if `signal_id` still holds it: a later signal may hold it by now."""
+    if holders.get(symbol) == signal_id:
+        del holders[symbol]
+
+
 def _foreign_order(order: Order | None, request: OrderRequest) -> Order | None:
     """The venue's order found by orderLinkId, when it is not the one `request` asked for (else None)."""
     if order is None:
@@ -606,8 +612,7 @@ class Executor(NodeActor):
             order = None
         if order is not None and _foreign_order(order, u.request) is not None:
             del self._unknown[msg.order_link_id]
-            if self._busy_symbols.get(symbol) == u.signal.signal_id:
-                del self._busy_symbols[symbol]
+            _release(self._busy_symbols, symbol, u.signal.signal_id)
             self._ledger.record(self._link_taken(u.signal, u.request, order, u.result))
             return
         if order is not None:
@@ -626,8 +631,7 @@ class Executor(NodeActor):
         waited = time.monotonic() - u.since_mono
         if waited >= self._fill_timeout_s:
             del self._unknown[msg.order_link_id]
-            if self._busy_symbols.get(symbol) == u.signal.signal_id:
-                del self._busy_symbols[symbol]
+            _release(self._busy_symbols, symbol, u.signal.signal_id)
             self._log.error("order.unknown_released", signal_id=u.signal.signal_id, order_link_id=msg.order_link_id,
                             symbol=symbol, waited_s=round(waited, 2),
                             reason="the order was not found by its orderLinkId; the symbol takes entries again",
@@ -638,6 +642,7 @@ class Executor(NodeActor):
 
     @staticmethod
     def _lookup_delay(attempt: int) -> float:
+        """Between two looks at the venue for an order or its fill: 40 ms, doubling, at most 0.5 s."""
         return min(0.5, 0.02 * 2 ** min(attempt, 5))
 
     def _schedule(self, msg: Message, delay: float) -> None:
@@ -667,10 +672,8 @@ class Executor(NodeActor):
             self._finish(p, replace(p.result, outcome=ExecutionOutcome.UNCONFIRMED,
                                     reason=f"no fill confirmed within {self._fill_timeout_s} s"))
             return
-        delay = min(0.5, 0.02 * 2 ** min(msg.attempt, 5))
-        timer = tell_later(self.actor_ref, _ConfirmFill(order_link_id=msg.order_link_id, attempt=msg.attempt + 1), delay)
-        self._timers.add(timer)
-        self._timers = {t for t in self._timers if t.is_alive()}
+        self._schedule(_ConfirmFill(order_link_id=msg.order_link_id, attempt=msg.attempt + 1),
+                       self._lookup_delay(msg.attempt))
 
     def _confirm(self, p: _Pending, attempt: int) -> bool:
         link, order_id = p.request.order_link_id, p.ack.order_id
@@ -729,8 +732,7 @@ class Executor(NodeActor):
     def _finish(self, p: _Pending, result: ExecutionResult) -> None:
         result = replace(result, finished_at=self._clock())
         self._pending.pop(p.request.order_link_id, None)
-        if self._busy_symbols.get(p.request.symbol) == p.signal.signal_id:
-            del self._busy_symbols[p.request.symbol]
+        _release(self._busy_symbols, p.request.symbol, p.signal.signal_id)
         self._ledger.record(result)
 
     # --- closes (through Panic) ------------------------------------------------------------
@@ -805,11 +807,10 @@ class Executor(NodeActor):
             log("executor.close_unanswered", signal_id=msg.signal_id, symbol=msg.symbol, waited_s=round(msg.waited_s, 2),
                 symbol_released=released)
             self._ledger.record(replace(base, outcome=ExecutionOutcome.UNKNOWN, reason=reason, finished_at=self._clock()))
-            if released and self._closing_symbols.get(msg.symbol) == msg.signal_id:
-                del self._closing_symbols[msg.symbol]
+            if released:
+                _release(self._closing_symbols, msg.symbol, msg.signal_id)
             return
-        if self._closing_symbols.get(msg.symbol) == msg.signal_id:
-            del self._closing_symbols[msg.symbol]
+        _release(self._closing_symbols, msg.symbol, msg.signal_id)
         r = msg.result
         if not isinstance(r, CloseResult):  # no answer, a timeout, or not Panic's answer: never raise here (a tell)
             error = msg.error or f"Panic answered {type(r).__name__}, not a CloseResult"
