@@ -18,8 +18,9 @@ read past the guard, and `RiskEngine.check` turns `NotSeeded` into a block.
 
 Every check is answered from one `PortfolioSnapshot` the Executor took
 from the StateStore, with the funding rate it read and the entries it has
-in flight (counted as if filled): no exchange call, no second look at anything. A decision is an event, `risk.allowed` or
-`risk.blocked`, with the failed check and the figures it compared.
+in flight (counted as if filled): no exchange call, no second look at
+anything. A decision is an event, `risk.allowed` or `risk.blocked`, with
+the failed check and the figures it compared.
 
 The close rule (DATA-024), explicit: an order that does not increase
 exposure (it shrinks the position toward flat, never past it) is allowed

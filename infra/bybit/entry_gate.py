@@ -56,8 +56,8 @@ class EntryGate:
     def settle(self, timeout_s: float) -> tuple[set[str], bool]:
         """Wait until no opening create is in flight: (the symbols that were, whether they all ended in time)."""
         deadline = time.monotonic() + max(0.0, timeout_s)
+        symbols: set[str] = set()
         with self._cond:
-            symbols = {symbol for _link, symbol in self._in_flight}
             while self._in_flight:
                 symbols |= {symbol for _link, symbol in self._in_flight}
                 remaining = deadline - time.monotonic()
