@@ -84,8 +84,7 @@ class Wallet(Message):
 
     @classmethod
     def from_ws(cls, frame: Mapping[str, Any]) -> list["Wallet"]:
-        what, items, created = _ws_items(frame, "wallet")
-        return [cls.from_bybit(i, created) for i in items]
+        return _ws_all(cls, frame)
 
 
 class Position(Message):
@@ -132,8 +131,7 @@ class Position(Message):
 
     @classmethod
     def from_ws(cls, frame: Mapping[str, Any]) -> list["Position"]:
-        what, items, _ = _ws_items(frame, "position")
-        return [build(cls, what, i) for i in items]
+        return _ws_all(cls, frame)
 
 
 class OrderStatus(StrEnum):
@@ -203,8 +201,7 @@ class Order(Message):
 
     @classmethod
     def from_ws(cls, frame: Mapping[str, Any]) -> list["Order"]:
-        what, items, _ = _ws_items(frame, "order")
-        return [build(cls, what, i) for i in items]
+        return _ws_all(cls, frame)
 
 
 # What Bybit books as an execution without it being a fill of one of our orders:
@@ -249,8 +246,7 @@ class Execution(Message):
 
     @classmethod
     def from_ws(cls, frame: Mapping[str, Any]) -> list["Execution"]:
-        what, items, _ = _ws_items(frame, "execution")
-        return [build(cls, what, i) for i in items]
+        return _ws_all(cls, frame)
 
 
 def ws_each(kind: type, frame: Mapping[str, Any]) -> tuple[list[Any], list[MalformedPayload]]:
@@ -268,6 +264,14 @@ def ws_each(kind: type, frame: Mapping[str, Any]) -> tuple[list[Any], list[Malfo
         except MalformedPayload as exc:
             bad.append(exc)
     return good, bad
+
+
+def _ws_all(kind: type, frame: Mapping[str, Any]) -> list[Any]:
+    """Every item of the frame, or the first item's refusal (`from_ws`: all or nothing)."""
+    good, bad = ws_each(kind, frame)
+    if bad:
+        raise bad[0]
+    return good
 
 
 _WS_TOPICS: dict[type, str] = {Order: "order", Execution: "execution", Position: "position", Wallet: "wallet"}
