@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from actors.base import ActorContext, Directory
 from actors.state_store import LiveState, StateStore
 from infra.config import load_config
 from messages import ClosedBar, Execution, Kline, Order, Ticker
+from messages.account import AccountReseed
 from messages.queries import GetSnapshot
-from messages.types import Side
+from messages.types import Side, now_utc
 from tests.conftest import SAMPLES
+from tests.trading_fakes import wallet
 
 
 def sample(name):
@@ -117,7 +120,7 @@ def test_actor_answers_snapshot_asks(write_config):
 def test_trading_view_is_the_snapshots_portfolio_and_ticker_in_one_answer():
     """What the Executor reads for one signal equals what it would derive from a whole snapshot."""
     from messages.trading import PortfolioSnapshot
-    from tests.trading_fakes import position, wallet
+    from tests.trading_fakes import position
 
     clock = FakeClock()
     state = LiveState(clock=clock)
@@ -158,8 +161,19 @@ def test_a_frame_the_router_refused_is_counted_against_its_stream():
     assert streams["private"].rejected == 2 and streams["order"].rejected == 1
 
 
+def _order_item() -> tuple[dict, int]:
+    """A REST open order (raw) and its createdTime in ms: the order the updates below are about."""
+    item = sample("3.8-get-v5-order-realtime-1.json")["result"]["list"][0]
+    return item, int(item["createdTime"])
+
+
 def _order_at(item: dict, status: str, updated_ms: int) -> Order:
     return Order.from_bybit(copy.deepcopy(item) | {"orderStatus": status, "updatedTime": str(updated_ms)})
+
+
+def _reseed(open_orders: tuple[Order, ...], requested_at: datetime) -> AccountReseed:
+    return AccountReseed(wallet=wallet(), positions=(), open_orders=open_orders, executions=(), symbols_checked=(),
+                         requested_at=requested_at)
 
 
 def test_a_late_open_update_after_the_order_closed_does_not_reopen_it():
@@ -167,8 +181,7 @@ def test_a_late_open_update_after_the_order_closed_does_not_reopen_it():
     burst, a replay across a reconnect). A closed order brought back into `open_orders` is a
     phantom resting order the trading path would count and try to cancel."""
     state = LiveState()
-    item = sample("3.8-get-v5-order-realtime-1.json")["result"]["list"][0]
-    t = int(item["createdTime"])
+    item, t = _order_item()
     state.on_order(_order_at(item, "Filled", t + 2_000))
     state.on_order(_order_at(item, "New", t + 1_000))
     assert state.snapshot().open_orders == {}
@@ -177,8 +190,7 @@ def test_a_late_open_update_after_the_order_closed_does_not_reopen_it():
 
 def test_an_older_open_update_does_not_overwrite_a_newer_one():
     state = LiveState()
-    item = sample("3.8-get-v5-order-realtime-1.json")["result"]["list"][0]
-    t = int(item["createdTime"])
+    item, t = _order_item()
     state.on_order(_order_at(item, "PartiallyFilled", t + 2_000))
     state.on_order(_order_at(item, "New", t + 1_000))
     (kept,) = state.snapshot().open_orders.values()
@@ -188,8 +200,7 @@ def test_an_older_open_update_does_not_overwrite_a_newer_one():
 def test_an_order_update_of_the_same_instant_still_applies():
     """Bybit stamps updatedTime in ms: two changes in one ms must not freeze the older one."""
     state = LiveState()
-    item = sample("3.8-get-v5-order-realtime-1.json")["result"]["list"][0]
-    t = int(item["createdTime"])
+    item, t = _order_item()
     state.on_order(_order_at(item, "New", t + 1_000))
     state.on_order(_order_at(item, "Filled", t + 1_000))
     assert state.snapshot().open_orders == {}
@@ -199,36 +210,20 @@ def test_a_reseed_restores_a_triggered_conditional_whose_new_frame_was_missed():
     """'Triggered' is the venue's transient step from Untriggered to New, same order id. When the
     socket drops between the two frames, the REST reseed is the only way the node learns the
     order is resting: it must not be skipped as 'closed on the stream'."""
-    from datetime import timedelta
-
-    from messages.account import AccountReseed
-    from messages.types import now_utc
-    from tests.trading_fakes import wallet
-
     state = LiveState()
-    item = sample("3.8-get-v5-order-realtime-1.json")["result"]["list"][0]
-    t = int(item["createdTime"])
+    item, t = _order_item()
     state.on_order(_order_at(item, "Untriggered", t))
     state.on_order(_order_at(item, "Triggered", t + 1_000))
     assert state.snapshot().open_orders == {}
     resting = _order_at(item, "New", t + 1_000)
-    state.on_reseed(AccountReseed(wallet=wallet(), positions=(), open_orders=(resting,), executions=(),
-                                  symbols_checked=(), requested_at=now_utc() + timedelta(seconds=1)))
+    state.on_reseed(_reseed((resting,), now_utc() + timedelta(seconds=1)))
     assert state.snapshot().open_orders == {resting.order_id: resting}
 
 
 def test_a_reseed_never_reopens_an_order_the_stream_saw_filled():
-    from datetime import timedelta
-
-    from messages.account import AccountReseed
-    from messages.types import now_utc
-    from tests.trading_fakes import wallet
-
     state = LiveState()
-    item = sample("3.8-get-v5-order-realtime-1.json")["result"]["list"][0]
-    t = int(item["createdTime"])
+    item, t = _order_item()
     state.on_order(_order_at(item, "Filled", t + 2_000))
     stale_read = _order_at(item, "New", t + 1_000)
-    state.on_reseed(AccountReseed(wallet=wallet(), positions=(), open_orders=(stale_read,), executions=(),
-                                  symbols_checked=(), requested_at=now_utc() - timedelta(seconds=1)))
+    state.on_reseed(_reseed((stale_read,), now_utc() - timedelta(seconds=1)))
     assert state.snapshot().open_orders == {}

@@ -307,6 +307,20 @@ def test_a_generation_retired_in_the_directory_drops_frames_and_closes_its_socke
     assert len(store.of(Ticker)) == 1 and sock.closed
 
 
+def start_with_gateway(app, gateway, *, store=None, generation=0):
+    """A subscribed WsPublic (`generation` > 0: a replacement) over peer StateStore and DbWriter."""
+    directory = Directory()
+    store, writer, sockets = store or Peer(), Peer(), Sockets()
+    directory.register(Role.STATE_STORE, store)
+    directory.register(Role.DB_WRITER, writer)
+    ctx = ActorContext(config=app, directory=directory, urls=URLS, gateway=gateway, generation=generation,
+                       subscriptions=DesiredSubscriptions.from_config(app.node.symbols))
+    ref = WsPublic.start(ctx, socket_factory=sockets)
+    directory.register(Role.WS_PUBLIC, ref)
+    wait_until(lambda: sockets.current.ops, what="subscribed")
+    return ref, sockets.current, store, writer
+
+
 class SnapshotStore(Peer):
     """A StateStore peer that also answers GetSnapshot with a bar buffer."""
 
@@ -321,17 +335,10 @@ class SnapshotStore(Peer):
 
 
 def test_a_replacement_heals_the_seam_across_its_restart(app):
-    directory = Directory()
-    store, writer, gateway, sockets = SnapshotStore(T0), Peer(), Gateway(), Sockets()
-    directory.register(Role.STATE_STORE, store)
-    directory.register(Role.DB_WRITER, writer)
-    ctx = ActorContext(config=app, directory=directory, urls=URLS, gateway=gateway, generation=1,
-                       subscriptions=DesiredSubscriptions.from_config(app.node.symbols))
-    ref = WsPublic.start(ctx, socket_factory=sockets)
-    directory.register(Role.WS_PUBLIC, ref)
+    gateway = Gateway()
+    ref, sock, _, writer = start_with_gateway(app, gateway, store=SnapshotStore(T0), generation=1)
     try:
-        wait_until(lambda: sockets.current.ops, what="subscribed")
-        sockets.current.on_frame(kline_frame("ETHUSDT", T0 + 3 * 60_000))  # the predecessor saw T0 last
+        sock.on_frame(kline_frame("ETHUSDT", T0 + 3 * 60_000))  # the predecessor saw T0 last
         wait_until(lambda: len(writer.of(ClosedBar)) == 3, what="the two missing bars and the new one")
         assert gateway.calls == [("ETHUSDT", "1", T0 + 60_000, T0 + 3 * 60_000 - 1)]
     finally:
@@ -351,19 +358,6 @@ class FlakyGateway(Gateway):
             self.calls.append(("failed",))
             raise ConnectionError("venue unreachable")
         return super().fetch_klines(*args, **kwargs)
-
-
-def start_with_gateway(app, gateway):
-    directory = Directory()
-    store, writer, sockets = Peer(), Peer(), Sockets()
-    directory.register(Role.STATE_STORE, store)
-    directory.register(Role.DB_WRITER, writer)
-    ctx = ActorContext(config=app, directory=directory, urls=URLS, gateway=gateway,
-                       subscriptions=DesiredSubscriptions.from_config(app.node.symbols))
-    ref = WsPublic.start(ctx, socket_factory=sockets)
-    directory.register(Role.WS_PUBLIC, ref)
-    wait_until(lambda: sockets.current.ops, what="subscribed")
-    return ref, sockets.current, store, writer
 
 
 def test_a_seam_fetch_that_fails_once_is_retried(app):
@@ -476,18 +470,11 @@ def test_a_replacement_after_a_state_store_restart_heals_the_seam_from_the_histo
 
     with HistoryStore.for_node(app.node).session() as s:
         s.write_bars([bar("ETHUSDT", T0 - 60_000), bar("ETHUSDT", T0)])
-    directory = Directory()
-    store, writer, gateway, sockets = SnapshotStore(T0), Peer(), Gateway(), Sockets()
+    store, gateway = SnapshotStore(T0), Gateway()
     store.ask = lambda query, timeout=None: type("Snap", (), {"bars": {}})()  # a new, empty StateStore
-    directory.register(Role.STATE_STORE, store)
-    directory.register(Role.DB_WRITER, writer)
-    ctx = ActorContext(config=app, directory=directory, urls=URLS, gateway=gateway, generation=2,
-                       subscriptions=DesiredSubscriptions.from_config(app.node.symbols))
-    ref = WsPublic.start(ctx, socket_factory=sockets)
-    directory.register(Role.WS_PUBLIC, ref)
+    ref, sock, _, writer = start_with_gateway(app, gateway, store=store, generation=2)
     try:
-        wait_until(lambda: sockets.current.ops, what="subscribed")
-        sockets.current.on_frame(kline_frame("ETHUSDT", T0 + 2 * 60_000))  # T0 + 1 closed during the swap
+        sock.on_frame(kline_frame("ETHUSDT", T0 + 2 * 60_000))  # T0 + 1 closed during the swap
         wait_until(lambda: len(writer.of(ClosedBar)) == 2, what="the missing bar and the new one")
         assert gateway.calls == [("ETHUSDT", "1", T0 + 60_000, T0 + 2 * 60_000 - 1)]
     finally:
