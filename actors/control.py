@@ -97,8 +97,12 @@ def _signal_result(directory: Directory, args: dict[str, Any]) -> dict[str, Any]
         return {"ok": False, "error": "no Executor is running in the node", "signal_id": signal_id}
     try:
         result = ref.ask(GetExecution(signal_id=signal_id), timeout=RESULT_ASK_S)
-    except (pykka.ActorDeadError, pykka.Timeout) as exc:
-        return {"ok": False, "error": f"the Executor did not answer: {type(exc).__name__}", "signal_id": signal_id}
+    except pykka.ActorDeadError:
+        return {"ok": False, "error": "the Executor did not answer: ActorDeadError", "signal_id": signal_id}
+    except pykka.Timeout:
+        # Busy, not gone: it takes one message at a time, and a signal's venue call (an unknown
+        # create looked up by its orderLinkId) may hold it for seconds. Ask again later.
+        return {"ok": True, "signal_id": signal_id, "busy": True}
     if not isinstance(result, ExecutionResult):
         return {"ok": True, "signal_id": signal_id, "seen": False}
     return {"ok": True, "signal_id": signal_id, "seen": True, "final": result.final, "result": result_fields(result)}
@@ -205,9 +209,13 @@ def _outcome(node: Any, signal_id: str, wait_s: float) -> dict[str, Any]:
         if time.monotonic() >= deadline:
             break
         time.sleep(SIGNAL_POLL_S)
-    state = "pending (the order is on the venue, its fill not confirmed yet)" if last.get("seen") else \
-        "not taken up by the Executor yet"
-    return {"ok": False, "signal_id": signal_id, "outcome": "pending" if last.get("seen") else "queued",
+    if last.get("seen"):
+        outcome, state = "pending", "pending (the order is on the venue, its fill not confirmed yet)"
+    elif last.get("busy"):
+        outcome, state = "pending", f"the Executor is still busy (no answer within {RESULT_ASK_S:g} s: a venue call)"
+    else:
+        outcome, state = "queued", "not taken up by the Executor yet"
+    return {"ok": False, "signal_id": signal_id, "outcome": outcome,
             "error": f"no final outcome within {wait_s:g} s: {state}; follow signal_id {signal_id} in the log"}
 
 

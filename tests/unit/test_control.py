@@ -23,6 +23,7 @@ from tests.helpers import wait_until
 
 class FakeExecutor(pykka.ThreadingActor):
     results: dict = {}  # signal_id -> what GetExecution answers
+    busy_s = 0.0  # how long a signal keeps it busy (a venue call)
 
     def __init__(self, inbox: list):
         super().__init__()
@@ -31,6 +32,7 @@ class FakeExecutor(pykka.ThreadingActor):
     def on_receive(self, message):
         if isinstance(message, GetExecution):
             return self.results.get(message.signal_id)
+        time.sleep(self.busy_s)
         self.inbox.append(message)
 
 
@@ -151,3 +153,26 @@ def test_the_signal_command_waits_for_a_final_outcome_and_says_so_when_none_come
     rejected = _outcome(where, "s-2", wait_s=10)
     assert rejected == {"ok": False, "signal_id": "s-2", "outcome": "rejected", "reason": "retCode 10006",
                         "symbol": "BTCUSDT", "direction": "long", "reduce_only": False}
+
+
+def test_the_signal_command_keeps_waiting_while_the_executor_is_busy_with_a_venue_call(node, monkeypatch):
+    """An unknown create is looked up by its orderLinkId for seconds, on the Executor's thread: the
+    outcome ask times out meanwhile. That is a busy Executor, not a failed signal: keep polling."""
+    import actors.control as control
+
+    data_dir, executor, _ = node
+    monkeypatch.setattr(control, "RESULT_ASK_S", 0.1)
+    monkeypatch.setattr(FakeExecutor, "busy_s", 0.8)
+    monkeypatch.setattr(FakeExecutor, "results", {"s-busy": ExecutionResult(
+        signal_id="s-busy", symbol="BTCUSDT", direction="long", outcome=ExecutionOutcome.UNKNOWN,
+        reason="order not found within 5 s")})
+    where = SimpleNamespace(data_dir=data_dir, venue=SimpleNamespace(value="sim"))
+    sent = send(data_dir, "sim", "signal", {"signal_id": "s-busy", "symbol": "BTCUSDT", "direction": "long"},
+                timeout_s=5)
+    assert sent["ok"]
+    assert _outcome(where, "s-busy", wait_s=10)["outcome"] == "unknown"
+    assert executor  # it really was busy with the signal meanwhile
+    monkeypatch.setattr(FakeExecutor, "busy_s", 5.0)
+    send(data_dir, "sim", "signal", {"signal_id": "s-long", "symbol": "BTCUSDT", "direction": "long"}, timeout_s=5)
+    still = _outcome(where, "s-long", wait_s=0.5)
+    assert still["ok"] is False and still["outcome"] == "pending" and "still busy" in still["error"]
