@@ -86,6 +86,9 @@ from messages.types import Message, Side, now_utc, utc_to_ms
 _ZERO = Decimal(0)
 _HUNDRED = Decimal(100)
 _SIGNALS_KEPT = 10_000
+# A signal is made on this host (the strategy, or `main.py signal`): a date ahead of our clock by
+# more than scheduling jitter is a bug upstream, not skew.
+_FUTURE_TOLERANCE_S = 2.0
 _ENDED = (OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.PARTIALLY_FILLED_CANCELED,
           OrderStatus.DEACTIVATED)
 
@@ -447,10 +450,23 @@ class Executor(NodeActor):
         busy = self._busy_symbols.get(signal.symbol)
         if not closing and busy is not None and busy != signal.signal_id:
             raise Blocked("order_in_flight", f"signal {busy} on {signal.symbol} is not finished yet")
+        if not closing:
+            self._check_age(signal)
         view = self._trading_view(signal.symbol)
         if closing:
             return self._close(signal, view.portfolio)
         return self._enter(signal, view, received_mono)
+
+    def _check_age(self, signal: Signal) -> None:
+        """An entry decided too long ago (or dated ahead of our clock) is refused; closes never are."""
+        age_s = (self._clock() - signal.created_at).total_seconds()
+        limit_s = float(self._risk_cfg.max_signal_age_s)
+        if age_s > limit_s:
+            raise Blocked("signal_age", f"the signal is {age_s:.1f} s old, over the {limit_s:g} s limit: it was "
+                                        "decided on a market that has moved on", age_s=round(age_s, 3), limit_s=limit_s)
+        if age_s < -_FUTURE_TOLERANCE_S:
+            raise Blocked("signal_age", f"the signal is dated {-age_s:.1f} s ahead of this node's clock",
+                          age_s=round(age_s, 3), limit_s=limit_s)
 
     def _check_mode(self) -> None:
         node = self._node

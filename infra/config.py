@@ -109,6 +109,9 @@ class RiskConfig(_Section):
     default_order_usd: PositiveDecimal = Decimal("100")
     # A price older than this (stream, or the reader's REST fallback) blocks an entry.
     max_quote_age_s: PositiveDecimal = Field(default=Decimal("5"), le=300)
+    # An entry whose signal was made longer ago than this is refused: it was decided on a market
+    # that has moved on (queued behind a slow venue call, or delivered late). Closes have no age limit.
+    max_signal_age_s: PositiveDecimal = Field(default=Decimal("10"), le=3600)
     # How often Risk re-reads equity (peak, daily loss latch) between signals.
     evaluate_interval_s: PositiveDecimal = Field(default=Decimal("1"), le=60)
     # Executor's asks to StateStore / Risk; Panic's close gets close_timeout_s.

@@ -92,10 +92,14 @@ class Instrument(Message):
         if not qty.is_finite() or qty <= 0:
             raise OrderRefused("qty_invalid", f"{self.symbol}: quantity must be positive, got {qty}")
         rounded = self.round_qty(qty)
-        if rounded < self.min_qty:
+        # A reduce-only order below the minimum is left for the venue to judge (it cannot add
+        # exposure): refusing it here would make a position left smaller than minOrderQty (a
+        # partial close, ADL) impossible even to try to close. Below one step there is no order.
+        floor = self.qty_step if reduce_only else self.min_qty
+        if rounded < floor:
             raise OrderRefused(
                 "qty_below_minimum",
-                f"{self.symbol}: {qty} rounds to {rounded}, below the minimum {self.min_qty} (step {self.qty_step})",
+                f"{self.symbol}: {qty} rounds to {rounded}, below the minimum {floor} (step {self.qty_step})",
             )
         ceiling = self.max_market_qty if market else self.max_qty
         # Bybit splits an oversized reduce-only order itself.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -19,7 +20,7 @@ from messages.commands import ClosePosition, CloseOutcome, CloseResult, Signal
 from messages.control import TradingState, TradingStateChanged
 from messages.queries import GetTradingState
 from messages.trading import ExecutionOutcome, GetExecution, RiskCheck, RiskDecision
-from messages.types import Side
+from messages.types import Side, now_utc
 from tests.helpers import wait_until
 from tests.trading_fakes import T0, FakeGateway, FakeReader, Peer, answer_state, btc_instrument, execution, position, snapshot, wallet
 
@@ -356,6 +357,33 @@ def test_a_gateway_that_refuses_trading_blocks_before_risk_is_asked(tmp_path):
     res = w.signal("sig-m", qty=Decimal("0.01"))
     assert res.outcome is ExecutionOutcome.BLOCKED and res.check == "mode" and "mainnet" in res.reason
     assert w.risk.got(RiskCheck).get() == [] and w.gateway.calls.get("create_order") is None
+
+
+def test_an_entry_decided_longer_ago_than_the_limit_is_refused_before_any_peer_or_venue_call(tmp_path, events):
+    # The reviewed design had no age limit: a signal that waited in a queue (behind a slow venue
+    # call, or a late delivery) became an order on a market that had moved on.
+    w = World(tmp_path, max_signal_age_s=Decimal("10"))
+    made = now_utc()
+    stale = w.signal("sig-old", qty=Decimal("0.01"), created_at=made - timedelta(seconds=11))
+    assert stale.outcome is ExecutionOutcome.BLOCKED and stale.check == "signal_age" and "11." in stale.reason
+    ahead = w.signal("sig-ahead", qty=Decimal("0.01"), created_at=made + timedelta(seconds=30))
+    assert ahead.outcome is ExecutionOutcome.BLOCKED and ahead.check == "signal_age" and "ahead" in ahead.reason
+    assert w.store.got(object).get() == [] and w.risk.got(RiskCheck).get() == []
+    assert w.gateway.calls.get("create_order") is None
+    (line,) = wait_until(lambda: [e for e in events() if e["event"] == "executor.blocked" and e["signal_id"] == "sig-old"],
+                         timeout=5, what="executor.blocked for sig-old")
+    assert line["check"] == "signal_age" and line["age_s"] > 10 and line["limit_s"] == 10
+    # Within the limit it goes through as any other entry.
+    fresh = w.signal("sig-fresh", qty=Decimal("0.01"), created_at=made - timedelta(seconds=5))
+    assert fresh.outcome is ExecutionOutcome.PENDING and len(w.gateway.created) == 1
+
+
+def test_a_close_is_never_refused_for_its_age(tmp_path):
+    w = World(tmp_path, max_signal_age_s=Decimal("10"))
+    w.state[0] = snapshot(wallet(), positions=(position("BTCUSDT", Side.BUY, "0.01"),))
+    w.signal("sig-flat-old", direction="flat", created_at=now_utc() - timedelta(hours=1))
+    assert w.final("sig-flat-old").outcome is ExecutionOutcome.CLOSED
+    assert len(w.panic.got(ClosePosition).get()) == 1
 
 
 def test_a_flat_is_not_held_back_by_an_unconfirmed_entry_but_a_second_close_is(tmp_path):

@@ -50,6 +50,19 @@ def test_below_minimum_is_refused(btc):
     btc.check_notional(Decimal("0.001"), Decimal("5000"))  # exactly the minimum is fine
 
 
+def test_a_reduce_only_order_below_the_minimum_is_left_to_the_venue_but_not_below_one_step(btc):
+    # A position smaller than minOrderQty (a partial close, ADL) must stay closable: a local refusal
+    # of its reduce-only close meant the node could never even try.
+    coarse = btc.model_copy(update={"min_qty": Decimal("0.010")})
+    with pytest.raises(OrderRefused) as info:
+        coarse.checked_qty(Decimal("0.005"), market=True, reduce_only=False)
+    assert info.value.reason == "qty_below_minimum"
+    assert coarse.checked_qty(Decimal("0.005"), market=True, reduce_only=True) == Decimal("0.005")
+    with pytest.raises(OrderRefused) as info:
+        coarse.checked_qty(Decimal("0.0009"), market=True, reduce_only=True)
+    assert info.value.reason == "qty_below_minimum"
+
+
 def test_market_maximum_applies_to_opening_orders_only(btc):
     with pytest.raises(OrderRefused):
         btc.checked_qty(Decimal("600"), market=True, reduce_only=False)
