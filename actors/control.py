@@ -100,8 +100,8 @@ def _signal_result(directory: Directory, args: dict[str, Any]) -> dict[str, Any]
     except pykka.ActorDeadError:
         return {"ok": False, "error": "the Executor did not answer: ActorDeadError", "signal_id": signal_id}
     except pykka.Timeout:
-        # Busy, not gone: it takes one message at a time, and a signal's venue call (an unknown
-        # create looked up by its orderLinkId) may hold it for seconds. Ask again later.
+        # Busy, not gone: it takes one message at a time, and a burst of signals (each asking
+        # StateStore and Risk, up to risk.ask_timeout_s) can hold it past this short ask. Ask again later.
         return {"ok": True, "signal_id": signal_id, "busy": True}
     if not isinstance(result, ExecutionResult):
         return {"ok": True, "signal_id": signal_id, "seen": False}

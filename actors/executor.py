@@ -23,6 +23,14 @@ get_executions); after `fill_timeout_s` it gives up with an error event.
 Meanwhile a signal for another symbol goes through at once, one for the
 same symbol is blocked (`order_in_flight`): it would be judged against a
 position that is about to change; a FLAT is never held back by an entry.
+
+No venue call is made in the mailbox: the create, the lookups of an unknown
+outcome and the REST fill checks run on the Executor's venue worker
+(actors/venue_calls.py), one at a time, and their outcomes come back as
+messages. So a FLAT, another symbol's signal or a status query never waits
+behind a create's read timeout and lookup window. A signal's first answer
+is therefore PENDING ("sent") or a refusal; `GetExecution` follows it to
+its final outcome.
 A FLAT signal is handed to Panic (`ClosePosition`, close before cancel,
 DATA-018) and its answer is waited for on a helper thread, not in the
 mailbox; a second FLAT for the symbol meanwhile is `close_in_flight`.
@@ -48,6 +56,7 @@ import pykka
 
 from actors.base import ActorContext, NodeActor, Role
 from actors.timers import tell_later
+from actors.venue_calls import VenueAnswer, VenueCalls
 from infra.bybit import (
     ExchangeError,
     IpBanned,
@@ -280,6 +289,18 @@ class _Unknown:
     since_mono: float
 
 
+@dataclass(frozen=True)
+class _Sending:
+    """An entry handed to the venue worker, its create not answered yet: its symbol is busy."""
+
+    signal: Signal
+    request: OrderRequest
+    base: ExecutionResult
+    price: Decimal
+    quote: Quote
+    pretrade_us: float
+
+
 @dataclass
 class _Pending:
     signal: Signal
@@ -304,6 +325,7 @@ class Executor(NodeActor):
         self._clock = clock
         self._state = TradingState.HALTED
         self._ledger = SignalLedger()
+        self._sending: dict[str, _Sending] = {}  # orderLinkId -> entry whose create is on the wire
         self._pending: dict[str, _Pending] = {}  # orderLinkId -> order awaiting its fill
         self._unknown: dict[str, _Unknown] = {}  # orderLinkId -> entry sent with an unknown outcome
         self._busy_symbols: dict[str, str] = {}  # symbol -> signal id of the entry awaiting its fill
@@ -313,6 +335,9 @@ class Executor(NodeActor):
         self._fill_timeout_s = float(self._risk_cfg.fill_timeout_s)
         self._timers: set[threading.Timer] = set()
         self._warm_thread: threading.Thread | None = None
+        self._venue: VenueCalls | None = None
+        self._answers: dict[str, Callable[[Any, BaseException | None], None]] = {}  # token -> continuation
+        self._tokens = 0
         # One immutable query per configured symbol, asked again for every signal: building the
         # pydantic message anew cost about 1 us of the signal's path each time.
         self._view_queries = {symbol: GetTradingView(symbol=symbol) for symbol in node.symbols}
@@ -325,13 +350,17 @@ class Executor(NodeActor):
             _ConfirmFill: self._on_confirm_fill,
             _ResolveUnknown: self._on_resolve_unknown,
             _CloseDone: self._on_close_done,
+            VenueAnswer: self._on_venue_answer,
             GetExecution: lambda m: self._ledger.get(m.signal_id),
         }
 
     def on_start(self) -> None:
         super().on_start()
-        # Panic tells the state only when it changes: a restarted Executor asks for the current one.
-        self.actor_ref.tell(_SyncState())
+        self._venue = VenueCalls(self.actor_ref, name="executor-venue")
+        # Panic tells the state only when it changes: a restarted Executor asks for the current one,
+        # here and not by a message to itself: a signal told right after start() would be ahead of
+        # that message in the mailbox and be judged HALTED.
+        self._on_sync_state(_SyncState())
         if self._reader is None:
             self._log.error("executor.no_market_reader",
                             reason="no MarketReader in the actor context: every entry will be blocked")
@@ -347,6 +376,12 @@ class Executor(NodeActor):
             timer.cancel()
         if self._warm_thread is not None:
             self._warm_thread.join(timeout=1.0)  # no request of ours in flight while the process exits
+        if self._venue is not None:
+            self._venue.stop(wait_s=1.0)
+        for sending in self._sending.values():
+            self._log.warning("order.unknown_released", signal_id=sending.signal.signal_id,
+                              order_link_id=sending.request.order_link_id, symbol=sending.request.symbol,
+                              reason="executor stopping while the create was on the wire")
         for u in self._unknown.values():
             self._log.warning("order.unknown_released", signal_id=u.signal.signal_id,
                               order_link_id=u.request.order_link_id, symbol=u.request.symbol, reason="executor stopping")
@@ -545,42 +580,85 @@ class Executor(NodeActor):
             qty=qty, reduce_only=request.reduce_only, take_profit=request.take_profit, stop_loss=request.stop_loss,
         )
         pretrade_us = (time.perf_counter() - received_mono) * 1e6
-        release_writer()  # the venue call waits on the network: the writer may use that time
-        try:
-            ack = self._gateway.create_order(request)
-        except OutcomeUnknown as exc:
-            self._log.error("order.outcome_unknown", signal_id=signal.signal_id, order_link_id=link, symbol=signal.symbol,
-                            error=str(exc), action="re-send the same signal: the orderLinkId keeps it to one order")
-            unknown = replace(base, outcome=ExecutionOutcome.UNKNOWN, reason=str(exc), finished_at=self._clock())
-            self._hold_unknown(signal, request, unknown)
-            return unknown
-        except (Rejected, OrderRefused, ExchangeError) as exc:
-            # Not taken, but not refused by the venue either (rate limit, ban, not sent): a re-send may pass.
-            retryable = isinstance(exc, (TransientError, IpBanned))
-            self._log.warning("order.rejected", signal_id=signal.signal_id, order_link_id=link, symbol=signal.symbol,
-                              error=f"{type(exc).__name__}: {exc}", retryable=retryable)
-            return replace(base, outcome=ExecutionOutcome.REJECTED, reason=str(exc), retryable=retryable,
-                           finished_at=self._clock())
-        foreign = _foreign_order(ack.order, request)
-        if foreign is not None:
-            return self._link_taken(signal, request, foreign, base)
-        placed_at = self._clock()
-        self._log.info(
-            "order.placed", signal_id=signal.signal_id, order_link_id=link, order_id=ack.order_id, symbol=signal.symbol,
-            side=side.value, qty=_s(ack.qty), reduce_only=ack.reduce_only, take_profit=_s(request.take_profit),
-            stop_loss=_s(request.stop_loss), resolution=ack.resolution.value, pretrade_us=round(pretrade_us, 1),
-            reference_price=_s(price), quote_source=quote.source, quote_age_s=round(quote.age_s, 3),
-        )
-        result = replace(base, order_id=ack.order_id, qty=ack.qty, placed_at=placed_at)
-        self._unknown.pop(link, None)  # a re-send found (or placed) the order: it is confirmed as any other
-        self._pending[link] = _Pending(signal, request, ack, placed_at, time.monotonic(), result)
+        # The create goes out on the venue worker: the mailbox moves on at once, so a FLAT (or any
+        # other symbol's signal) never waits behind this create's timeout and lookup window.
+        self._sending[link] = _Sending(signal, request, base, price, quote, pretrade_us)
         self._busy_symbols[signal.symbol] = signal.signal_id
-        self.actor_ref.tell(_ConfirmFill(order_link_id=link))
-        return result
+        self._call("create", link, lambda: self._gateway.create_order(request),
+                   lambda ack, error: self._on_created(link, ack, error))
+        release_writer()  # the venue call waits on the network: the writer may use that time
+        return base
+
+    def _on_created(self, link: str, ack: OrderAck | None, error: BaseException | None) -> None:
+        sending = self._sending.pop(link)
+        signal, request, base = sending.signal, sending.request, sending.base
+        if error is not None:
+            result = self._create_failed(sending, error)
+        elif (foreign := _foreign_order(ack.order, request)) is not None:
+            result = self._link_taken(signal, request, foreign, base)
+        else:
+            placed_at = self._clock()
+            self._log.info(
+                "order.placed", signal_id=signal.signal_id, order_link_id=link, order_id=ack.order_id,
+                symbol=signal.symbol, side=request.side.value, qty=_s(ack.qty), reduce_only=ack.reduce_only,
+                take_profit=_s(request.take_profit), stop_loss=_s(request.stop_loss), resolution=ack.resolution.value,
+                pretrade_us=round(sending.pretrade_us, 1), reference_price=_s(sending.price),
+                quote_source=sending.quote.source, quote_age_s=round(sending.quote.age_s, 3),
+            )
+            result = replace(base, order_id=ack.order_id, qty=ack.qty, placed_at=placed_at)
+            self._unknown.pop(link, None)  # a re-send found (or placed) the order: it is confirmed as any other
+            self._pending[link] = _Pending(signal, request, ack, placed_at, time.monotonic(), result)
+            self.actor_ref.tell(_ConfirmFill(order_link_id=link))
+        if result.outcome is not ExecutionOutcome.PENDING and result.outcome is not ExecutionOutcome.UNKNOWN:
+            _release(self._busy_symbols, signal.symbol, signal.signal_id)
+        self._ledger.record(result)
+
+    def _create_failed(self, sending: _Sending, error: BaseException) -> ExecutionResult:
+        signal, request, base = sending.signal, sending.request, sending.base
+        link = request.order_link_id
+        if isinstance(error, (Rejected, OrderRefused, ExchangeError)) and not isinstance(error, OutcomeUnknown):
+            # Not taken, but not refused by the venue either (rate limit, ban, not sent): a re-send may pass.
+            retryable = isinstance(error, (TransientError, IpBanned))
+            self._log.warning("order.rejected", signal_id=signal.signal_id, order_link_id=link, symbol=signal.symbol,
+                              error=f"{type(error).__name__}: {error}", retryable=retryable)
+            return replace(base, outcome=ExecutionOutcome.REJECTED, reason=str(error), retryable=retryable,
+                           finished_at=self._clock())
+        if isinstance(error, OutcomeUnknown):
+            self._log.error("order.outcome_unknown", signal_id=signal.signal_id, order_link_id=link,
+                            symbol=signal.symbol, error=str(error),
+                            action="re-send the same signal: the orderLinkId keeps it to one order")
+        else:  # a bug below the gateway's contract: whether the order went out is not known, so fail closed
+            self._log.error("executor.signal_failed", signal_id=signal.signal_id, order_link_id=link,
+                            error=repr(error), outcome="unknown")
+        unknown = replace(base, outcome=ExecutionOutcome.UNKNOWN, reason=str(error) or repr(error),
+                          finished_at=self._clock())
+        self._hold_unknown(signal, request, unknown)
+        return unknown
+
+    # --- the venue worker -------------------------------------------------------------------
+
+    def _call(self, kind: str, link: str, call: Callable[[], Any],
+              then: Callable[[Any, BaseException | None], None]) -> None:
+        """`call` on the venue worker; `then(value, error)` runs here, in the mailbox, with its outcome."""
+        self._tokens += 1
+        token = f"{kind}:{link}:{self._tokens}"
+        self._answers[token] = then
+        assert self._venue is not None  # started in on_start, before any message
+        self._venue.submit(token, call)
+
+    def _on_venue_answer(self, msg: VenueAnswer) -> None:
+        then = self._answers.pop(msg.token, None)
+        if then is None:
+            return
+        try:
+            then(msg.value, msg.error)
+        except Exception as exc:  # a bug in a continuation: say so, keep the actor
+            self._log.error("executor.venue_answer_failed", call=msg.token, error=repr(exc))
 
     def _entries_in_flight(self) -> tuple[PositionView, ...]:
-        """Entries sent and not yet finished (pending a fill, or of unknown outcome), as Risk counts them."""
-        sent = [(p.request, p.ack.qty) for p in self._pending.values()]
+        """Entries sent and not yet finished (on the wire, pending a fill, or of unknown outcome), as Risk counts them."""
+        sent = [(s.request, s.request.qty) for s in self._sending.values()]
+        sent += [(p.request, p.ack.qty) for p in self._pending.values()]
         sent += [(u.request, u.request.qty) for u in self._unknown.values()]
         return tuple(
             PositionView(symbol=req.symbol, signed_size=qty if req.side is Side.BUY else -qty,
@@ -619,12 +697,18 @@ class Executor(NodeActor):
         u = self._unknown.get(msg.order_link_id)
         if u is None:
             return  # a re-send of the signal resolved it meanwhile
+        symbol, link = u.request.symbol, msg.order_link_id
+        self._call("lookup", link, lambda: self._gateway.get_order(symbol, order_link_id=link),
+                   lambda order, error: self._on_unknown_lookup(msg, order, error))
+
+    def _on_unknown_lookup(self, msg: _ResolveUnknown, order: Order | None, error: BaseException | None) -> None:
+        u = self._unknown.get(msg.order_link_id)
+        if u is None:
+            return  # a re-send of the signal resolved it meanwhile
         symbol = u.request.symbol
-        try:
-            order = self._gateway.get_order(symbol, order_link_id=msg.order_link_id)
-        except Exception as exc:  # a tell handler: keep looking until the deadline, never die
+        if error is not None:  # keep looking until the deadline
             self._log.warning("order.fill_check_failed", signal_id=u.signal.signal_id,
-                              order_link_id=msg.order_link_id, error=repr(exc))
+                              order_link_id=msg.order_link_id, error=repr(error))
             order = None
         if order is not None and _foreign_order(order, u.request) is not None:
             del self._unknown[msg.order_link_id]
@@ -678,20 +762,25 @@ class Executor(NodeActor):
             self._log.warning("order.fill_check_failed", signal_id=p.signal.signal_id, order_link_id=msg.order_link_id,
                               error=repr(exc))
             done = False
+        if done is not None:  # None: the venue was asked, and its answer carries on from here
+            self._next_check(p, msg.attempt, done)
+
+    def _next_check(self, p: _Pending, attempt: int, done: bool) -> None:
         if done:
             return
+        link = p.request.order_link_id
         elapsed = time.monotonic() - p.placed_mono
         if elapsed >= self._fill_timeout_s:
-            self._log.error("order.fill_unconfirmed", signal_id=p.signal.signal_id, order_link_id=msg.order_link_id,
+            self._log.error("order.fill_unconfirmed", signal_id=p.signal.signal_id, order_link_id=link,
                             order_id=p.ack.order_id, symbol=p.request.symbol, waited_s=round(elapsed, 2),
                             reason="no fill seen on the stream or over REST; reconciliation will see the order")
             self._finish(p, replace(p.result, outcome=ExecutionOutcome.UNCONFIRMED,
                                     reason=f"no fill confirmed within {self._fill_timeout_s} s"))
             return
-        self._schedule(_ConfirmFill(order_link_id=msg.order_link_id, attempt=msg.attempt + 1),
-                       self._lookup_delay(msg.attempt))
+        self._schedule(_ConfirmFill(order_link_id=link, attempt=attempt + 1), self._lookup_delay(attempt))
 
-    def _confirm(self, p: _Pending, attempt: int) -> bool:
+    def _confirm(self, p: _Pending, attempt: int) -> bool | None:
+        """True: finished; False: not yet; None: the venue was asked (`_on_venue_view` goes on)."""
         link, order_id = p.request.order_link_id, p.ack.order_id
         # The ack of an order found by lookup already carries the venue's view.
         if p.ack.order is not None:
@@ -709,14 +798,38 @@ class Executor(NodeActor):
                 return self._filled(p, Fill(qty, avg, "executions"), "stream")
         if time.monotonic() - p.placed_mono < self._stream_wait_s:
             return False
+        self._call("fill", link, lambda: self._venue_view(p),
+                   lambda view, error: self._on_venue_view(link, attempt, view, error))
+        return None
+
+    def _venue_view(self, p: _Pending) -> tuple[Order, list[Execution]] | None:
+        """On the venue worker: the order by its orderLinkId, with its executions when only they price it."""
+        link = p.request.order_link_id
         order = self._gateway.get_order(p.request.symbol, order_link_id=link)
         if order is None:
-            return False
-        execs_rest: list[Execution] = []
+            return None
+        execs: list[Execution] = []
         if order.order_status is OrderStatus.FILLED and order.avg_price is None:
             start = utc_to_ms(p.placed_at - timedelta(minutes=1))
-            execs_rest = [e for e in self._gateway.get_executions(symbol=p.request.symbol, start_ms=start)
-                          if e.is_trade and (e.order_link_id == link or e.order_id == order.order_id)]
+            execs = [e for e in self._gateway.get_executions(symbol=p.request.symbol, start_ms=start)
+                     if e.is_trade and (e.order_link_id == link or e.order_id == order.order_id)]
+        return order, execs
+
+    def _on_venue_view(self, link: str, attempt: int, view: tuple[Order, list[Execution]] | None,
+                       error: BaseException | None) -> None:
+        p = self._pending.get(link)
+        if p is None:
+            return  # finished meanwhile
+        if error is not None:  # keep trying until the deadline
+            self._log.warning("order.fill_check_failed", signal_id=p.signal.signal_id, order_link_id=link,
+                              error=repr(error))
+            done = False
+        else:
+            done = view is not None and self._judge(p, *view)
+        self._next_check(p, attempt, done)
+
+    def _judge(self, p: _Pending, order: Order, execs_rest: list[Execution]) -> bool:
+        link = p.request.order_link_id
         fill = fill_from(order, execs_rest)
         if fill is not None:
             return self._filled(p, fill, "rest")

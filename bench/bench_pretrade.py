@@ -8,8 +8,10 @@
   over that view (fresh ticker: no REST; the bench fails if one is made),
   sizes the order with the instrument, asks the real Risk actor (seeded, its latch in
   a real DuckDB file), checks the price deviation and hands the order to
-  the gateway. The gateway is faked: the clock stops when `create_order`
-  is called. Logging is on (JSON lines to a file), as in the node.
+  its venue worker, whose thread calls the gateway (one more thread hop
+  since the Executor stopped making venue calls in its mailbox). The
+  gateway is faked: the clock stops when `create_order` is called.
+  Logging is on (JSON lines to a file), as in the node.
 * `pretrade_rest_baseline_ms` (and `_p99_ms`): the reviewed design's way
   for the same decision, with pybit alone: one REST wallet-balance call and
   one REST ticker call per order, against the loopback simulator in its
@@ -19,7 +21,8 @@
   p99 in that run. Target >= 10 (ours at most a tenth of the baseline).
 * `pretrade_bare_hops_p99_us`: the reference for `pretrade_p99_us`: the
   same thread hops with pykka alone (a tell into one actor that asks two
-  others in turn, which answer at once), timed alternately with ours in a
+  others in turn, which answer at once, then hands over to a plain worker
+  thread, as the Executor does to its venue worker), timed alternately with ours in a
   second run: the floor the machine's scheduling sets. On a loaded 2-core
   machine a woken thread can wait milliseconds for a core, and that, not
   the checks, is what the tail of both is made of.
@@ -30,6 +33,7 @@
 
 from __future__ import annotations
 
+import queue
 import statistics
 import tempfile
 import threading
@@ -81,19 +85,28 @@ class _Echo(pykka.ThreadingActor):
 
 
 class _Hopper(pykka.ThreadingActor):
-    """Receives a tell, asks each peer in turn, then marks the time: the pipeline's hops, no work."""
+    """Receives a tell, asks each peer in turn, then hands over to a worker thread, which marks the
+    time: the pipeline's hops (the Executor's venue worker included), no work."""
 
     use_daemon_thread = True
 
     def __init__(self, peers: list[pykka.ActorRef[Any]], out: list[float], done: threading.Event):
         super().__init__()
-        self._peers, self._out, self._done = peers, out, done
+        self._peers = peers
+        self._handoff: queue.SimpleQueue[None] = queue.SimpleQueue()
+
+        def worker() -> None:
+            while True:
+                self._handoff.get()
+                out.append(time.perf_counter())
+                done.set()
+
+        threading.Thread(target=worker, name="bench-hop-worker", daemon=True).start()
 
     def on_receive(self, message: Any) -> Any:
         for peer in self._peers:
             peer.ask(message, timeout=2)
-        self._out.append(time.perf_counter())
-        self._done.set()
+        self._handoff.put(None)
 
 
 @dataclass

@@ -141,7 +141,7 @@ class ExecutionOutcome(StrEnum):
     REJECTED = "rejected"  # the venue (or the gateway's pre-send checks) refused the order
     UNKNOWN = "unknown"  # sent; the venue's answer was lost and the order was not found (a close: Panic did not answer)
     UNCONFIRMED = "unconfirmed"  # accepted; no fill seen within fill_timeout_s
-    PENDING = "pending"  # accepted; the fill is being confirmed
+    PENDING = "pending"  # sent (its create not answered yet: no order_id), or accepted and its fill being confirmed
     FAILED = "failed"  # a close Panic could not complete (TP/SL left in place)
 
 

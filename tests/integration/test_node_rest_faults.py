@@ -54,7 +54,8 @@ def test_a_5xx_on_the_order_create_is_an_unknown_outcome_and_the_resend_makes_ex
     directory, gateway, _, _ = trading_node
     sim.faults.http_error(503, count=1, path="/v5/order/create")
     signal = Signal(signal_id="nf-5xx-1", symbol="BTCUSDT", direction="long", qty=Decimal("0.01"))
-    first = send(directory, signal)
+    assert send(directory, signal).outcome is ExecutionOutcome.PENDING  # sent: the create is on the wire
+    first = final(directory, "nf-5xx-1")
     # The venue's 503 says nothing about the order: the node looked it up by its orderLinkId and
     # did not find it, and says so instead of guessing either way.
     assert first.outcome is ExecutionOutcome.UNKNOWN and "re-send" in first.reason, first

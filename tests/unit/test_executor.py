@@ -78,6 +78,15 @@ class World:
         sig = Signal(signal_id=signal_id, symbol=kw.pop("symbol", "BTCUSDT"), direction=direction, **kw)
         return self.ref.ask(sig, timeout=5)
 
+    def entry(self, signal_id: str = "sig-1", direction: str = "long", **kw):
+        """Send an entry and wait for its create's answer: the result once placed (PENDING with the
+        venue's order id) or final (refused, rejected, unknown). The first answer only says "sent"."""
+        first = self.signal(signal_id, direction, **kw)
+        if first.final or first.order_id:
+            return first
+        return wait_until(lambda: (r := self.result(signal_id)) is not None and (r.final or r.order_id) and r,
+                          timeout=5, what=f"the create of {signal_id} answered")
+
     def result(self, signal_id: str):
         return self.ref.ask(GetExecution(signal_id=signal_id), timeout=5)
 
@@ -130,12 +139,12 @@ def test_fill_price_is_the_orders_avg_price_or_else_the_executions_never_none_of
 
 def test_a_repeated_signal_never_places_a_second_order(tmp_path, events):
     w = World(tmp_path)
-    first = w.signal("sig-rep", qty=Decimal("0.01"))
+    first = w.entry("sig-rep", qty=Decimal("0.01"))
     link = order_link_id("sig-rep", "entry", prefix="x")
     assert first.outcome is ExecutionOutcome.PENDING and first.order_link_id == link
     w.fill_on_stream(link, ("0.01", "60005"))
     assert w.final("sig-rep").outcome is ExecutionOutcome.FILLED
-    again = w.signal("sig-rep", qty=Decimal("0.01"))
+    again = w.entry("sig-rep", qty=Decimal("0.01"))
     assert again.outcome is ExecutionOutcome.FILLED and again.order_link_id == link
     assert w.gateway.calls["create_order"] == 1
     assert any(e["event"] == "executor.duplicate_signal" for e in events())
@@ -148,9 +157,9 @@ def test_a_retry_after_an_unknown_outcome_resends_the_same_order_link_id(tmp_pat
         raise OutcomeUnknown("the answer was lost and the lookup found nothing", order_link_id=req.order_link_id)
 
     w.gateway.on_create = flaky
-    assert w.signal("sig-u", qty=Decimal("0.01")).outcome is ExecutionOutcome.UNKNOWN
+    assert w.entry("sig-u", qty=Decimal("0.01")).outcome is ExecutionOutcome.UNKNOWN
     w.gateway.on_create = None
-    assert w.signal("sig-u", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
+    assert w.entry("sig-u", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
     links = [r.order_link_id for r in w.gateway.created]
     assert len(links) == 2 and links[0] == links[1] == order_link_id("sig-u", "entry", prefix="x")
 
@@ -162,14 +171,14 @@ def test_a_blocked_resend_after_an_unknown_outcome_leaves_the_signal_unknown_and
     w = World(tmp_path)
     w.gateway.on_create = lambda req: (_ for _ in ()).throw(
         OutcomeUnknown("the answer was lost and the lookup found nothing", order_link_id=req.order_link_id))
-    assert w.signal("sig-ub", qty=Decimal("0.01")).outcome is ExecutionOutcome.UNKNOWN
+    assert w.entry("sig-ub", qty=Decimal("0.01")).outcome is ExecutionOutcome.UNKNOWN
     w.gateway.on_create = None
     w.set_state(TradingState.REDUCING)
-    blocked = w.signal("sig-ub", qty=Decimal("0.01"))
+    blocked = w.entry("sig-ub", qty=Decimal("0.01"))
     assert blocked.outcome is ExecutionOutcome.UNKNOWN and "REDUCING" in blocked.reason
     assert w.result("sig-ub").outcome is ExecutionOutcome.UNKNOWN
     w.set_state(TradingState.ACTIVE)
-    assert w.signal("sig-ub", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
+    assert w.entry("sig-ub", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
     assert w.gateway.calls["create_order"] == 2
 
 
@@ -183,11 +192,11 @@ def test_an_unknown_outcome_holds_its_symbol_until_the_venue_shows_the_order(tmp
     symbol; the Executor looks the order up by its orderLinkId and confirms its fill like any other."""
     w = World(tmp_path, fill_timeout_s=Decimal("20"))  # the lookups must not give up before the order shows
     w.gateway.on_create = _lost_answer
-    assert w.signal("sig-ua", qty=Decimal("0.01")).outcome is ExecutionOutcome.UNKNOWN
+    assert w.entry("sig-ua", qty=Decimal("0.01")).outcome is ExecutionOutcome.UNKNOWN
     w.gateway.on_create = None
-    second = w.signal("sig-ub2", qty=Decimal("0.01"))
+    second = w.entry("sig-ub2", qty=Decimal("0.01"))
     assert second.outcome is ExecutionOutcome.BLOCKED and second.check == "order_in_flight", second
-    assert w.signal("sig-eth", symbol="ETHUSDT", qty=Decimal("0.1")).outcome is ExecutionOutcome.PENDING
+    assert w.entry("sig-eth", symbol="ETHUSDT", qty=Decimal("0.1")).outcome is ExecutionOutcome.PENDING
     assert w.gateway.calls["create_order"] == 2  # sig-ua and sig-eth; never sig-ub2
     link = order_link_id("sig-ua", "entry", prefix="x")
     w.gateway.orders[link] = Order(orderId="oid-late", orderLinkId=link, symbol="BTCUSDT", side="Buy", orderType="Market",
@@ -196,19 +205,19 @@ def test_an_unknown_outcome_holds_its_symbol_until_the_venue_shows_the_order(tmp
                      what="the unknown order found and its fill confirmed")
     assert res.outcome is ExecutionOutcome.FILLED and res.avg_price == Decimal("60010") and res.order_id == "oid-late"
     assert any(e["event"] == "order.unknown_resolved" and e["order_id"] == "oid-late" for e in events())
-    assert w.signal("sig-ub3", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
+    assert w.entry("sig-ub3", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
 
 
 def test_an_unknown_order_never_found_releases_its_symbol_after_the_fill_timeout(tmp_path, events):
     w = World(tmp_path)
     w.gateway.on_create = _lost_answer
-    assert w.signal("sig-un", qty=Decimal("0.01")).outcome is ExecutionOutcome.UNKNOWN
+    assert w.entry("sig-un", qty=Decimal("0.01")).outcome is ExecutionOutcome.UNKNOWN
     w.gateway.on_create = None
     released = wait_until(lambda: [e for e in events() if e["event"] == "order.unknown_released"], timeout=5,
                           what="the symbol released")
     assert released[0]["signal_id"] == "sig-un" and released[0]["level"] == "error"
     assert w.result("sig-un").outcome is ExecutionOutcome.UNKNOWN  # never claimed to be absent
-    assert w.signal("sig-un2", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
+    assert w.entry("sig-un2", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
     assert w.gateway.calls["get_order"] >= 1
 
 
@@ -219,21 +228,21 @@ def test_a_create_the_venue_never_took_can_be_resent_with_the_same_signal_id(tmp
     w = World(tmp_path)
     w.gateway.on_create = lambda req: (_ for _ in ()).throw(RateLimited("retCode 10006: Too many visits!",
                                                                          retry_after_s=0.2))
-    first = w.signal("sig-rl", qty=Decimal("0.01"))
+    first = w.entry("sig-rl", qty=Decimal("0.01"))
     assert first.outcome is ExecutionOutcome.REJECTED and first.retryable
     w.gateway.on_create = None
-    assert w.signal("sig-rl", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
+    assert w.entry("sig-rl", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
     assert w.gateway.calls["create_order"] == 2
     w.gateway.on_create = lambda req: (_ for _ in ()).throw(Rejected(110007, "ab not enough for new order"))
-    refused = w.signal("sig-poor", symbol="ETHUSDT", qty=Decimal("0.01"))
+    refused = w.entry("sig-poor", symbol="ETHUSDT", qty=Decimal("0.01"))
     assert refused.outcome is ExecutionOutcome.REJECTED and not refused.retryable
-    assert w.signal("sig-poor", symbol="ETHUSDT", qty=Decimal("0.01")).outcome is ExecutionOutcome.REJECTED
+    assert w.entry("sig-poor", symbol="ETHUSDT", qty=Decimal("0.01")).outcome is ExecutionOutcome.REJECTED
     assert w.gateway.calls["create_order"] == 3
 
 
 def test_fresh_state_means_zero_rest_price_calls_and_the_order_carries_tp_sl(tmp_path, events):
     w = World(tmp_path)
-    w.signal("sig-f", qty=Decimal("0.01"), take_profit=Decimal("66000"), stop_loss=Decimal("57000"))
+    w.entry("sig-f", qty=Decimal("0.01"), take_profit=Decimal("66000"), stop_loss=Decimal("57000"))
     link = order_link_id("sig-f", "entry", prefix="x")
     w.fill_on_stream(link, ("0.01", "60001"))
     res = w.final("sig-f")
@@ -258,7 +267,7 @@ def test_avg_price_zero_takes_the_fill_price_from_the_executions_not_a_quote(tmp
     w.gateway.executions = [execution(link, f"oid-{link}", "0.004", "60990", "a"),
                             execution(link, f"oid-{link}", "0.006", "60980", "b"),
                             execution("other", "oid-other", "1", "1", "c")]
-    w.signal("sig-z", qty=Decimal("0.01"))
+    w.entry("sig-z", qty=Decimal("0.01"))
     res = w.final("sig-z")
     assert res.outcome is ExecutionOutcome.FILLED
     assert res.avg_price == Decimal("60984") and res.price_source == "executions"
@@ -283,18 +292,18 @@ def test_a_flat_signal_goes_to_panic_and_its_result_says_reduce_only(tmp_path):
 
 def test_entry_results_carry_reduce_only_false_as_sent(tmp_path):
     w = World(tmp_path)
-    res = w.signal("sig-e", qty=Decimal("0.01"))
+    res = w.entry("sig-e", qty=Decimal("0.01"))
     assert res.reduce_only is False and w.gateway.created[0].reduce_only is False
 
 
 def test_halted_does_nothing_and_reducing_lets_only_closes_through(tmp_path):
     w = World(tmp_path)
     w.set_state(TradingState.HALTED)
-    assert w.signal("sig-h", qty=Decimal("0.01")).check == "trading_state"
+    assert w.entry("sig-h", qty=Decimal("0.01")).check == "trading_state"
     assert w.signal("sig-h2", direction="flat").check == "trading_state"
     assert w.risk.got(RiskCheck).get() == [] and w.panic.got(ClosePosition).get() == []
     w.set_state(TradingState.REDUCING)
-    assert w.signal("sig-r", qty=Decimal("0.01")).check == "trading_state"
+    assert w.entry("sig-r", qty=Decimal("0.01")).check == "trading_state"
     w.state[0] = snapshot(wallet(), positions=(position("BTCUSDT", Side.SELL, "0.01"),))
     assert w.signal("sig-r2", direction="flat").outcome is ExecutionOutcome.PENDING
     assert w.final("sig-r2").outcome is ExecutionOutcome.CLOSED
@@ -303,7 +312,7 @@ def test_halted_does_nothing_and_reducing_lets_only_closes_through(tmp_path):
 
 def test_risk_block_stops_the_signal(tmp_path):
     w = World(tmp_path, allow=False)
-    res = w.signal("sig-b", qty=Decimal("0.01"))
+    res = w.entry("sig-b", qty=Decimal("0.01"))
     assert res.outcome is ExecutionOutcome.BLOCKED and res.check == "daily_loss"
     assert w.gateway.calls.get("create_order") is None
 
@@ -311,30 +320,30 @@ def test_risk_block_stops_the_signal(tmp_path):
 def test_stale_price_and_price_deviation_block_entries(tmp_path):
     w = World(tmp_path)
     w.reader.stale = True
-    assert w.signal("sig-s", qty=Decimal("0.01")).check == "price"
+    assert w.entry("sig-s", qty=Decimal("0.01")).check == "price"
     w.reader.stale = False
-    res = w.signal("sig-d", qty=Decimal("0.01"), price=Decimal("58000"))  # market 60000: 3.4 % away
+    res = w.entry("sig-d", qty=Decimal("0.01"), price=Decimal("58000"))  # market 60000: 3.4 % away
     assert res.check == "price_deviation"
     assert w.gateway.calls.get("create_order") is None
 
 
 def test_a_slow_fill_blocks_only_its_own_symbol_and_gives_up_with_an_error_event(tmp_path, events):
     w = World(tmp_path)
-    w.signal("sig-slow", qty=Decimal("0.01"))
+    w.entry("sig-slow", qty=Decimal("0.01"))
     # While BTCUSDT waits for its fill, ETHUSDT goes through and a second BTCUSDT signal is held back.
-    assert w.signal("sig-btc2", qty=Decimal("0.01")).check == "order_in_flight"
-    assert w.signal("sig-eth", symbol="ETHUSDT", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
+    assert w.entry("sig-btc2", qty=Decimal("0.01")).check == "order_in_flight"
+    assert w.entry("sig-eth", symbol="ETHUSDT", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
     res = w.final("sig-slow", timeout=10)
     assert res.outcome is ExecutionOutcome.UNCONFIRMED
     assert any(e["event"] == "order.fill_unconfirmed" and e["signal_id"] == "sig-slow" for e in events())
     # The symbol is free again afterwards.
-    assert w.signal("sig-btc3", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
+    assert w.entry("sig-btc3", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
 
 
 def test_an_entry_without_tp_sl_gets_the_configured_ones_in_the_same_request(tmp_path):
     w = World(tmp_path, default_stop_loss_pct=Decimal("2"), default_take_profit_pct=Decimal("4"))
-    w.signal("sig-l", qty=Decimal("0.01"))
-    w.signal("sig-s", symbol="ETHUSDT", direction="short", qty=Decimal("0.01"), stop_loss=Decimal("61000"))
+    w.entry("sig-l", qty=Decimal("0.01"))
+    w.entry("sig-s", symbol="ETHUSDT", direction="short", qty=Decimal("0.01"), stop_loss=Decimal("61000"))
     long_req, short_req = w.gateway.created
     assert (long_req.take_profit, long_req.stop_loss) == (Decimal("62400"), Decimal("58800"))
     # The signal's own level wins; only the missing one is filled in.
@@ -344,7 +353,7 @@ def test_an_entry_without_tp_sl_gets_the_configured_ones_in_the_same_request(tmp
 
 def test_configured_tp_sl_are_on_the_tick_in_the_request_and_the_result_as_the_venue_holds_them(tmp_path):
     w = World(tmp_path, default_stop_loss_pct=Decimal("0.54321"), default_take_profit_pct=Decimal("1.23456"))
-    w.signal("sig-t", qty=Decimal("0.01"))
+    w.entry("sig-t", qty=Decimal("0.01"))
     (req,) = w.gateway.created
     # 60000 +1.23456 % = 60740.7360 and -0.54321 % = 59674.0740: the nearest 0.1 ticks.
     assert (req.take_profit, req.stop_loss) == (Decimal("60740.7"), Decimal("59674.1"))
@@ -354,7 +363,7 @@ def test_configured_tp_sl_are_on_the_tick_in_the_request_and_the_result_as_the_v
 def test_a_gateway_that_refuses_trading_blocks_before_risk_is_asked(tmp_path):
     w = World(tmp_path)
     w.gateway.problems = ["venue mainnet needs trading_mode live"]
-    res = w.signal("sig-m", qty=Decimal("0.01"))
+    res = w.entry("sig-m", qty=Decimal("0.01"))
     assert res.outcome is ExecutionOutcome.BLOCKED and res.check == "mode" and "mainnet" in res.reason
     assert w.risk.got(RiskCheck).get() == [] and w.gateway.calls.get("create_order") is None
 
@@ -364,9 +373,9 @@ def test_an_entry_decided_longer_ago_than_the_limit_is_refused_before_any_peer_o
     # call, or a late delivery) became an order on a market that had moved on.
     w = World(tmp_path, max_signal_age_s=Decimal("10"))
     made = now_utc()
-    stale = w.signal("sig-old", qty=Decimal("0.01"), created_at=made - timedelta(seconds=11))
+    stale = w.entry("sig-old", qty=Decimal("0.01"), created_at=made - timedelta(seconds=11))
     assert stale.outcome is ExecutionOutcome.BLOCKED and stale.check == "signal_age" and "11." in stale.reason
-    ahead = w.signal("sig-ahead", qty=Decimal("0.01"), created_at=made + timedelta(seconds=30))
+    ahead = w.entry("sig-ahead", qty=Decimal("0.01"), created_at=made + timedelta(seconds=30))
     assert ahead.outcome is ExecutionOutcome.BLOCKED and ahead.check == "signal_age" and "ahead" in ahead.reason
     assert w.store.got(object).get() == [] and w.risk.got(RiskCheck).get() == []
     assert w.gateway.calls.get("create_order") is None
@@ -374,7 +383,7 @@ def test_an_entry_decided_longer_ago_than_the_limit_is_refused_before_any_peer_o
                          timeout=5, what="executor.blocked for sig-old")
     assert line["check"] == "signal_age" and line["age_s"] > 10 and line["limit_s"] == 10
     # Within the limit it goes through as any other entry.
-    fresh = w.signal("sig-fresh", qty=Decimal("0.01"), created_at=made - timedelta(seconds=5))
+    fresh = w.entry("sig-fresh", qty=Decimal("0.01"), created_at=made - timedelta(seconds=5))
     assert fresh.outcome is ExecutionOutcome.PENDING and len(w.gateway.created) == 1
 
 
@@ -384,6 +393,37 @@ def test_a_close_is_never_refused_for_its_age(tmp_path):
     w.signal("sig-flat-old", direction="flat", created_at=now_utc() - timedelta(hours=1))
     assert w.final("sig-flat-old").outcome is ExecutionOutcome.CLOSED
     assert len(w.panic.got(ClosePosition).get()) == 1
+
+
+def test_a_flat_and_a_status_query_never_wait_behind_an_entry_whose_create_hangs(tmp_path):
+    # The reviewed design made the create in the Executor's own mailbox: while the venue took its
+    # read timeout and lookup window (up to 15 s by default) to answer one entry, a FLAT for any
+    # other symbol waited behind it, exactly when the venue is slow and getting out matters.
+    w = World(tmp_path)
+    on_the_wire, answer = threading.Event(), threading.Event()
+
+    def hung(req):
+        on_the_wire.set()
+        answer.wait(10)
+        return OrderAck(symbol=req.symbol, order_id=f"oid-{req.order_link_id}", order_link_id=req.order_link_id,
+                        resolution=Resolution.ACKNOWLEDGED, qty=req.qty)
+
+    w.gateway.on_create = hung
+    sent = w.ref.ask(Signal(signal_id="sig-hung", symbol="BTCUSDT", direction="long", qty=Decimal("0.01")), timeout=1)
+    assert sent.outcome is ExecutionOutcome.PENDING and sent.order_id is None  # "sent", not yet answered
+    assert on_the_wire.wait(5)
+    w.state[0] = snapshot(wallet(), positions=(position("ETHUSDT", Side.BUY, "0.1"),))
+    out = w.ref.ask(Signal(signal_id="sig-out-eth", symbol="ETHUSDT", direction="flat"), timeout=1)
+    assert out.outcome is ExecutionOutcome.PENDING and out.reduce_only
+    assert w.final("sig-out-eth", timeout=2).outcome is ExecutionOutcome.CLOSED
+    assert [m.symbol for m in w.panic.got(ClosePosition).get()] == ["ETHUSDT"]
+    # The hung entry's symbol takes no other entry meanwhile: it counts as in flight.
+    again = w.ref.ask(Signal(signal_id="sig-btc-2", symbol="BTCUSDT", direction="long", qty=Decimal("0.01")), timeout=1)
+    assert again.outcome is ExecutionOutcome.BLOCKED and again.check == "order_in_flight"
+    assert w.result("sig-hung").order_id is None
+    answer.set()
+    placed = wait_until(lambda: (r := w.result("sig-hung")).order_id and r, timeout=5, what="the hung create answered")
+    assert placed.order_id == f"oid-{placed.order_link_id}" and w.gateway.calls["create_order"] == 1
 
 
 def test_a_flat_is_not_held_back_by_an_unconfirmed_entry_but_a_second_close_is(tmp_path):
@@ -397,7 +437,7 @@ def test_a_flat_is_not_held_back_by_an_unconfirmed_entry_but_a_second_close_is(t
         return None
 
     w.panic_reply = slow_close
-    w.signal("sig-in", qty=Decimal("0.01"))  # no fill on the stream: stays in flight
+    w.entry("sig-in", qty=Decimal("0.01"))  # no fill on the stream: stays in flight
     w.state[0] = snapshot(wallet(), positions=(position("BTCUSDT", Side.BUY, "0.01"),))
     assert w.signal("sig-out", direction="flat").outcome is ExecutionOutcome.PENDING
     assert w.signal("sig-out2", direction="flat").check == "close_in_flight"
@@ -407,8 +447,8 @@ def test_a_flat_is_not_held_back_by_an_unconfirmed_entry_but_a_second_close_is(t
 
 def test_a_repeat_while_the_first_is_still_confirming_places_nothing(tmp_path):
     w = World(tmp_path)
-    first = w.signal("sig-p", qty=Decimal("0.01"))
-    again = w.signal("sig-p", qty=Decimal("0.01"))
+    first = w.entry("sig-p", qty=Decimal("0.01"))
+    again = w.entry("sig-p", qty=Decimal("0.01"))
     assert first.outcome is again.outcome is ExecutionOutcome.PENDING
     assert again.order_link_id == first.order_link_id and w.gateway.calls["create_order"] == 1
 
@@ -422,9 +462,9 @@ def test_a_venue_rejection_is_a_result_and_a_repeat_does_not_resend(tmp_path, ev
         raise Rejected(110007, "ab not enough for new order")
 
     w.gateway.on_create = reject
-    res = w.signal("sig-x", qty=Decimal("0.01"))
+    res = w.entry("sig-x", qty=Decimal("0.01"))
     assert res.outcome is ExecutionOutcome.REJECTED and "not enough" in res.reason
-    assert w.signal("sig-x", qty=Decimal("0.01")).outcome is ExecutionOutcome.REJECTED
+    assert w.entry("sig-x", qty=Decimal("0.01")).outcome is ExecutionOutcome.REJECTED
     assert w.gateway.calls["create_order"] == 1
     assert any(e["event"] == "order.rejected" and e["signal_id"] == "sig-x" for e in events())
 
@@ -441,7 +481,7 @@ def test_a_risk_actor_that_does_not_answer_in_time_blocks(tmp_path):
         return original(m)
 
     w.risk_reply = stuck
-    res = w.signal("sig-t", qty=Decimal("0.01"))
+    res = w.entry("sig-t", qty=Decimal("0.01"))
     assert res.outcome is ExecutionOutcome.BLOCKED and res.check == "risk_unavailable"
     assert w.gateway.calls.get("create_order") is None
 
@@ -469,12 +509,13 @@ def test_a_close_that_panic_does_not_answer_properly_is_a_failed_result_not_a_de
     res = w.final("sig-nc")
     assert res.outcome is ExecutionOutcome.FAILED and res.reduce_only is True
     assert any(e["event"] == "executor.close_failed" for e in events())
-    assert w.ref.is_alive() and w.signal("sig-next", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
+    assert w.ref.is_alive() and w.entry("sig-next", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
 
 
-def test_the_log_writer_is_held_while_the_signal_is_decided_and_released_for_the_venue_call(tmp_path):
+def test_the_log_writer_is_held_while_the_signal_is_decided_and_released_once_the_create_is_handed_over(tmp_path):
     """Rendering log lines would compete with the pre-trade path for the interpreter lock: the
-    Executor holds the writer from the signal to the gateway call, and never leaves it held."""
+    Executor holds the writer from the signal until the create is handed to its venue worker, and
+    never leaves it held."""
     import infra.logging as il
 
     w = World(tmp_path)
@@ -485,18 +526,12 @@ def test_the_log_writer_is_held_while_the_signal_is_decided_and_released_for_the
             seen["held_during_risk"] = not il._not_held.is_set()
         return w._risk(m)
 
-    create = w.gateway.create_order
-
-    def create_order(req):
-        seen["held_at_create"] = not il._not_held.is_set()
-        return create(req)
-
     w.risk_reply = risk
-    w.gateway.create_order = create_order
-    assert w.signal("sig-held", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
-    assert seen == {"held_during_risk": True, "held_at_create": False}
+    assert w.entry("sig-held", qty=Decimal("0.01")).order_id is not None
+    assert seen == {"held_during_risk": True}
+    assert il._not_held.is_set()
     w.set_state(TradingState.HALTED)
-    assert w.signal("sig-halted", qty=Decimal("0.01")).outcome is ExecutionOutcome.BLOCKED
+    assert w.entry("sig-halted", qty=Decimal("0.01")).outcome is ExecutionOutcome.BLOCKED
     assert il._not_held.is_set()  # a blocked signal releases it too
 
 
@@ -514,11 +549,11 @@ def test_entries_still_awaiting_their_fill_count_against_the_exposure_limits(tmp
     w = World(tmp_path, fill_timeout_s=Decimal("20"))
     w.risk_reply = lambda m: engine.check(m) if isinstance(m, RiskCheck) else None
     # Each 0.015 x 60000 = 900 USD: alone within every limit; two make 1800 > 1500.
-    assert w.signal("sig-x1", symbol="BTCUSDT", qty=Decimal("0.015")).outcome is ExecutionOutcome.PENDING
-    second = w.signal("sig-x2", symbol="ETHUSDT", qty=Decimal("0.015"))
+    assert w.entry("sig-x1", symbol="BTCUSDT", qty=Decimal("0.015")).outcome is ExecutionOutcome.PENDING
+    second = w.entry("sig-x2", symbol="ETHUSDT", qty=Decimal("0.015"))
     assert second.outcome is ExecutionOutcome.BLOCKED and second.check == "gross_exposure", second
-    assert w.signal("sig-x3", symbol="SOLUSDT", qty=Decimal("0.005")).outcome is ExecutionOutcome.PENDING  # 1200
-    third = w.signal("sig-x4", symbol="XRPUSDT", qty=Decimal("0.001"))
+    assert w.entry("sig-x3", symbol="SOLUSDT", qty=Decimal("0.005")).outcome is ExecutionOutcome.PENDING  # 1200
+    third = w.entry("sig-x4", symbol="XRPUSDT", qty=Decimal("0.001"))
     assert third.outcome is ExecutionOutcome.BLOCKED and third.check == "max_open_positions", third
     assert w.gateway.calls["create_order"] == 2
 
@@ -566,7 +601,7 @@ def test_a_restarted_executor_learns_the_current_trading_state_from_panic(tmp_pa
     ctx = ActorContext(config=AppConfig(node=node, credentials=None, source="test"), directory=w.directory, generation=1)
     w.ref = Executor.start(ctx, reader=w.reader, gateway=w.gateway)
     w.directory.register(Role.EXECUTOR, w.ref)
-    res = wait_until(lambda: (r := w.signal(f"sig-rs-{len(events())}", qty=Decimal("0.01"))).outcome
+    res = wait_until(lambda: (r := w.entry(f"sig-rs-{len(events())}", qty=Decimal("0.01"))).outcome
                      is not ExecutionOutcome.BLOCKED and r, timeout=5, what="the restarted Executor trading")
     assert res.outcome is ExecutionOutcome.PENDING
     assert any(e["event"] == "executor.trading_state_synced" and e["state"] == "ACTIVE" for e in events())
@@ -582,9 +617,9 @@ def test_a_duplicate_order_link_id_held_by_a_different_order_is_not_this_signals
                 orderStatus="Filled", qty="0.5", avgPrice="58000", cumExecQty="0.5", createdTime=T0)
     w.gateway.on_create = lambda req: OrderAck(symbol=req.symbol, order_id="o-old", order_link_id=req.order_link_id,
                                                resolution=Resolution.DUPLICATE, order=old, qty=old.qty)
-    res = w.signal("sig-reused", qty=Decimal("0.01"))
+    res = w.entry("sig-reused", qty=Decimal("0.01"))
     assert res.outcome is ExecutionOutcome.REJECTED, res
     assert "o-old" in res.reason and not res.retryable
     assert w.result("sig-reused").outcome is ExecutionOutcome.REJECTED
     assert any(e["event"] == "order.link_id_taken" for e in events())
-    assert w.signal("sig-other", qty=Decimal("0.01")).outcome is not ExecutionOutcome.BLOCKED  # the symbol is free
+    assert w.entry("sig-other", qty=Decimal("0.01")).outcome is not ExecutionOutcome.BLOCKED  # the symbol is free
