@@ -26,7 +26,7 @@ from infra.store import BarRange, HistoryStore
 from messages.commands import Signal
 from messages.control import Ping
 from messages.queries import GetHealth, GetSnapshot
-from messages.trading import ExecutionOutcome
+from messages.trading import ExecutionOutcome, GetExecution
 from tests.helpers import wait_until
 from tests.integration.conftest import SIM_KEY, SIM_SECRET
 from tests.integration.test_trading_path_sim import final, orders_with_link, send, start_node, wait_seeded
@@ -67,6 +67,21 @@ def test_a_5xx_on_the_order_create_is_an_unknown_outcome_and_the_resend_makes_ex
     assert len(orders_with_link(sim, first.order_link_id)) == 1
     pos = gateway.get_position("BTCUSDT")
     assert pos.size == Decimal("0.01") and pos.stop_loss and pos.take_profit
+
+
+def test_the_executor_keeps_answering_while_an_entrys_create_hangs_on_the_venue(sim, trading_node, events):
+    # The create used to be made in the Executor's mailbox: until the venue answered (or the
+    # gateway gave up and looked the order up), nothing else reached the Executor, a FLAT included.
+    directory, _, _, _ = trading_node
+    sim.faults.timeout_next_order_create(n=1, hold_s=3.0)  # accepted, its answer held past the 0.5 s timeout
+    sent = send(directory, Signal(signal_id="nf-hang-1", symbol="BTCUSDT", direction="long", qty=Decimal("0.01")))
+    assert sent.outcome is ExecutionOutcome.PENDING and sent.order_id is None, sent
+    during = directory.get(Role.EXECUTOR).ask(GetExecution(signal_id="nf-hang-1"), timeout=5)
+    assert during.outcome is ExecutionOutcome.PENDING and during.order_id is None, during  # the create still out
+    result = final(directory, "nf-hang-1")
+    assert result.outcome is ExecutionOutcome.FILLED and result.order_id
+    assert len(orders_with_link(sim, result.order_link_id)) == 1
+    assert any(e["event"] == "gateway.order_outcome_unknown" for e in events())  # it did time out, then was found
 
 
 def test_a_slow_venue_still_fills_one_order_and_closes_before_it_cancels_the_stops(sim, trading_node):
