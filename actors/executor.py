@@ -341,6 +341,14 @@ class Executor(NodeActor):
         # One immutable query per configured symbol, asked again for every signal: building the
         # pydantic message anew cost about 1 us of the signal's path each time.
         self._view_queries = {symbol: GetTradingView(symbol=symbol) for symbol in node.symbols}
+        # A restarted Executor (generation > 0) knows nothing of its predecessor's entries: one may
+        # still be on the wire (read timeout + lookup window), or accepted and not yet visible in
+        # the positions Risk judges by (fill timeout). Entries wait that long; closes never do.
+        self._restart_hold_s = 0.0
+        if ctx.generation > 0:
+            self._restart_hold_s = float(self._risk_cfg.fill_timeout_s + node.exchange.rest_timeout_s
+                                         + node.exchange.order_lookup_window_s)
+        self._entries_from = time.monotonic() + self._restart_hold_s
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {
@@ -357,6 +365,10 @@ class Executor(NodeActor):
     def on_start(self) -> None:
         super().on_start()
         self._venue = VenueCalls(self.actor_ref, name="executor-venue")
+        if self._restart_hold_s:
+            self._log.warning("executor.restart_hold", hold_s=round(self._restart_hold_s, 1),
+                              reason="restarted: an entry of the Executor before may still be in flight; "
+                                     "entries wait, closes go through")
         # Panic tells the state only when it changes: a restarted Executor asks for the current one,
         # here and not by a message to itself: a signal told right after start() would be ahead of
         # that message in the mailbox and be judged HALTED.
@@ -487,6 +499,7 @@ class Executor(NodeActor):
             raise Blocked("order_in_flight", f"signal {busy} on {signal.symbol} is not finished yet")
         if not closing:
             self._check_age(signal)
+            self._check_restart_hold()
         view = self._trading_view(signal.symbol)
         if closing:
             return self._close(signal, view.portfolio)
@@ -502,6 +515,12 @@ class Executor(NodeActor):
         if age_s < -_FUTURE_TOLERANCE_S:
             raise Blocked("signal_age", f"the signal is dated {-age_s:.1f} s ahead of this node's clock",
                           age_s=round(age_s, 3), limit_s=limit_s)
+
+    def _check_restart_hold(self) -> None:
+        left = self._entries_from - time.monotonic()
+        if left > 0:
+            raise Blocked("restart_settling", f"the Executor restarted; an entry of the one before it may still be "
+                                              f"in flight: entries resume in {left:.1f} s", resume_in_s=round(left, 1))
 
     def _check_mode(self) -> None:
         node = self._node

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from decimal import Decimal
 
@@ -12,7 +13,7 @@ from actors.base import ActorContext, Directory, Role
 from actors.executor import Executor, fill_from, order_qty, price_deviation_pct
 from actors.risk import RiskEngine
 from infra.bybit import OrderAck, OutcomeUnknown, RateLimited, Rejected, Resolution, order_link_id
-from infra.config import AppConfig, NodeConfig, RiskConfig
+from infra.config import AppConfig, ExchangeConfig, NodeConfig, RiskConfig
 from infra.market_reader import Quote
 from infra.store.risk_state import RiskDay
 from messages.account import Order
@@ -30,7 +31,8 @@ pytestmark = pytest.mark.timeout(30)
 class World:
     """An Executor and its mocked peers. `state[0]` is what the StateStore answers."""
 
-    def __init__(self, tmp_path, *, allow: bool = True, **risk):
+    def __init__(self, tmp_path, *, allow: bool = True, generation: int = 0, exchange: ExchangeConfig | None = None,
+                 **risk):
         self.state = [snapshot(wallet())]
         self.gateway = FakeGateway()
         self.reader = FakeReader()
@@ -49,8 +51,9 @@ class World:
         self.panic = panic_ref.proxy()
         self.directory.register(Role.PANIC, panic_ref)
         limits = RiskConfig(**{"fill_stream_wait_s": Decimal("0.3"), "fill_timeout_s": Decimal("1.5"), **risk})
-        node = NodeConfig(data_dir=tmp_path / "data", risk=limits)
-        ctx = ActorContext(config=AppConfig(node=node, credentials=None, source="test"), directory=self.directory)
+        node = NodeConfig(data_dir=tmp_path / "data", risk=limits, exchange=exchange or ExchangeConfig())
+        ctx = ActorContext(config=AppConfig(node=node, credentials=None, source="test"), directory=self.directory,
+                           generation=generation)
         self.ref = Executor.start(ctx, reader=self.reader, gateway=self.gateway)
         self.set_state(TradingState.ACTIVE)
 
@@ -387,6 +390,27 @@ def test_an_entry_decided_longer_ago_than_the_limit_is_refused_before_any_peer_o
     assert fresh.outcome is ExecutionOutcome.PENDING and len(w.gateway.created) == 1
 
 
+def test_a_restarted_executor_holds_entries_while_its_predecessors_could_still_be_in_flight(tmp_path, events):
+    # A restart forgot every entry of the Executor before it: one still on the wire, or accepted and
+    # not yet in the positions Risk judges by, did not stop a second entry on the same symbol.
+    quick = ExchangeConfig(rest_timeout_s=Decimal("0.5"), order_lookup_window_s=Decimal("0.5"))
+    w = World(tmp_path, generation=1, exchange=quick)  # fill_timeout_s 1.5: a 2.5 s hold
+    held = w.entry("sig-after-restart", qty=Decimal("0.01"))
+    assert held.outcome is ExecutionOutcome.BLOCKED and held.check == "restart_settling", held
+    assert w.gateway.calls.get("create_order") is None
+    w.state[0] = snapshot(wallet(), positions=(position("BTCUSDT", Side.BUY, "0.01"),))
+    w.signal("sig-out-now", direction="flat")  # getting out is never held
+    assert w.final("sig-out-now").outcome is ExecutionOutcome.CLOSED
+    assert wait_until(lambda: any(e["event"] == "executor.restart_hold" and e["hold_s"] == 2.5 for e in events()),
+                      timeout=5, what="executor.restart_hold")
+    later = wait_until(lambda: (r := w.entry(f"sig-later-{time.monotonic_ns()}", qty=Decimal("0.01"))).check
+                       != "restart_settling" and r, timeout=6, interval=0.25, what="entries resumed")
+    assert later.outcome is ExecutionOutcome.PENDING and later.order_id
+    # A first start (generation 0) holds nothing.
+    fresh = World(tmp_path / "fresh")
+    assert fresh.entry("sig-first-start", qty=Decimal("0.01")).order_id
+
+
 def test_a_close_is_never_refused_for_its_age(tmp_path):
     w = World(tmp_path, max_signal_age_s=Decimal("10"))
     w.state[0] = snapshot(wallet(), positions=(position("BTCUSDT", Side.BUY, "0.01"),))
@@ -597,12 +621,16 @@ def test_a_restarted_executor_learns_the_current_trading_state_from_panic(tmp_pa
                                if isinstance(m, GetTradingState) else None)
     w.ref.stop()
     node = NodeConfig(data_dir=tmp_path / "data", risk=RiskConfig(fill_stream_wait_s=Decimal("0.3"),
-                                                                  fill_timeout_s=Decimal("1.5")))
+                                                                  fill_timeout_s=Decimal("1.5")),
+                      exchange=ExchangeConfig(rest_timeout_s=Decimal("0.5"), order_lookup_window_s=Decimal("0.5")))
     ctx = ActorContext(config=AppConfig(node=node, credentials=None, source="test"), directory=w.directory, generation=1)
     w.ref = Executor.start(ctx, reader=w.reader, gateway=w.gateway)
     w.directory.register(Role.EXECUTOR, w.ref)
+    first = w.entry("sig-rs-held", qty=Decimal("0.01"))
+    assert first.check == "restart_settling", first  # not "trading is HALTED": the state was synced at start
     res = wait_until(lambda: (r := w.entry(f"sig-rs-{len(events())}", qty=Decimal("0.01"))).outcome
-                     is not ExecutionOutcome.BLOCKED and r, timeout=5, what="the restarted Executor trading")
+                     is not ExecutionOutcome.BLOCKED and r, timeout=8, interval=0.25,
+                     what="the restarted Executor trading after its hold")
     assert res.outcome is ExecutionOutcome.PENDING
     assert any(e["event"] == "executor.trading_state_synced" and e["state"] == "ACTIVE" for e in events())
 
