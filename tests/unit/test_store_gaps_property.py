@@ -203,3 +203,32 @@ def test_both_plans_agree_with_bars_off_the_grid(store, interval, data):
 def test_a_plan_that_does_not_fit_the_interval_is_refused(store):
     with store.session() as s, pytest.raises(ValueError, match="do not nest in UTC days"):
         find_gaps(s.conn, "BTCUSDT", "W", None, by_day=True)
+
+
+def test_a_day_missing_one_run_is_answered_from_its_sums_and_only_days_with_more_runs_are_read_again(
+        store, monkeypatch):
+    """Three days of one-minute bars: day 1 misses one run of five bars (its sums place it), day 2
+    misses two runs (its bars are compared in order), day 3 misses the bars of its first hour (a day
+    edge). The day pass is one statement; only day 2 costs a second one."""
+    import infra.store.gaps as gaps
+
+    symbol, interval = next(_symbols), "1"
+    day = 1440
+    missing = set(range(700, 705)) | {day + 10, day + 20, day + 21} | set(range(2 * day, 2 * day + 60))
+    statements: list[str] = []
+    real = gaps._execute
+    monkeypatch.setattr(gaps, "_execute", lambda conn, sql, args: statements.append(sql) or real(conn, sql, args))
+    with store.session() as s:
+        s.write_bars([make_bar(symbol, interval, slot_ms(interval, i), seq=i) for i in range(3 * day) if i not in missing])
+        got = find_gaps(s.conn, symbol, interval, None, by_day=True, ragged_share=1.0)
+    expected = [BarRange(slot_ms(interval, a), slot_ms(interval, b))
+                for a, b in ((700, 705), (day + 10, day + 11), (day + 20, day + 22), (2 * day, 2 * day + 60))]
+    assert got == expected == reference_gaps(interval, {slot_ms(interval, i) for i in set(range(3 * day)) - missing}, None)
+    assert [("_INSIDE" if "PARTITION BY" in sql else "_DAYS") for sql in statements] == ["_DAYS", "_INSIDE"]
+    statements.clear()
+    with store.session() as s:  # without day 2's second run: one statement
+        s.write_bars([make_bar(symbol, interval, slot_ms(interval, day + 20), seq=1),
+                      make_bar(symbol, interval, slot_ms(interval, day + 21), seq=2)])
+        assert find_gaps(s.conn, symbol, interval, None, by_day=True, ragged_share=1.0) == [
+            expected[0], expected[1], expected[3]]
+    assert len(statements) == 1
