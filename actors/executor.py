@@ -327,6 +327,7 @@ class Executor(NodeActor):
         self._ledger = SignalLedger()
         self._sending: dict[str, _Sending] = {}  # orderLinkId -> entry whose create is on the wire
         self._pending: dict[str, _Pending] = {}  # orderLinkId -> order awaiting its fill
+        self._asking: set[str] = set()  # orderLinkIds whose fill question is with the venue worker
         self._unknown: dict[str, _Unknown] = {}  # orderLinkId -> entry sent with an unknown outcome
         self._busy_symbols: dict[str, str] = {}  # symbol -> signal id of the entry awaiting its fill
         self._closing_symbols: dict[str, str] = {}  # symbol -> signal id of the close Panic is doing
@@ -781,8 +782,7 @@ class Executor(NodeActor):
             self._log.warning("order.fill_check_failed", signal_id=p.signal.signal_id, order_link_id=msg.order_link_id,
                               error=repr(exc))
             done = False
-        if done is not None:  # None: the venue was asked, and its answer carries on from here
-            self._next_check(p, msg.attempt, done)
+        self._next_check(p, msg.attempt, done)
 
     def _next_check(self, p: _Pending, attempt: int, done: bool) -> None:
         if done:
@@ -798,8 +798,10 @@ class Executor(NodeActor):
             return
         self._schedule(_ConfirmFill(order_link_id=link, attempt=attempt + 1), self._lookup_delay(attempt))
 
-    def _confirm(self, p: _Pending, attempt: int) -> bool | None:
-        """True: finished; False: not yet; None: the venue was asked (`_on_venue_view` goes on)."""
+    def _confirm(self, p: _Pending, attempt: int) -> bool:
+        """True: finished; False: not yet. After `fill_stream_wait_s` each check also asks the venue,
+        one question at a time per order; its answer (`_on_venue_view`) may finish the order, and the
+        stream keeps being watched while it is on its way (behind another order's slow create, say)."""
         link, order_id = p.request.order_link_id, p.ack.order_id
         # The ack of an order found by lookup already carries the venue's view.
         if p.ack.order is not None:
@@ -815,11 +817,11 @@ class Executor(NodeActor):
             qty, avg = vwap(execs)
             if avg is not None and qty >= p.ack.qty:
                 return self._filled(p, Fill(qty, avg, "executions"), "stream")
-        if time.monotonic() - p.placed_mono < self._stream_wait_s:
+        if time.monotonic() - p.placed_mono < self._stream_wait_s or link in self._asking:
             return False
-        self._call("fill", link, lambda: self._venue_view(p),
-                   lambda view, error: self._on_venue_view(link, attempt, view, error))
-        return None
+        self._asking.add(link)
+        self._call("fill", link, lambda: self._venue_view(p), lambda view, error: self._on_venue_view(link, view, error))
+        return False
 
     def _venue_view(self, p: _Pending) -> tuple[Order, list[Execution]] | None:
         """On the venue worker: the order by its orderLinkId, with its executions when only they price it."""
@@ -834,18 +836,18 @@ class Executor(NodeActor):
                      if e.is_trade and (e.order_link_id == link or e.order_id == order.order_id)]
         return order, execs
 
-    def _on_venue_view(self, link: str, attempt: int, view: tuple[Order, list[Execution]] | None,
+    def _on_venue_view(self, link: str, view: tuple[Order, list[Execution]] | None,
                        error: BaseException | None) -> None:
+        """The checks go on by themselves (`_ConfirmFill`, to `fill_timeout_s`): this only may finish."""
+        self._asking.discard(link)
         p = self._pending.get(link)
         if p is None:
-            return  # finished meanwhile
-        if error is not None:  # keep trying until the deadline
+            return  # finished meanwhile (the stream saw the fill, or the deadline passed)
+        if error is not None:
             self._log.warning("order.fill_check_failed", signal_id=p.signal.signal_id, order_link_id=link,
                               error=repr(error))
-            done = False
-        else:
-            done = view is not None and self._judge(p, *view)
-        self._next_check(p, attempt, done)
+        elif view is not None:
+            self._judge(p, *view)
 
     def _judge(self, p: _Pending, order: Order, execs_rest: list[Execution]) -> bool:
         link = p.request.order_link_id

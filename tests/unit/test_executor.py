@@ -19,7 +19,7 @@ from infra.store.risk_state import RiskDay
 from messages.account import Order
 from messages.commands import ClosePosition, CloseOutcome, CloseResult, Signal
 from messages.control import TradingState, TradingStateChanged
-from messages.queries import GetTradingState
+from messages.queries import GetSnapshot, GetTradingState
 from messages.trading import ExecutionOutcome, GetExecution, RiskCheck, RiskDecision
 from messages.types import Side, now_utc
 from tests.helpers import wait_until
@@ -448,6 +448,37 @@ def test_a_flat_and_a_status_query_never_wait_behind_an_entry_whose_create_hangs
     answer.set()
     placed = wait_until(lambda: (r := w.result("sig-hung")).order_id and r, timeout=5, what="the hung create answered")
     assert placed.order_id == f"oid-{placed.order_link_id}" and w.gateway.calls["create_order"] == 1
+
+
+def test_a_fill_seen_on_the_stream_is_confirmed_while_its_venue_check_waits_behind_a_hung_create(tmp_path):
+    """Once an order's stream wait is over, each check also asks the venue. That question queues on
+    the venue worker behind any slow create; the checks of the stream must go on meanwhile, or the
+    order's fill (and its symbol) waits for an unrelated create."""
+    w = World(tmp_path, fill_timeout_s=Decimal("20"))
+    placed = w.entry("sig-btc", qty=Decimal("0.01"))  # no fill on the stream yet
+    on_the_wire, answer = threading.Event(), threading.Event()
+
+    def hang_eth(req):
+        if req.symbol == "ETHUSDT":
+            on_the_wire.set()
+            answer.wait(10)
+        return OrderAck(symbol=req.symbol, order_id=f"oid-{req.order_link_id}", order_link_id=req.order_link_id,
+                        resolution=Resolution.ACKNOWLEDGED, qty=req.qty)
+
+    w.gateway.on_create = hang_eth
+    try:
+        w.signal("sig-eth", symbol="ETHUSDT", qty=Decimal("0.1"))
+        assert on_the_wire.wait(5)
+        # Past the 0.3 s stream wait: sig-btc's venue question is queued behind the hung create.
+        asked = len(w.store.got(GetSnapshot).get())
+        wait_until(lambda: len(w.store.got(GetSnapshot).get()) >= asked + 4, timeout=5,
+                   what="sig-btc's stream checks going on")
+        w.fill_on_stream(placed.order_link_id, ("0.01", "60002"))
+        res = wait_until(lambda: (r := w.result("sig-btc")).final and r, timeout=3, what="sig-btc confirmed")
+        assert res.outcome is ExecutionOutcome.FILLED and res.price_source == "executions"
+        assert w.result("sig-eth").order_id is None  # the create still hangs
+    finally:
+        answer.set()
 
 
 def test_a_flat_is_not_held_back_by_an_unconfirmed_entry_but_a_second_close_is(tmp_path):
