@@ -62,10 +62,11 @@ from messages.types import interval_ms, next_open_ms
 
 _DAY_MS = 86_400_000
 _EPOCH_DAY = date(1970, 1, 1)
-# Above this share of ragged days, comparing their bars costs more than sorting the whole
-# series. Measured on 1,051,200 one-minute bars: by day wins while up to about a quarter of
-# the days are ragged, loses from about a third, and costs 2-2.7x the ordered scan when every
-# day is; falling back (after the day count) caps that at about 1.3x.
+# Above this share of days whose bars must be compared (two or more runs missing, or a bar off
+# the grid), comparing them costs more than sorting the whole series. Measured on 1,051,200
+# one-minute bars (with the earlier plan, which compared every ragged day): by day wins while up
+# to about a quarter of the days need it, loses from about a third, and costs 2-2.7x the ordered
+# scan when every day does; falling back (after the day pass) caps that at about 1.3x.
 RAGGED_SHARE = 1 / 4
 
 # $symbol, $interval, and with a range $lo/$hi (the range) and $before (the bar before it).
@@ -81,20 +82,22 @@ WHERE open_time > prev + {step} ORDER BY open_time"""
 # Per UTC day: count, first, last, and the sum, slot-number sum and slot-number sum of squares
 # of its bars' open times (a bar's slot: its open time in whole steps since the epoch; a bar off
 # the grid makes the open times add up to more than their slots' starts); with the day before's
-# last bar (or the bar before the range). Only the days that end a gap at their start, or hold
-# one inside, come back.
+# last bar (or the bar before the range). Only the days that end a gap at their start (`edge`),
+# or hold one inside (`ragged`), come back.
 _DAYS = """
-SELECT first_ms, last_ms, prev_ms, n, us_sum, s1, s2, days FROM (
-    SELECT epoch_ms(first) AS first_ms, epoch_ms(last) AS last_ms,
-           epoch_ms(lag(last{default}) OVER (ORDER BY first)) AS prev_ms,
-           n, us_sum, s1, s2, count(n) OVER () AS days
+SELECT first_ms, last_ms, prev_ms, n, on_grid, edge, ragged, s1, s2, days FROM (
+    SELECT *, coalesce(first_ms > prev_ms + $step_ms, false) AS edge,
+           n IS NOT NULL AND NOT (on_grid AND last_ms - first_ms = $step_ms * (n - 1)) AS ragged
     FROM (
-        SELECT count(*) AS n, min(open_time) AS first, max(open_time) AS last,
-               sum(epoch_us(open_time)) AS us_sum, sum(epoch_us(open_time) // $step_us) AS s1,
-               sum((epoch_us(open_time) // $step_us) * (epoch_us(open_time) // $step_us)) AS s2
-        FROM ({bars}) GROUP BY open_time::DATE{sentinel_day}))
-WHERE first_ms > prev_ms + $step_ms
-   OR (n IS NOT NULL AND (us_sum <> s1 * $step_us OR last_ms - first_ms <> $step_ms * (n - 1)))"""
+        SELECT epoch_ms(first) AS first_ms, epoch_ms(last) AS last_ms,
+               epoch_ms(lag(last{default}) OVER (ORDER BY first)) AS prev_ms,
+               n, us_sum = s1 * $step_us AS on_grid, s1, s2, count(n) OVER () AS days
+        FROM (
+            SELECT count(*) AS n, min(open_time) AS first, max(open_time) AS last,
+                   sum(epoch_us(open_time)) AS us_sum, sum(epoch_us(open_time) // $step_us) AS s1,
+                   sum((epoch_us(open_time) // $step_us) * (epoch_us(open_time) // $step_us)) AS s2
+            FROM ({bars}) GROUP BY open_time::DATE{sentinel_day})))
+WHERE edge OR ragged"""
 
 # Every bar of the given days next to its predecessor in the same day.
 _INSIDE = """
@@ -164,16 +167,15 @@ def _by_day(conn: duckdb.DuckDBPyConnection, symbol: str, interval: str, within:
     bars, default, args = _bars(symbol, interval, within)
     sentinel_day = "" if within is None else (
         " UNION ALL SELECT NULL, epoch_ms($hi::BIGINT), epoch_ms($hi::BIGINT), NULL, NULL, NULL")
-    args.update(step_us=step * 1000, step_ms=step, day_us=_DAY_MS * 1000)
+    args.update(step_us=step * 1000, step_ms=step)
     rows = _execute(conn, _DAYS.format(bars=bars, default=default, sentinel_day=sentinel_day), args)
     pairs: list[tuple] = []
     crowded: list[date] = []  # days with two or more runs missing, or a bar off the grid
     days = 0
-    for first, last, prev, n, us_sum, s1, s2, days in rows:
-        if prev is not None and first > prev + step:
+    for first, last, prev, n, on_grid, edge, ragged, s1, s2, days in rows:
+        if edge:
             pairs.append((prev, first))
-        on_grid = n is not None and us_sum == s1 * step * 1000
-        if n is None or (on_grid and last - first == step * (n - 1)):
+        if not ragged:
             continue  # the range's end, or a day that only ends a gap before it
         run = _one_run(first, last, n, int(s1), int(s2), step) if on_grid else None
         if run is not None:
