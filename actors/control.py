@@ -7,10 +7,9 @@ of the Panic actor (the reply carries its report). The signal is told, not
 asked: the watcher takes one command at a time, and a `panic` must never
 wait behind a signal's venue calls; the command side polls for the outcome.
 Command side: with a node running on this data directory and venue, the
-command goes through the control
-directory (`infra.control`); `panic` with no node running, or with one
-that does not answer, does the same procedure itself, straight through
-the gateway.
+command goes through the control directory (`infra.control`); `panic` with
+no node running, or with one that does not answer, does the same procedure
+itself, straight through the gateway.
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ get_executions); after `fill_timeout_s` it gives up with an error event.
 Meanwhile a signal for another symbol goes through at once, one for the
 same symbol is blocked (`order_in_flight`): it would be judged against a
 position that is about to change; a FLAT is never held back by an entry.
+A FLAT signal is handed to Panic (`ClosePosition`, close before cancel,
+DATA-018) and its answer is waited for on a helper thread, not in the
+mailbox; a second FLAT for the symbol meanwhile is `close_in_flight`.
 
 No venue call is made in the mailbox: the create, the lookups of an unknown
 outcome and the REST fill checks run on the Executor's venue worker
@@ -31,9 +34,6 @@ messages. So a FLAT, another symbol's signal or a status query never waits
 behind a create's read timeout and lookup window. A signal's first answer
 is therefore PENDING ("sent") or a refusal; `GetExecution` follows it to
 its final outcome.
-A FLAT signal is handed to Panic (`ClosePosition`, close before cancel,
-DATA-018) and its answer is waited for on a helper thread, not in the
-mailbox; a second FLAT for the symbol meanwhile is `close_in_flight`.
 
 The fill price comes from the venue's order (`avgPrice`) or, when that is
 0 or missing, from the executions; never from a quote (DATA-021). Every
@@ -782,21 +782,18 @@ class Executor(NodeActor):
             self._log.warning("order.fill_check_failed", signal_id=p.signal.signal_id, order_link_id=msg.order_link_id,
                               error=repr(exc))
             done = False
-        self._next_check(p, msg.attempt, done)
-
-    def _next_check(self, p: _Pending, attempt: int, done: bool) -> None:
         if done:
             return
-        link = p.request.order_link_id
         elapsed = time.monotonic() - p.placed_mono
         if elapsed >= self._fill_timeout_s:
-            self._log.error("order.fill_unconfirmed", signal_id=p.signal.signal_id, order_link_id=link,
+            self._log.error("order.fill_unconfirmed", signal_id=p.signal.signal_id, order_link_id=msg.order_link_id,
                             order_id=p.ack.order_id, symbol=p.request.symbol, waited_s=round(elapsed, 2),
                             reason="no fill seen on the stream or over REST; reconciliation will see the order")
             self._finish(p, replace(p.result, outcome=ExecutionOutcome.UNCONFIRMED,
                                     reason=f"no fill confirmed within {self._fill_timeout_s} s"))
             return
-        self._schedule(_ConfirmFill(order_link_id=link, attempt=attempt + 1), self._lookup_delay(attempt))
+        self._schedule(_ConfirmFill(order_link_id=msg.order_link_id, attempt=msg.attempt + 1),
+                       self._lookup_delay(msg.attempt))
 
     def _confirm(self, p: _Pending, attempt: int) -> bool:
         """True: finished; False: not yet. After `fill_stream_wait_s` each check also asks the venue,

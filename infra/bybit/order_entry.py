@@ -39,26 +39,21 @@ class OrderEntry(InstrumentLookup):
         lane = self._sender.lane(Lane.ORDER)
         self._sender.check_writable()
         inst = self.instrument(req.symbol)
+        entries = self._sender.entries
         try:
             body, qty, price = create_body(req, inst)
+            if not req.reduce_only:
+                entries.admit(req.symbol, req.order_link_id)  # refused while a panic runs
         except OrderRefused as exc:
             log.warning(
                 "gateway.order_refused", symbol=req.symbol, order_link_id=req.order_link_id, reason=exc.reason, detail=exc.detail
             )
             raise
-        if req.reduce_only:
-            return self._send(req, body, qty, price, lane)
-        entries = self._sender.entries
-        try:
-            entries.admit(req.symbol, req.order_link_id)
-        except OrderRefused as exc:
-            log.warning("gateway.order_refused", symbol=req.symbol, order_link_id=req.order_link_id, reason=exc.reason,
-                        detail=exc.detail)
-            raise
         try:
             return self._send(req, body, qty, price, lane)
         finally:
-            entries.done(req.order_link_id)
+            if not req.reduce_only:
+                entries.done(req.order_link_id)
 
     def halt_entries(self, reason: str) -> AbstractContextManager[None]:
         """While inside: every opening create is refused (`entries_halted`); reduce-only ones go on."""
