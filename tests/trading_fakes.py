@@ -158,6 +158,11 @@ class FakeGateway:
             self.created.append(req)
         if self.on_create is not None:
             return self.on_create(req)
+        return self.accepted(req)
+
+    @staticmethod
+    def accepted(req: Any) -> OrderAck:
+        """The venue's plain acknowledgement of `req` (order id "oid-" + its orderLinkId)."""
         return OrderAck(symbol=req.symbol, order_id=f"oid-{req.order_link_id}", order_link_id=req.order_link_id,
                         resolution=Resolution.ACKNOWLEDGED, qty=req.qty, reduce_only=req.reduce_only)
 

@@ -153,13 +153,13 @@ def test_a_repeated_signal_never_places_a_second_order(tmp_path, events):
     assert any(e["event"] == "executor.duplicate_signal" for e in events())
 
 
+def _lost_answer(req):
+    raise OutcomeUnknown("the answer was lost and the lookup found nothing", order_link_id=req.order_link_id)
+
+
 def test_a_retry_after_an_unknown_outcome_resends_the_same_order_link_id(tmp_path):
     w = World(tmp_path)
-
-    def flaky(req):
-        raise OutcomeUnknown("the answer was lost and the lookup found nothing", order_link_id=req.order_link_id)
-
-    w.gateway.on_create = flaky
+    w.gateway.on_create = _lost_answer
     assert w.entry("sig-u", qty=Decimal("0.01")).outcome is ExecutionOutcome.UNKNOWN
     w.gateway.on_create = None
     assert w.entry("sig-u", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
@@ -172,8 +172,7 @@ def test_a_blocked_resend_after_an_unknown_outcome_leaves_the_signal_unknown_and
     ("nothing was sent"), though the first send's order may exist; every later re-send was then
     answered from the ledger as a duplicate, so the unknown outcome could never be resolved."""
     w = World(tmp_path)
-    w.gateway.on_create = lambda req: (_ for _ in ()).throw(
-        OutcomeUnknown("the answer was lost and the lookup found nothing", order_link_id=req.order_link_id))
+    w.gateway.on_create = _lost_answer
     assert w.entry("sig-ub", qty=Decimal("0.01")).outcome is ExecutionOutcome.UNKNOWN
     w.gateway.on_create = None
     w.set_state(TradingState.REDUCING)
@@ -183,10 +182,6 @@ def test_a_blocked_resend_after_an_unknown_outcome_leaves_the_signal_unknown_and
     w.set_state(TradingState.ACTIVE)
     assert w.entry("sig-ub", qty=Decimal("0.01")).outcome is ExecutionOutcome.PENDING
     assert w.gateway.calls["create_order"] == 2
-
-
-def _lost_answer(req):
-    raise OutcomeUnknown("the answer was lost and the lookup found nothing", order_link_id=req.order_link_id)
 
 
 def test_an_unknown_outcome_holds_its_symbol_until_the_venue_shows_the_order(tmp_path, events):
@@ -429,8 +424,7 @@ def test_a_flat_and_a_status_query_never_wait_behind_an_entry_whose_create_hangs
     def hung(req):
         on_the_wire.set()
         answer.wait(10)
-        return OrderAck(symbol=req.symbol, order_id=f"oid-{req.order_link_id}", order_link_id=req.order_link_id,
-                        resolution=Resolution.ACKNOWLEDGED, qty=req.qty)
+        return FakeGateway.accepted(req)
 
     w.gateway.on_create = hung
     sent = w.ref.ask(Signal(signal_id="sig-hung", symbol="BTCUSDT", direction="long", qty=Decimal("0.01")), timeout=1)
@@ -462,8 +456,7 @@ def test_a_fill_seen_on_the_stream_is_confirmed_while_its_venue_check_waits_behi
         if req.symbol == "ETHUSDT":
             on_the_wire.set()
             answer.wait(10)
-        return OrderAck(symbol=req.symbol, order_id=f"oid-{req.order_link_id}", order_link_id=req.order_link_id,
-                        resolution=Resolution.ACKNOWLEDGED, qty=req.qty)
+        return FakeGateway.accepted(req)
 
     w.gateway.on_create = hang_eth
     try:
